@@ -1,0 +1,145 @@
+// Package cells wires egressha into Cilium's hives: Agent goes into our
+// cilium-agent, Operator into our cilium-operator-generic. The domain logic
+// lives in egressgw/ and vipd/; this package only connects it to Cilium's
+// configuration, lifecycle and Kubernetes clients.
+package cells
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/spf13/pflag"
+
+	"github.com/cilium/cilium/pkg/kpr"
+	"github.com/cilium/cilium/pkg/option"
+)
+
+// Agent is egressha's part of cilium-agent.
+var Agent = cell.Module(
+	"egress-gateway-ha-agent",
+	"egressha HA egress gateway on every node",
+
+	cell.Config(DefaultAgentConfig),
+	cell.Invoke(registerAgentChecks),
+)
+
+// AgentConfig holds the agent flags of egressha.
+type AgentConfig struct {
+	// EgressGatewayHAEnabled turns egressha's agent cells on. Off, the
+	// binary behaves exactly like stock cilium-agent.
+	EgressGatewayHAEnabled bool
+	// EgressGatewayHAHeartbeatRenewInterval is how often the agent renews
+	// its node's heartbeat Lease.
+	EgressGatewayHAHeartbeatRenewInterval time.Duration
+	// EgressGatewayHAHeartbeatExpiry is how long a heartbeat stays fresh; a
+	// node that cannot renew within it stops announcing (self-fencing).
+	EgressGatewayHAHeartbeatExpiry time.Duration
+}
+
+// DefaultAgentConfig are the defaults of the agent flags.
+var DefaultAgentConfig = AgentConfig{
+	EgressGatewayHAEnabled:                true,
+	EgressGatewayHAHeartbeatRenewInterval: time.Second,
+	EgressGatewayHAHeartbeatExpiry:        4 * time.Second,
+}
+
+// Flags registers the agent flags.
+func (def AgentConfig) Flags(flags *pflag.FlagSet) {
+	flags.Bool("egress-gateway-ha-enabled", def.EgressGatewayHAEnabled,
+		"Enable egressha (HA egress gateway); requires Cilium's own egress gateway to be off")
+	flags.Duration("egress-gateway-ha-heartbeat-renew-interval", def.EgressGatewayHAHeartbeatRenewInterval,
+		"How often a candidate gateway node renews its heartbeat Lease")
+	flags.Duration("egress-gateway-ha-heartbeat-expiry", def.EgressGatewayHAHeartbeatExpiry,
+		"How long a heartbeat Lease stays fresh; must be at least twice the renew interval")
+}
+
+// Validate reports flag values that cannot work together.
+func (c AgentConfig) Validate() error {
+	return validateHeartbeat(c.EgressGatewayHAHeartbeatRenewInterval, c.EgressGatewayHAHeartbeatExpiry)
+}
+
+// validateHeartbeat checks a renew interval against an expiry: a lease
+// must survive at least one missed renewal, or a single slow API call
+// would fail the active node over.
+func validateHeartbeat(renew, expiry time.Duration) error {
+	if renew <= 0 {
+		return fmt.Errorf("--egress-gateway-ha-heartbeat-renew-interval must be positive, got %s", renew)
+	}
+	if expiry < 2*renew {
+		return fmt.Errorf("--egress-gateway-ha-heartbeat-expiry (%s) must be at least twice "+
+			"--egress-gateway-ha-heartbeat-renew-interval (%s) so one missed renewal does not expire the lease",
+			expiry, renew)
+	}
+	return nil
+}
+
+// CheckDatapathPreconditions returns every reason Cilium's configuration
+// cannot carry egressha's datapath, each with the setting that fixes it.
+// The egress gateway BPF code SNATs only with BPF masquerade, which needs
+// NodePort; Cilium's own egress gateway manager deletes every map entry it
+// did not write; endpoint identities must be CRD-backed CiliumEndpoints.
+func CheckDatapathPreconditions(dc *option.DaemonConfig, kprCfg kpr.KPRConfig) error {
+	var errs []error
+	if dc.EnableEgressGateway {
+		errs = append(errs, errors.New("enable-egress-gateway=true (Helm egressGateway.enabled): Cilium's own egress gateway "+
+			"deletes every egress map entry it did not write, so it cannot run beside egressha; set it to false"))
+	}
+	if !dc.EnableIPv4Masquerade {
+		errs = append(errs, errors.New("IPv4 masquerading is off; set enable-ipv4-masquerade=true (Helm enableIPv4Masquerade)"))
+	}
+	if !dc.EnableBPFMasquerade {
+		errs = append(errs, errors.New("BPF masquerading is off; set enable-bpf-masquerade=true (Helm bpf.masquerade)"))
+	}
+	if kprCfg.KubeProxyReplacement != option.KubeProxyReplacementTrue || !kprCfg.EnableNodePort {
+		errs = append(errs, errors.New("kube-proxy replacement is off; set kube-proxy-replacement=true (Helm kubeProxyReplacement)"))
+	}
+	if dc.IdentityAllocationMode != option.IdentityAllocationModeCRD {
+		errs = append(errs, fmt.Errorf("identity allocation mode is %q; egressha needs identity-allocation-mode=crd", dc.IdentityAllocationMode))
+	}
+	if dc.EnableCiliumEndpointSlice {
+		errs = append(errs, errors.New("CiliumEndpointSlice is enabled; egressha reads CiliumEndpoints, set enable-cilium-endpoint-slice=false"))
+	}
+	if !dc.EnableIPv4 {
+		errs = append(errs, errors.New("IPv4 is disabled; egressha programs IPv4 egress only, set enable-ipv4=true"))
+	}
+	return errors.Join(errs...)
+}
+
+type agentCheckParams struct {
+	cell.In
+
+	Log          *slog.Logger
+	Lifecycle    cell.Lifecycle
+	Config       AgentConfig
+	DaemonConfig *option.DaemonConfig
+	KPRConfig    kpr.KPRConfig
+}
+
+// registerAgentChecks refuses to start the agent when egressha is enabled
+// on a configuration it cannot work with. The check runs in a start hook,
+// not at construction, because `cilium-agent hive` builds the graph
+// without parsing the daemon configuration.
+func registerAgentChecks(p agentCheckParams) {
+	p.Lifecycle.Append(cell.Hook{
+		OnStart: func(cell.HookContext) error {
+			if !p.Config.EgressGatewayHAEnabled {
+				p.Log.Info("egressha is disabled (--egress-gateway-ha-enabled=false); this agent behaves as stock Cilium")
+				return nil
+			}
+			if err := p.Config.Validate(); err != nil {
+				return fmt.Errorf("egressha: invalid configuration: %w", err)
+			}
+			if err := CheckDatapathPreconditions(p.DaemonConfig, p.KPRConfig); err != nil {
+				return fmt.Errorf("egressha cannot run on this Cilium configuration "+
+					"(fix the settings below or set egress-gateway-ha-enabled=false):\n%w", err)
+			}
+			p.Log.Info("egressha agent configuration accepted",
+				"heartbeatRenewInterval", p.Config.EgressGatewayHAHeartbeatRenewInterval,
+				"heartbeatExpiry", p.Config.EgressGatewayHAHeartbeatExpiry)
+			return nil
+		},
+	})
+}

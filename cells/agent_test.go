@@ -1,0 +1,171 @@
+package cells
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/hivetest"
+	"github.com/spf13/pflag"
+
+	"github.com/cilium/cilium/pkg/hive"
+	"github.com/cilium/cilium/pkg/kpr"
+	"github.com/cilium/cilium/pkg/option"
+)
+
+func goodDaemonConfig() (*option.DaemonConfig, kpr.KPRConfig) {
+	return &option.DaemonConfig{
+			EnableIPv4:             true,
+			EnableIPv4Masquerade:   true,
+			EnableBPFMasquerade:    true,
+			IdentityAllocationMode: option.IdentityAllocationModeCRD,
+		}, kpr.KPRConfig{
+			KubeProxyReplacement: option.KubeProxyReplacementTrue,
+			EnableNodePort:       true,
+		}
+}
+
+func TestCheckDatapathPreconditions(t *testing.T) {
+	dc, k := goodDaemonConfig()
+	if err := CheckDatapathPreconditions(dc, k); err != nil {
+		t.Fatalf("a supported configuration was refused: %v", err)
+	}
+
+	cases := []struct {
+		name   string
+		mutate func(*option.DaemonConfig, *kpr.KPRConfig)
+		want   string
+	}{
+		{"cilium egress gateway on", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableEgressGateway = true }, "enable-egress-gateway=true"},
+		{"no ipv4 masquerade", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableIPv4Masquerade = false }, "enable-ipv4-masquerade=true"},
+		{"iptables masquerade", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableBPFMasquerade = false }, "enable-bpf-masquerade=true"},
+		{"no kpr", func(_ *option.DaemonConfig, k *kpr.KPRConfig) {
+			k.KubeProxyReplacement = "false"
+			k.EnableNodePort = false
+		}, "kube-proxy-replacement=true"},
+		{"kvstore identities", func(d *option.DaemonConfig, _ *kpr.KPRConfig) {
+			d.IdentityAllocationMode = option.IdentityAllocationModeKVstore
+		}, `identity allocation mode is "kvstore"`},
+		{"endpoint slices", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableCiliumEndpointSlice = true }, "enable-cilium-endpoint-slice=false"},
+		{"ipv6 only", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableIPv4 = false }, "enable-ipv4=true"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dc, k := goodDaemonConfig()
+			tc.mutate(dc, &k)
+			err := CheckDatapathPreconditions(dc, k)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want an error naming %q, got %v", tc.want, err)
+			}
+		})
+	}
+
+	// Every problem is reported at once, so an operator fixes them in one go.
+	dc, k = goodDaemonConfig()
+	dc.EnableEgressGateway, dc.EnableBPFMasquerade = true, false
+	err := CheckDatapathPreconditions(dc, k)
+	if err == nil || !strings.Contains(err.Error(), "enable-egress-gateway") || !strings.Contains(err.Error(), "enable-bpf-masquerade") {
+		t.Fatalf("want both problems reported, got %v", err)
+	}
+}
+
+func TestHeartbeatValidation(t *testing.T) {
+	if err := DefaultAgentConfig.Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	for _, tc := range []struct {
+		renew, expiry time.Duration
+		want          string
+	}{
+		{0, 4 * time.Second, "must be positive"},
+		{time.Second, 1500 * time.Millisecond, "at least twice"},
+	} {
+		c := AgentConfig{EgressGatewayHAEnabled: true, EgressGatewayHAHeartbeatRenewInterval: tc.renew, EgressGatewayHAHeartbeatExpiry: tc.expiry}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("renew %s expiry %s: want error %q, got %v", tc.renew, tc.expiry, tc.want, err)
+		}
+	}
+}
+
+// TestCellsRegisterFlags builds each module in a hive, as the binaries do,
+// and checks that our flags are registered with the egress-gateway-ha- prefix
+// and reach the config structs.
+func TestCellsRegisterFlags(t *testing.T) {
+	var agentCfg AgentConfig
+	h := hive.New(Agent, cellInvoke(func(c AgentConfig) { agentCfg = c }), providePreconditionInputs())
+	flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+	h.RegisterFlags(flags)
+	for _, name := range []string{"egress-gateway-ha-enabled", "egress-gateway-ha-heartbeat-renew-interval", "egress-gateway-ha-heartbeat-expiry"} {
+		if flags.Lookup(name) == nil {
+			t.Errorf("agent flag --%s not registered", name)
+		}
+	}
+	if err := flags.Parse([]string{"--egress-gateway-ha-heartbeat-expiry=9s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Populate(hivetest.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if agentCfg.EgressGatewayHAHeartbeatExpiry != 9*time.Second || !agentCfg.EgressGatewayHAEnabled {
+		t.Fatalf("flags did not reach AgentConfig: %+v", agentCfg)
+	}
+
+	var opCfg OperatorConfig
+	h = hive.New(Operator, cellInvoke(func(c OperatorConfig) { opCfg = c }))
+	flags = pflag.NewFlagSet("operator", pflag.ContinueOnError)
+	h.RegisterFlags(flags)
+	if err := flags.Parse([]string{"--egress-gateway-ha-enabled=false"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Populate(hivetest.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	if opCfg.EgressGatewayHAEnabled {
+		t.Fatal("--egress-gateway-ha-enabled=false did not reach OperatorConfig")
+	}
+}
+
+// TestAgentRefusesToStart runs the agent module's start hook against a
+// configuration egressha cannot work with: the hive must not start, and the
+// error must say what to change. Disabled, the same configuration starts.
+func TestAgentRefusesToStart(t *testing.T) {
+	bad := cell.Provide(
+		func() *option.DaemonConfig {
+			dc, _ := goodDaemonConfig()
+			dc.EnableEgressGateway = true
+			return dc
+		},
+		func() kpr.KPRConfig { _, k := goodDaemonConfig(); return k },
+	)
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{nil, "enable-egress-gateway=true"},
+		{[]string{"--egress-gateway-ha-heartbeat-renew-interval=3s"}, "must be at least twice"},
+		{[]string{"--egress-gateway-ha-enabled=false"}, ""},
+	} {
+		h := hive.New(Agent, bad)
+		flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
+		h.RegisterFlags(flags)
+		if err := flags.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		log := hivetest.Logger(t)
+		err := h.Start(log, context.Background())
+		if tc.wantErr == "" {
+			if err != nil {
+				t.Fatalf("%v: start failed: %v", tc.args, err)
+			}
+			if err := h.Stop(log, context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Fatalf("%v: want start to fail with %q, got %v", tc.args, tc.wantErr, err)
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package cells
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/cilium/hive/cell"
+	"github.com/spf13/pflag"
+
+	"github.com/cilium/cilium/pkg/k8s/apis"
+	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
+
+	"github.com/egressha/egressha/crds"
+)
+
+// Operator is egressha's part of cilium-operator. The operator main places it
+// under Cilium's leader lifecycle, so it runs only on the elected leader:
+// there is exactly one authority deciding which node is active.
+var Operator = cell.Module(
+	"egress-gateway-ha-operator",
+	"egressha active-node selection and status on the operator leader",
+
+	cell.Config(DefaultOperatorConfig),
+	cell.Provide(newRegisterCRDs),
+)
+
+// OperatorConfig holds the operator flags of egressha.
+type OperatorConfig struct {
+	// EgressGatewayHAEnabled turns egressha's operator cells on.
+	EgressGatewayHAEnabled bool
+}
+
+// DefaultOperatorConfig are the defaults of the operator flags.
+var DefaultOperatorConfig = OperatorConfig{
+	EgressGatewayHAEnabled: true,
+}
+
+// Flags registers the operator flags.
+func (def OperatorConfig) Flags(flags *pflag.FlagSet) {
+	flags.Bool("egress-gateway-ha-enabled", def.EgressGatewayHAEnabled,
+		"Enable egressha (HA egress gateway): install its CRDs, select active nodes and write EgressGateway status")
+}
+
+type registerCRDsOut struct {
+	cell.Out
+
+	Func apis.RegisterCRDsFunc `group:"register-crd-funcs"`
+}
+
+// newRegisterCRDs hands our CRDs to Cilium's CRD registration, which runs
+// first after the operator wins the election and honours
+// --skip-crd-creation, exactly as for Cilium's own CRDs.
+func newRegisterCRDs(cfg OperatorConfig) registerCRDsOut {
+	return registerCRDsOut{Func: func(log *slog.Logger, cs k8sClient.Clientset) error {
+		if !cfg.EgressGatewayHAEnabled {
+			return nil
+		}
+		if err := crds.Register(log, cs); err != nil {
+			return fmt.Errorf("egressha: %w", err)
+		}
+		return nil
+	}}
+}

@@ -29,7 +29,7 @@ BUILD_ENV   := CGO_ENABLED=0
 AGENT_TAGS  := osusergo
 OPER_TAGS   := osusergo,ipam_provider_operator
 
-.PHONY: help build agent operator generate verify-generate test test-unit lint lab lab-down bench clean
+.PHONY: help build agent operator cilium-tools lab-bin lab-deps lab lab-down lab-status generate verify-generate test test-unit test-e2e lint bench clean
 
 help: ## List targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -64,11 +64,43 @@ test-unit: ## Go tests of the product module (privileged ones need root).
 
 test: verify-generate lint build test-unit ## Everything CI runs.
 
-lab: ## Bring up the lab (a Cilium cluster in network namespaces).
-	@echo "the lab is not built yet (issue 3); nothing to bring up" >&2; exit 1
+# ---- The lab: a real Cilium cluster in network namespaces (test/lab) ----
+# Tools the agents need at run time: LLVM 19 (the version Cilium v1.18's
+# images ship) to compile the datapath, iptables/ipset, kmod.
+LAB_APT := clang-19 llvm-19 iptables ipset kmod
+CILIUM_DIR = $(shell $(GO) list -m -f '{{.Dir}}' $(CILIUM_MOD))
+LAB_ENV = EGRESSHA_LAB_BIN=$(abspath $(BIN)) EGRESSHA_LAB_BPF=$(CILIUM_DIR)/bpf
+LAB := $(BIN)/egressha-lab
 
-lab-down: ## Tear the lab down.
-	@true
+lab-deps: ## Install the lab's apt packages if missing.
+	@missing=$$(for p in $(LAB_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing $$missing (apt)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+cilium-tools: ## Build cilium-cni and cilium-dbg from the Cilium module (go.mod tool directives).
+	@mkdir -p $(BIN)
+	$(BUILD_ENV) $(GO) build -o $(BIN)/cilium-cni github.com/cilium/cilium/plugins/cilium-cni
+	$(BUILD_ENV) $(GO) build -o $(BIN)/cilium-dbg github.com/cilium/cilium/cilium-dbg
+
+lab-bin: ## Build the lab CLI (nested module test/: kube-apiserver, etcd).
+	@mkdir -p $(BIN)
+	cd test && $(GO) build -o ../$(LAB) ./lab
+
+lab: lab-deps ## Bring up the lab on this machine: builds what is missing, then `egressha-lab up`.
+	@hack/progress "building cilium-agent (cold: about 5 min)" $(MAKE) --no-print-directory agent
+	@hack/progress "building cilium-operator-generic" $(MAKE) --no-print-directory operator
+	@hack/progress "building cilium-cni and cilium-dbg" $(MAKE) --no-print-directory cilium-tools
+	@hack/progress "building the lab (kube-apiserver, etcd; cold: about 4 min)" $(MAKE) --no-print-directory lab-bin
+	$(LAB_ENV) $(LAB) up $(LAB_ARGS)
+
+lab-status: ## Show the lab's state.
+	@$(LAB_ENV) $(LAB) status
+
+lab-down: ## Remove everything the lab made.
+	@if [ -x $(LAB) ]; then $(LAB_ENV) $(LAB) down; else echo "no lab binary: nothing to take down"; fi
 
 bench: ## Run the benchmarks.
 	$(GO) test -tags $(OPER_TAGS) -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,139 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// agentArgs are the cilium-agent flags of a lab node: tunnel routing over
+// eth0, kube-proxy replacement and BPF masquerading (what the egress
+// gateway datapath needs), the features a lab does not need turned off.
+func agentArgs(cfg Config, n Node) []string {
+	args := []string{
+		cfg.bin("cilium-agent"),
+		"--k8s-kubeconfig-path=" + cfg.nodeKubeconfig(),
+		"--k8s-namespace=" + CiliumNamespace,
+		"--cluster-name=" + ClusterName,
+		"--cluster-id=1",
+		"--lib-dir=" + cfg.path("lib"),
+		"--ipam=kubernetes",
+		"--k8s-require-ipv4-pod-cidr",
+		"--identity-allocation-mode=crd",
+		"--enable-ipv4=true",
+		"--enable-ipv6=false",
+		"--routing-mode=tunnel",
+		"--tunnel-protocol=vxlan",
+		"--devices=eth0,eth1",
+		"--kube-proxy-replacement=true",
+		"--enable-bpf-masquerade=true",
+		"--enable-ipv4-masquerade=true",
+		"--enable-l7-proxy=false",
+		"--enable-envoy-config=false",
+		"--enable-hubble=false",
+		"--enable-health-checking=false",
+		"--enable-endpoint-health-checking=false",
+		"--enable-gops=false",
+		"--enable-k8s-networkpolicy=false",
+		"--enable-policy=never",
+	}
+	switch cfg.Mode {
+	case ModeStock:
+		args = append(args, "--enable-egress-gateway=true", "--egress-gateway-ha-enabled=false")
+	default:
+		args = append(args, "--enable-egress-gateway=false", "--egress-gateway-ha-enabled=true")
+	}
+	return args
+}
+
+func (c Config) agentPidFile(node string) string { return c.path("nodes", node, "agent.pid") }
+
+// AgentLog is the path of a node's agent log.
+func (c Config) AgentLog(node string) string { return c.path("nodes", node, "agent.log") }
+
+// StartAgent starts the node's cilium-agent in the background.
+func StartAgent(cfg Config, n Node) error {
+	if pid := readPid(cfg.agentPidFile(n.Name)); alive(pid) {
+		return nil
+	}
+	env := []string{
+		"K8S_NODE_NAME=" + n.Name,
+		"PATH=" + cfg.path("bin") + ":" + os.Getenv("PATH"),
+	}
+	argv := append([]string{cfg.onNode(), n.Name}, agentArgs(cfg, n)...)
+	_, err := startDetached(cfg.agentPidFile(n.Name), cfg.AgentLog(n.Name), env, argv...)
+	return err
+}
+
+// AgentRunning reports whether the node's agent process is alive.
+func AgentRunning(cfg Config, n Node) bool { return alive(readPid(cfg.agentPidFile(n.Name))) }
+
+// StopAgent stops the node's agent: gracefully, or at once with SIGKILL.
+func StopAgent(cfg Config, n Node, kill bool) {
+	sig := syscall.SIGTERM
+	if kill {
+		sig = syscall.SIGKILL
+	}
+	stopPid(readPid(cfg.agentPidFile(n.Name)), sig, 20*time.Second)
+}
+
+// Crash simulates a hard failure of a node: its agent is SIGKILLed and its
+// links are cut, so it neither forwards nor talks to the API server.
+func Crash(cfg Config, n Node) error {
+	StopAgent(cfg, n, true)
+	return setNodeLinks(n, false)
+}
+
+// Recover reconnects a crashed node and starts its agent again.
+func Recover(cfg Config, n Node) error {
+	if err := setNodeLinks(n, true); err != nil {
+		return err
+	}
+	return StartAgent(cfg, n)
+}
+
+func (c Config) operatorPidFile() string { return c.path("operator.pid") }
+
+// OperatorLog is the path of the operator's log.
+func (c Config) OperatorLog() string { return c.path("operator.log") }
+
+// startOperator runs cilium-operator-generic in lab-cp, where the API
+// proxy listens.
+func startOperator(cfg Config) error {
+	if alive(readPid(cfg.operatorPidFile())) {
+		return nil
+	}
+	argv := []string{
+		"ip", "netns", "exec", CPNetns,
+		cfg.bin("cilium-operator-generic"),
+		"--k8s-kubeconfig-path=" + cfg.nodeKubeconfig(),
+		"--k8s-namespace=" + CiliumNamespace,
+		"--cluster-name=" + ClusterName,
+		"--cluster-id=1",
+		"--identity-allocation-mode=crd",
+		"--ipam=kubernetes",
+		"--enable-gops=false",
+		"--operator-api-serve-addr=127.0.0.1:9234",
+		"--egress-gateway-ha-enabled=" + fmt.Sprint(cfg.Mode != ModeStock),
+		// In the operator this flag only installs the CiliumEgressGatewayPolicy
+		// CRD, which both modes serve.
+		"--enable-egress-gateway=true",
+	}
+	_, err := startDetached(cfg.operatorPidFile(), cfg.OperatorLog(), nil, argv...)
+	return err
+}
+
+// tail returns the last n lines of a file, for error messages.
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,134 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func netnsExists(name string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", name))
+	return err == nil
+}
+
+func sysctl(ns, key, value string) error {
+	_, err := run("ip", "netns", "exec", ns, "sysctl", "-qw", key+"="+value)
+	return err
+}
+
+// createNetwork builds the namespaces, bridges and veth pairs of the lab.
+func createNetwork(cfg Config) error {
+	for _, ns := range []string{CPNetns, EchoNetns} {
+		if err := ip("", "netns", "add", ns); err != nil {
+			return err
+		}
+		if err := ip(ns, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+		// Hubs never forward between lab networks.
+		if err := sysctl(ns, "net.ipv4.ip_forward", "0"); err != nil {
+			return err
+		}
+	}
+	steps := [][]string{
+		{CPNetns, "link", "add", "br0", "type", "bridge"},
+		{CPNetns, "addr", "add", CPAddr.String(), "dev", "br0"},
+		{CPNetns, "link", "set", "br0", "up"},
+		{EchoNetns, "link", "add", "br1", "type", "bridge"},
+		{EchoNetns, "addr", "add", EchoAddr.String(), "dev", "br1"},
+		{EchoNetns, "addr", "add", PublicGateway.String(), "dev", "br1"},
+		{EchoNetns, "link", "set", "br1", "up"},
+	}
+	for _, s := range steps {
+		if err := ip(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	for _, n := range cfg.Nodes {
+		if err := createNode(n); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	return nil
+}
+
+func vethNames(n Node) (clusterSide, publicSide string) {
+	return fmt.Sprintf("vc%d", n.Index), fmt.Sprintf("vp%d", n.Index)
+}
+
+func createNode(n Node) error {
+	if err := ip("", "netns", "add", n.Name); err != nil {
+		return err
+	}
+	vc, vp := vethNames(n)
+	steps := [][]string{
+		{n.Name, "link", "set", "lo", "up"},
+		{CPNetns, "link", "add", vc, "type", "veth", "peer", "name", "eth0", "netns", n.Name},
+		{CPNetns, "link", "set", vc, "master", "br0", "up"},
+		{EchoNetns, "link", "add", vp, "type", "veth", "peer", "name", "eth1", "netns", n.Name},
+		{EchoNetns, "link", "set", vp, "master", "br1", "up"},
+		{n.Name, "addr", "add", n.ClusterIP.String() + "/24", "dev", "eth0"},
+		{n.Name, "addr", "add", n.PublicIP.String() + "/24", "dev", "eth1"},
+	}
+	for _, s := range steps {
+		if err := ip(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	if err := setNodeLinks(n, true); err != nil {
+		return err
+	}
+	return sysctl(n.Name, "net.ipv4.ip_forward", "1")
+}
+
+// setNodeLinks brings a node's eth0 and eth1 up (with its default route
+// towards the public network) or down: "cutting the cable" of a crash.
+func setNodeLinks(n Node, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	for _, dev := range []string{"eth0", "eth1"} {
+		if err := ip(n.Name, "link", "set", dev, state); err != nil {
+			return err
+		}
+	}
+	if !up {
+		return nil
+	}
+	return ip(n.Name, "route", "replace", "default", "via", PublicGateway.Addr().String(), "dev", "eth1")
+}
+
+// NodeLinksUp reports whether the node's eth0 is administratively up.
+func NodeLinksUp(n Node) bool {
+	out, err := run("ip", "-n", n.Name, "-o", "link", "show", "eth0")
+	return err == nil && (strings.Contains(out, "<UP") || strings.Contains(out, ",UP"))
+}
+
+// deleteNetwork removes every lab namespace: nodes, pods, hubs. Deleting a
+// namespace deletes the veth ends inside it and so their peers.
+func deleteNetwork(cfg Config) []error {
+	var errs []error
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if isLabNetns(cfg, e.Name()) {
+			if err := ip("", "netns", "del", e.Name()); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errs
+}
+
+func isLabNetns(cfg Config, name string) bool {
+	if name == CPNetns || name == EchoNetns || strings.HasPrefix(name, podNetnsPrefix) {
+		return true
+	}
+	for _, n := range cfg.Nodes {
+		if n.Name == name {
+			return true
+		}
+	}
+	return false
+}

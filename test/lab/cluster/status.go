@@ -1,0 +1,90 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Status prints the state of the lab. The line "echo-url: URL" is meant
+// for scripts.
+func Status(ctx context.Context, cfg Config, out io.Writer) error {
+	mode := readMode(cfg)
+	if mode == "" {
+		fmt.Fprintf(out, "lab: down (%s)\n", cfg.Dir)
+		return nil
+	}
+	daemon := "running"
+	if !alive(readPid(cfg.path("daemon.pid"))) {
+		daemon = "NOT RUNNING"
+	}
+	fmt.Fprintf(out, "lab: up, mode %s, dir %s, daemon %s\n", mode, cfg.Dir, daemon)
+	fmt.Fprintf(out, "kubeconfig: %s\n", cfg.Kubeconfig())
+	fmt.Fprintf(out, "echo-url: %s\n", EchoURL())
+	fmt.Fprintf(out, "memory: %d MiB RSS in %d lab processes\n", labRSS(cfg)>>20, len(labProcesses(cfg)))
+
+	cs, err := cfg.Clientset()
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tINTERNAL-IP\tETH1-IP\tLINKS\tAGENT\tNODE-READY\tAGENT-POD-READY\tLABELS")
+	for _, n := range cfg.Nodes {
+		links := "up"
+		if !NodeLinksUp(n) {
+			links = "cut"
+		}
+		agent := "stopped"
+		if AgentRunning(cfg, n) {
+			agent = "running"
+			if probeAgent(ctx, n) {
+				agent += ",healthy"
+			}
+		}
+		ready, podOK, labels := "?", "?", ""
+		if node, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{}); err == nil {
+			ready = string(nodeReady(node))
+			if _, ok := node.Labels[EgressLabel]; ok {
+				labels = EgressLabel
+			}
+		}
+		if pod, err := cs.CoreV1().Pods(CiliumNamespace).Get(ctx, agentPodName(n.Name), metav1.GetOptions{}); err == nil {
+			podOK = strconv.FormatBool(podReady(pod))
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.ClusterIP, n.PublicIP, links, agent, ready, podOK, labels)
+	}
+	return w.Flush()
+}
+
+// labRSS sums the resident memory of every lab process.
+func labRSS(cfg Config) int64 {
+	var total int64
+	pids := labProcesses(cfg)
+	if pid := readPid(cfg.path("daemon.pid")); alive(pid) {
+		pids = append(pids, pid)
+	}
+	seen := map[int]bool{}
+	for _, pid := range pids {
+		if seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				total += kb << 10
+			}
+		}
+	}
+	return total
+}

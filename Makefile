@@ -54,15 +54,22 @@ verify-generate: generate ## Fail if generated files are not committed up to dat
 	@git diff --exit-code -- crds egressgw/api || { echo "generated files are stale: run 'make generate' and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- crds egressgw/api)" || { git status --porcelain -- crds egressgw/api; echo "untracked generated files: run 'make generate' and commit" >&2; exit 1; }
 
-lint: ## go vet, gofmt and staticcheck.
+lint: ## go vet, gofmt and staticcheck (both modules).
 	$(GO) vet -tags $(OPER_TAGS) ./...
+	cd test && $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
 	$(STATICCHECK) -tags $(OPER_TAGS) ./...
+	cd test && $(STATICCHECK) ./...
 
 test-unit: ## Go tests of the product module (privileged ones need root).
 	$(GOTESTSUM) --format pkgname-and-test-fails -- -tags $(OPER_TAGS) -count=1 ./...
 
-test: verify-generate lint build test-unit ## Everything CI runs.
+# The e2e tests bring the lab up themselves (same code as `make lab`) and
+# take it down; they need root and everything `make lab` builds.
+test-e2e: lab-deps build cilium-tools lab-bin ## End-to-end tests against the lab (root).
+	cd test && $(LAB_ENV) $(GOTESTSUM) --format standard-verbose -- -count=1 -timeout 30m ./...
+
+test: verify-generate lint build test-unit test-e2e ## Everything CI runs.
 
 # ---- The lab: a real Cilium cluster in network namespaces (test/lab) ----
 # Tools the agents need at run time: LLVM 19 (the version Cilium v1.18's

@@ -102,11 +102,7 @@ func run(args []string) error {
 		fmt.Println(body)
 		return nil
 	case "kubectl":
-		kubectl := cfg.BinDir + "/kubectl"
-		if _, err := os.Stat(kubectl); err != nil {
-			kubectl = "kubectl"
-		}
-		return passthrough(exec.Command(kubectl, append([]string{"--kubeconfig", cfg.Kubeconfig()}, args...)...))
+		return passthrough(cfg.KubectlCommand(args...))
 	case "cilium-dbg":
 		if len(args) < 1 {
 			return usage()

@@ -1,8 +1,12 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"os/exec"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -115,4 +119,24 @@ func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) er
 		return fmt.Errorf("namespace %s: %w", ns, err)
 	}
 	return ensureServiceAccount(ctx, cs, ns)
+}
+
+// KubectlCommand returns kubectl with the lab's kubeconfig: the one next to
+// the lab binaries if there is one, else the one on PATH.
+func (c Config) KubectlCommand(args ...string) *exec.Cmd {
+	kubectl := c.bin("kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		kubectl = "kubectl"
+	}
+	return exec.Command(kubectl, append([]string{"--kubeconfig", c.Kubeconfig()}, args...)...)
+}
+
+// Kubectl runs kubectl and returns its combined output.
+func Kubectl(c Config, stdin io.Reader, args ...string) (string, error) {
+	cmd := c.KubectlCommand(args...)
+	cmd.Stdin = stdin
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
 }

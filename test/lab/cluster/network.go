@@ -3,14 +3,8 @@ package cluster
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 )
-
-func netnsExists(name string) bool {
-	_, err := os.Stat(filepath.Join("/run/netns", name))
-	return err == nil
-}
 
 func sysctl(ns, key, value string) error {
 	_, err := run("ip", "netns", "exec", ns, "sysctl", "-qw", key+"="+value)

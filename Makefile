@@ -62,14 +62,17 @@ lint: ## go vet, gofmt and staticcheck (both modules).
 	cd test && $(STATICCHECK) ./...
 
 test-unit: ## Go tests of the product module (privileged ones need root).
-	$(GOTESTSUM) --format pkgname-and-test-fails -- -tags $(OPER_TAGS) -count=1 ./...
+	@mkdir -p $(OUT)
+	$(GOTESTSUM) --format pkgname-and-test-fails --jsonfile $(OUT)/test-unit.json -- -tags $(OPER_TAGS) -count=1 ./...
 
 # The e2e tests bring the lab up themselves (same code as `make lab`) and
 # take it down; they need root and everything `make lab` builds.
 test-e2e: lab-deps build cilium-tools lab-bin ## End-to-end tests against the lab (root).
-	cd test && $(LAB_ENV) $(GOTESTSUM) --format standard-verbose -- -count=1 -timeout 30m ./...
+	@mkdir -p $(OUT)
+	cd test && $(LAB_ENV) $(GOTESTSUM) --format standard-verbose --jsonfile $(abspath $(OUT))/test-e2e.json -- -count=1 -timeout 30m ./...
 
 test: verify-generate lint build test-unit test-e2e ## Everything CI runs.
+	@hack/test-summary $(OUT)/test-unit.json $(OUT)/test-e2e.json
 
 # ---- The lab: a real Cilium cluster in network namespaces (test/lab) ----
 # Tools the agents need at run time: LLVM 19 (the version Cilium v1.18's

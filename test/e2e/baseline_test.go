@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,6 +85,31 @@ spec:
 		}
 	}
 
+	// Pinned maps live on a bpffs mounted outside the agent's mount
+	// namespace: an agent restart reuses the very same map (same inode).
+	pin := cfg.BPFFSPath(worker.Name, "tc/globals/cilium_egress_gw_policy_v4")
+	before := inode(t, pin)
+	cluster.StopAgent(cfg, worker, false)
+	if err := cluster.StartAgent(cfg, worker); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.WaitAgentHealthy(ctx, cfg, worker, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if after := inode(t, pin); after != before {
+		t.Fatalf("%s was re-created by the agent restart (inode %d -> %d)", pin, before, after)
+	}
+	eventuallySource(t, cfg, "my-ns", "backend", gateway.PublicIP.String(), 30*time.Second)
+
 	runKubectl(t, cfg, nil, "delete", "ciliumegressgatewaypolicy", "egress-test")
 	eventuallySource(t, cfg, "my-ns", "backend", worker.PublicIP.String(), 30*time.Second)
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("pinned map: %v", err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
 }

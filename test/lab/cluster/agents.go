@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -69,6 +72,23 @@ func StartAgent(cfg Config, n Node) error {
 
 // AgentRunning reports whether the node's agent process is alive.
 func AgentRunning(cfg Config, n Node) bool { return alive(readPid(cfg.agentPidFile(n.Name))) }
+
+// BPFFSPath is a path inside the node's bpffs, as seen from the root
+// mount namespace (the node sees it under /sys/fs/bpf).
+func (c Config) BPFFSPath(node, rel string) string { return c.path("nodes", node, "bpffs", rel) }
+
+// WaitAgentHealthy waits until the node's agent answers /healthz with 200.
+func WaitAgentHealthy(ctx context.Context, cfg Config, n Node, timeout time.Duration) error {
+	return waitFor(ctx, io.Discard, "cilium-agent on "+n.Name, timeout, func() error {
+		if !AgentRunning(cfg, n) {
+			return errFatal{fmt.Errorf("cilium-agent on %s exited:\n%s", n.Name, tail(cfg.AgentLog(n.Name), 30))}
+		}
+		if !probeAgent(ctx, n) {
+			return errors.New("/healthz not OK yet")
+		}
+		return nil
+	})
+}
 
 // StopAgent stops the node's agent: gracefully, or at once with SIGKILL.
 func StopAgent(cfg Config, n Node, kill bool) {

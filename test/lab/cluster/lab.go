@@ -122,15 +122,7 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		}
 	}
 	for _, n := range cfg.Nodes {
-		if err := waitFor(ctx, out, "cilium-agent on "+n.Name, agentTimeout, func() error {
-			if !AgentRunning(cfg, n) {
-				return errFatal{fmt.Errorf("cilium-agent on %s exited:\n%s", n.Name, tail(cfg.AgentLog(n.Name), 30))}
-			}
-			if !probeAgent(ctx, n) {
-				return errors.New("/healthz not OK yet")
-			}
-			return nil
-		}); err != nil {
+		if err := WaitAgentHealthy(ctx, cfg, n, agentTimeout); err != nil {
 			return err
 		}
 	}

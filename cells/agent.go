@@ -22,6 +22,13 @@ var Agent = cell.Module(
 	"egress-gateway-ha-agent",
 	"egressha HA egress gateway on every node",
 
+	agentCells,
+	crdClientCell,
+)
+
+// agentCells are the agent's cells without the API client of our CRDs, so
+// tests can run them against a fake.
+var agentCells = cell.Group(
 	cell.Config(DefaultAgentConfig),
 	cell.Invoke(registerAgentChecks),
 )

@@ -20,6 +20,13 @@ var Operator = cell.Module(
 	"egress-gateway-ha-operator",
 	"egressha active-node selection and status on the operator leader",
 
+	operatorCells,
+	crdClientCell,
+)
+
+// operatorCells are the operator's cells without the API client of our
+// CRDs, so tests can run them against a fake.
+var operatorCells = cell.Group(
 	cell.Config(DefaultOperatorConfig),
 	cell.Provide(newRegisterCRDs),
 )

@@ -2,6 +2,7 @@ package cells
 
 import (
 	"github.com/cilium/hive/cell"
+	"k8s.io/client-go/rest"
 
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 
@@ -12,6 +13,11 @@ import (
 // configuration of Cilium's clientset (same API server, same credentials).
 var crdClientCell = cell.Provide(newCRDClient)
 
-func newCRDClient(cs k8sClient.Clientset) (*client.Clientset, error) {
-	return client.NewForConfig(cs.RestConfig())
+func newCRDClient(cs k8sClient.Clientset) *client.Clientset {
+	return client.NewLazy(func() *rest.Config {
+		if !cs.IsEnabled() {
+			return nil
+		}
+		return cs.RestConfig()
+	})
 }

@@ -22,6 +22,7 @@ var Operator = cell.Module(
 
 	operatorCells,
 	crdClientCell,
+	realClockCell,
 )
 
 // operatorCells are the operator's cells without the API client of our
@@ -29,23 +30,30 @@ var Operator = cell.Module(
 var operatorCells = cell.Group(
 	cell.Config(DefaultOperatorConfig),
 	cell.Provide(newRegisterCRDs),
+	selectionCells,
 )
 
 // OperatorConfig holds the operator flags of egressha.
 type OperatorConfig struct {
 	// EgressGatewayHAEnabled turns egressha's operator cells on.
 	EgressGatewayHAEnabled bool
+	// EgressGatewayHAAgentPodSelector selects the cilium-agent pods in
+	// Cilium's namespace whose readiness makes a node eligible.
+	EgressGatewayHAAgentPodSelector string
 }
 
 // DefaultOperatorConfig are the defaults of the operator flags.
 var DefaultOperatorConfig = OperatorConfig{
-	EgressGatewayHAEnabled: true,
+	EgressGatewayHAEnabled:          true,
+	EgressGatewayHAAgentPodSelector: "k8s-app=cilium",
 }
 
 // Flags registers the operator flags.
 func (def OperatorConfig) Flags(flags *pflag.FlagSet) {
 	flags.Bool("egress-gateway-ha-enabled", def.EgressGatewayHAEnabled,
 		"Enable egressha (HA egress gateway): install its CRDs, select active nodes and write EgressGateway status")
+	flags.String("egress-gateway-ha-agent-pod-selector", def.EgressGatewayHAAgentPodSelector,
+		"Label selector of the cilium-agent pods (in Cilium's namespace) whose readiness makes a node eligible")
 }
 
 type registerCRDsOut struct {

@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -57,6 +59,30 @@ func newClientset(b backend) *Clientset {
 
 // NewForConfig returns a Clientset talking to the API server of cfg.
 func NewForConfig(cfg *rest.Config) (*Clientset, error) {
+	rc, err := restClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newClientset(restBackend{func() (rest.Interface, error) { return rc, nil }}), nil
+}
+
+// NewLazy returns a Clientset whose REST client is built on first use from
+// the configuration config returns. Cilium's clientset knows its REST
+// configuration only once it has started, after the hive is built.
+func NewLazy(config func() *rest.Config) *Clientset {
+	var once sync.Once
+	var rc rest.Interface
+	var err error
+	return newClientset(restBackend{func() (rest.Interface, error) {
+		once.Do(func() { rc, err = restClientFor(config()) })
+		return rc, err
+	}})
+}
+
+func restClientFor(cfg *rest.Config) (rest.Interface, error) {
+	if cfg == nil || cfg.Host == "" {
+		return nil, fmt.Errorf("no API server configured for %s", v1alpha1.SchemeGroupVersion)
+	}
 	c := rest.CopyConfig(cfg)
 	c.GroupVersion = &v1alpha1.SchemeGroupVersion
 	c.APIPath = "/apis"
@@ -66,12 +92,21 @@ func NewForConfig(cfg *rest.Config) (*Clientset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("REST client for %s: %w", v1alpha1.SchemeGroupVersion, err)
 	}
-	return newClientset(restBackend{rc}), nil
+	return rc, nil
 }
 
 // NewForFake returns a Clientset served by a client-go testing.Fake, e.g.
 // &fakeClientset.CiliumFakeClientset.Fake of Cilium's fake clientset.
-func NewForFake(f *k8stesting.Fake) *Clientset { return newClientset(fakeBackend{f}) }
+//
+// Object trackers file objects under the resource name guessed from the
+// kind, which for EgressGateway is "egressgatewaies"; the fake client uses
+// the same guess so objects added by `k8s/add` are found.
+func NewForFake(f *k8stesting.Fake) *Clientset {
+	cs := newClientset(fakeBackend{f})
+	cs.Gateways.gvr, _ = meta.UnsafeGuessKindToResource(cs.Gateways.gvk)
+	cs.Policies.gvr, _ = meta.UnsafeGuessKindToResource(cs.Policies.gvk)
+	return cs
+}
 
 // Resource is one cluster-scoped resource type.
 type Resource[T runtime.Object] struct {
@@ -123,27 +158,45 @@ type backend interface {
 
 var parameterCodec = runtime.NewParameterCodec(Scheme)
 
-type restBackend struct{ c rest.Interface }
+type restBackend struct {
+	client func() (rest.Interface, error)
+}
 
 func (b restBackend) list(ctx context.Context, gvr schema.GroupVersionResource, _ schema.GroupVersionKind, opts metav1.ListOptions, into runtime.Object) error {
-	return b.c.Get().Resource(gvr.Resource).VersionedParams(&opts, parameterCodec).Do(ctx).Into(into)
-}
-
-func (b restBackend) watch(ctx context.Context, gvr schema.GroupVersionResource, opts metav1.ListOptions) (watch.Interface, error) {
-	opts.Watch = true
-	return b.c.Get().Resource(gvr.Resource).VersionedParams(&opts, parameterCodec).Watch(ctx)
-}
-
-func (b restBackend) get(ctx context.Context, gvr schema.GroupVersionResource, name string, into runtime.Object) error {
-	return b.c.Get().Resource(gvr.Resource).Name(name).Do(ctx).Into(into)
-}
-
-func (b restBackend) updateStatus(ctx context.Context, gvr schema.GroupVersionResource, obj runtime.Object, into runtime.Object) error {
-	acc, err := metaName(obj)
+	c, err := b.client()
 	if err != nil {
 		return err
 	}
-	return b.c.Put().Resource(gvr.Resource).Name(acc).SubResource("status").Body(obj).Do(ctx).Into(into)
+	return c.Get().Resource(gvr.Resource).VersionedParams(&opts, parameterCodec).Do(ctx).Into(into)
+}
+
+func (b restBackend) watch(ctx context.Context, gvr schema.GroupVersionResource, opts metav1.ListOptions) (watch.Interface, error) {
+	c, err := b.client()
+	if err != nil {
+		return nil, err
+	}
+	opts.Watch = true
+	return c.Get().Resource(gvr.Resource).VersionedParams(&opts, parameterCodec).Watch(ctx)
+}
+
+func (b restBackend) get(ctx context.Context, gvr schema.GroupVersionResource, name string, into runtime.Object) error {
+	c, err := b.client()
+	if err != nil {
+		return err
+	}
+	return c.Get().Resource(gvr.Resource).Name(name).Do(ctx).Into(into)
+}
+
+func (b restBackend) updateStatus(ctx context.Context, gvr schema.GroupVersionResource, obj runtime.Object, into runtime.Object) error {
+	c, err := b.client()
+	if err != nil {
+		return err
+	}
+	name, err := metaName(obj)
+	if err != nil {
+		return err
+	}
+	return c.Put().Resource(gvr.Resource).Name(name).SubResource("status").Body(obj).Do(ctx).Into(into)
 }
 
 func metaName(obj runtime.Object) (string, error) {

@@ -1,0 +1,111 @@
+package cells
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
+	"github.com/cilium/statedb"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+
+	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
+	"github.com/cilium/cilium/pkg/k8s/resource"
+	"github.com/cilium/cilium/pkg/k8s/utils"
+	"github.com/cilium/cilium/pkg/metrics"
+	"github.com/cilium/cilium/pkg/option"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/operator"
+)
+
+// selectionCells select each EgressGateway's active node and write status.
+var selectionCells = cell.Group(
+	cell.ProvidePrivate(
+		operator.NewNodesTable,
+		operator.NewSelectionTable,
+		newOperatorInputs,
+	),
+	cell.Provide(
+		statedb.RWTable[*operator.NodeRow].ToTable,
+		statedb.RWTable[*operator.SelectionRow].ToTable,
+	),
+	metrics.Metric(operator.NewMetrics),
+	cell.Invoke(registerSelectionController),
+)
+
+// realClockCell is the clock outside tests.
+var realClockCell = cell.Provide(func() clock.WithTicker { return clock.RealClock{} })
+
+type inputParams struct {
+	cell.In
+
+	Lifecycle    cell.Lifecycle
+	Clientset    k8sClient.Clientset
+	CRDs         *client.Clientset
+	Config       OperatorConfig
+	DaemonConfig *option.DaemonConfig
+}
+
+func newOperatorInputs(p inputParams) operator.Inputs {
+	cs := p.Clientset
+	if !cs.IsEnabled() {
+		return operator.Inputs{}
+	}
+	// The namespace is read when the lists start, after the daemon
+	// configuration was populated from flags.
+	inNamespace := func(f func(ns string) cacheLW) cacheLW { return lazyNamespace(p.DaemonConfig, f) }
+	return operator.Inputs{
+		Nodes: resource.New[*corev1.Node](p.Lifecycle,
+			utils.ListerWatcherFromTyped[*corev1.NodeList](cs.CoreV1().Nodes()), resource.WithName("egressha-nodes")),
+		AgentPods: resource.New[*corev1.Pod](p.Lifecycle, inNamespace(func(ns string) cacheLW {
+			return utils.ListerWatcherWithModifiers(utils.ListerWatcherFromTyped[*corev1.PodList](cs.CoreV1().Pods(ns)),
+				func(o *metav1.ListOptions) { o.LabelSelector = p.Config.EgressGatewayHAAgentPodSelector })
+		}), resource.WithName("egressha-agent-pods")),
+		Leases: resource.New[*coordinationv1.Lease](p.Lifecycle, inNamespace(func(ns string) cacheLW {
+			return utils.ListerWatcherWithModifiers(utils.ListerWatcherFromTyped[*coordinationv1.LeaseList](cs.CoordinationV1().Leases(ns)),
+				func(o *metav1.ListOptions) {
+					o.LabelSelector = heartbeat.ComponentLabel + "=" + heartbeat.ComponentValue
+				})
+		}), resource.WithName("egressha-heartbeats")),
+		Gateways: resource.New[*v1alpha1.EgressGateway](p.Lifecycle, p.CRDs.Gateways.ListerWatcher(), resource.WithName("egressha-gateways")),
+		Policies: resource.New[*v1alpha1.EgressGatewayPolicy](p.Lifecycle, p.CRDs.Policies.ListerWatcher(), resource.WithName("egressha-policies")),
+	}
+}
+
+type selectionParams struct {
+	cell.In
+
+	Log       *slog.Logger
+	Config    OperatorConfig
+	Jobs      job.Group
+	DB        *statedb.DB
+	Nodes     statedb.RWTable[*operator.NodeRow]
+	Selection statedb.RWTable[*operator.SelectionRow]
+	Clientset k8sClient.Clientset
+	CRDs      *client.Clientset
+	Metrics   *operator.Metrics
+	Clock     clock.WithTicker
+	Inputs    operator.Inputs
+}
+
+func registerSelectionController(p selectionParams) {
+	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+		return
+	}
+	p.Jobs.Add(job.OneShot("egress-gateway-selection", func(ctx context.Context, _ cell.Health) error {
+		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.Clientset.CoreV1().Events("")})
+		defer broadcaster.Shutdown()
+		recorder := broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"})
+		c := operator.NewController(p.Log, p.DB, p.Nodes, p.Selection, p.CRDs, p.Metrics, p.Clock, recorder, p.Inputs)
+		return c.Run(ctx)
+	}))
+}

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Writes the YAML fixtures shared by the operator script tests into each
+txtar (a txtar must be self-contained). Run it from this directory after
+changing a fixture here; the script and the files that are not fixtures
+(the expected tables) are kept as they are."""
+import glob, json, os, re
+
+EGRESS = 'node-role.deckhouse.io/egress'
+NODES = {'lab-egress-a': ('198.18.0.11', '203.0.113.11', True),
+         'lab-egress-b': ('198.18.0.12', '203.0.113.12', True),
+         'lab-worker':   ('198.18.0.13', '203.0.113.13', False)}
+
+def node(name, ready=True, cordoned=False, egress=None, extra_labels=None):
+    ip, _, eg = NODES[name]
+    eg = eg if egress is None else egress
+    labels = {'kubernetes.io/hostname': name}
+    if eg:
+        labels[EGRESS] = ''
+    labels.update(extra_labels or {})
+    lab = ''.join(f'\n    {k}: "{v}"' for k, v in labels.items())
+    return f'''apiVersion: v1
+kind: Node
+metadata:
+  name: {name}
+  labels:{lab}
+spec:
+  unschedulable: {str(cordoned).lower()}
+status:
+  addresses:
+  - {{type: InternalIP, address: {ip}}}
+  conditions:
+  - {{type: Ready, status: "{'True' if ready else 'False'}"}}
+'''
+
+def pod(name, ready=True):
+    return f'''apiVersion: v1
+kind: Pod
+metadata:
+  name: cilium-{name}
+  namespace: kube-system
+  labels: {{k8s-app: cilium}}
+spec:
+  nodeName: {name}
+  containers: [{{name: cilium-agent, image: cilium}}]
+status:
+  conditions:
+  - {{type: Ready, status: "{'True' if ready else 'False'}"}}
+'''
+
+def lease(name, gateways, renew='2026-01-01T00:00:00.000000Z', duration=4):
+    _, pub, _ = NODES[name]
+    rep = {g: ({'ready': True, 'egressIP': pub} if ok is True else {'ready': False, 'reason': ok})
+           for g, ok in gateways.items()}
+    return f'''apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata:
+  name: egressha-{name}
+  namespace: kube-system
+  labels: {{app.kubernetes.io/component: egressha-heartbeat}}
+  annotations:
+    egressha.io/gateways: '{json.dumps(rep, sort_keys=True, separators=(",", ":"))}'
+spec:
+  holderIdentity: {name}
+  leaseDurationSeconds: {duration}
+  renewTime: "{renew}"
+'''
+
+def gateway(name, selector=None, order=None, failback=None, status_active=None):
+    selector = selector or {EGRESS: ''}
+    sel = ''.join(f'\n    {k}: "{v}"' for k, v in selector.items())
+    s = f'''apiVersion: network.deckhouse.io/v1alpha1
+kind: EgressGateway
+metadata:
+  name: {name}
+spec:
+  nodeSelector:{sel}
+  sourceIP:
+    mode: PrimaryIPFromEgressGatewayNodeInterface
+    primaryIPFromEgressGatewayNodeInterface:
+      interfaceName: eth1
+'''
+    if order or failback:
+        s += '  selection:\n'
+        if order:
+            s += f'    order: {order}\n'
+        if failback:
+            s += f'    failback: {failback}\n'
+    if status_active:
+        s += f'status:\n  activeNodeName: {status_active}\n'
+    return s
+
+def policy(name, gw):
+    return f'''apiVersion: network.deckhouse.io/v1alpha1
+kind: EgressGatewayPolicy
+metadata:
+  name: {name}
+spec:
+  egressGatewayName: {gw}
+  destinationCIDRs: [0.0.0.0/0]
+  selectors:
+  - podSelector:
+      matchLabels: {{app: backend}}
+'''
+
+ALL = ['lab-egress-a', 'lab-egress-b', 'lab-worker']
+
+def base(gws):
+    f = {}
+    for n in ALL:
+        f[f'node-{n}.yaml'] = node(n)
+        f[f'pod-{n}.yaml'] = pod(n)
+        f[f'lease-{n}.yaml'] = lease(n, {g: True for g in gws})
+    return f
+
+FIXTURES = {
+    'basic.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'), 'policy.yaml': policy('pol', 'gw'),
+        'node-lab-egress-a-unlabelled.yaml': node('lab-egress-a', egress=False)},
+    'cordon.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'),
+        'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True)},
+    'failback-never.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw', failback='Never'),
+        'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True)},
+    'agent-not-ready.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'),
+        'pod-lab-egress-a-notready.yaml': pod('lab-egress-a', ready=False)},
+    'heartbeat-expiry.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'),
+        'lease-lab-egress-b-renewed.yaml': lease('lab-egress-b', {'gw': True}, renew='2026-01-01T00:00:04.000000Z'),
+        'lease-lab-egress-a-interface-missing.yaml': lease('lab-egress-a', {'gw': 'InterfaceMissing'}, renew='2026-01-01T00:00:05.000000Z'),
+        'lease-lab-egress-a-renewed.yaml': lease('lab-egress-a', {'gw': True}, renew='2026-01-01T00:00:06.000000Z'),
+        'lease-lab-egress-b-renewed2.yaml': lease('lab-egress-b', {'gw': True}, renew='2026-01-01T00:00:06.000000Z')},
+    'shared-nodes.txtar': lambda: {**base(['gw-public', 'gw-all']),
+        'gw-public.yaml': gateway('gw-public'),
+        'gw-all.yaml': gateway('gw-all', selector={'kubernetes.io/os': 'linux'}),
+        **{f'node-{n}.yaml': node(n, extra_labels={'kubernetes.io/os': 'linux'}) for n in ALL},
+        'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True, extra_labels={'kubernetes.io/os': 'linux'})},
+    'spread.txtar': lambda: {**{k: v for k, v in base([f'gw-{i}' for i in range(10)]).items()},
+        **{f'node-{n}.yaml': node(n, egress=True) for n in ALL},
+        **{f'gw-{i}.yaml': gateway(f'gw-{i}', order='Spread') for i in range(10)},
+        'node-lab-worker-cordoned.yaml': node('lab-worker', egress=True, cordoned=True)},
+    'no-eligible.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'),
+        'policy.yaml': policy('pol', 'gw'), 'policy-missing-gw.yaml': policy('pol-missing', 'no-such-gw'),
+        'node-lab-egress-a-notready.yaml': node('lab-egress-a', ready=False),
+        'node-lab-egress-b-cordoned.yaml': node('lab-egress-b', cordoned=True)},
+    'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
+        'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
+        'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},
+}
+
+def parse(text):
+    """Splits a txtar into its script and its files, in order."""
+    parts = re.split(r'^-- (\S+) --\n', text, flags=re.M)
+    return parts[0], dict(zip(parts[1::2], parts[2::2]))
+
+for path in sorted(glob.glob('*.txtar')):
+    with open(path) as f:
+        script, files = parse(f.read())
+    fixtures = FIXTURES[os.path.basename(path)]()
+    kept = {n: b for n, b in files.items() if n.endswith('.table') or n not in fixtures and not n.endswith('.yaml')}
+    out = script.rstrip('\n') + '\n'
+    out += ''.join(f'\n-- {name} --\n{body.rstrip(chr(10))}\n' for name, body in kept.items())
+    out += ''.join(f'\n-- {name} --\n{body}' for name, body in sorted(fixtures.items()))
+    with open(path, 'w') as f:
+        f.write(out)

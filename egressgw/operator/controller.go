@@ -1,0 +1,585 @@
+// Package operator is the operator side of egressha: it gathers, per node,
+// the facts that decide eligibility (Node Ready and cordon, the
+// cilium-agent Pod's readiness, the heartbeat Lease and what it reports
+// per gateway), runs the selection engine, and writes the decisions to
+// the egress-gateway-selection table and to EgressGateway and
+// EgressGatewayPolicy status, with Events and metrics. It runs on the
+// elected operator leader only, so there is one authority on which node is
+// active. The decision itself lives in egressgw/selection and never sees
+// a Kubernetes client.
+package operator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cilium/statedb"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+
+	"github.com/cilium/cilium/pkg/k8s/resource"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/selection"
+)
+
+// Inputs are the watched objects.
+type Inputs struct {
+	Nodes     resource.Resource[*corev1.Node]
+	AgentPods resource.Resource[*corev1.Pod]
+	Leases    resource.Resource[*coordinationv1.Lease]
+	Gateways  resource.Resource[*v1alpha1.EgressGateway]
+	Policies  resource.Resource[*v1alpha1.EgressGatewayPolicy]
+}
+
+// Controller turns the inputs into decisions and status.
+type Controller struct {
+	log       *slog.Logger
+	db        *statedb.DB
+	nodesTbl  statedb.RWTable[*NodeRow]
+	selTbl    statedb.RWTable[*SelectionRow]
+	crd       *client.Clientset
+	metrics   *Metrics
+	clock     clock.WithTicker
+	recorder  record.EventRecorder
+	inputs    Inputs
+	engine    *selection.Engine
+	rows      map[string]*NodeRow
+	ready     bool
+	agentPods map[string]map[resource.Key]bool // node -> pod -> ready
+
+	// Shared with the status writer.
+	mu         sync.Mutex
+	gateways   map[string]*v1alpha1.EgressGateway
+	policies   map[string]*v1alpha1.EgressGatewayPolicy
+	results    map[string]selection.Result
+	detectedAt map[string]time.Time
+	queue      workqueue.TypedRateLimitingInterface[string]
+}
+
+// NewController creates a controller; Run drives it.
+func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*NodeRow], sel statedb.RWTable[*SelectionRow],
+	crd *client.Clientset, m *Metrics, clk clock.WithTicker, recorder record.EventRecorder, in Inputs) *Controller {
+	return &Controller{
+		log: log, db: db, nodesTbl: nodes, selTbl: sel, crd: crd, metrics: m, clock: clk, recorder: recorder, inputs: in,
+		engine:     selection.NewEngine(),
+		rows:       map[string]*NodeRow{},
+		agentPods:  map[string]map[resource.Key]bool{},
+		gateways:   map[string]*v1alpha1.EgressGateway{},
+		policies:   map[string]*v1alpha1.EgressGatewayPolicy{},
+		results:    map[string]selection.Result{},
+		detectedAt: map[string]time.Time{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 10*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "egressha-status", Clock: clk}),
+	}
+}
+
+const (
+	gatewayKey = "gateway/"
+	policyKey  = "policy/"
+)
+
+// Run processes events until ctx ends. Nothing is decided or written
+// before every input has synced: a new leader must not act on a partial
+// view (it would see candidates without heartbeats and move the role).
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.queue.ShutDown()
+	go c.runWriter(ctx)
+
+	nodes := c.inputs.Nodes.Events(ctx)
+	pods := c.inputs.AgentPods.Events(ctx)
+	leases := c.inputs.Leases.Events(ctx)
+	gws := c.inputs.Gateways.Events(ctx)
+	pols := c.inputs.Policies.Events(ctx)
+	const inputs = 5
+	synced := map[string]bool{}
+	var timer clock.Timer
+	var timerC <-chan time.Time
+	pending := map[string]struct{}{} // gateways to recompute
+
+	for {
+		var detected time.Time
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-nodes:
+			if !ok {
+				return errors.New("node events closed")
+			}
+			detected = c.clock.Now()
+			c.onNode(ev, synced, pending)
+		case ev, ok := <-pods:
+			if !ok {
+				return errors.New("pod events closed")
+			}
+			detected = c.clock.Now()
+			c.onPod(ev, synced, pending)
+		case ev, ok := <-leases:
+			if !ok {
+				return errors.New("lease events closed")
+			}
+			detected = c.clock.Now()
+			c.onLease(ev, synced, pending)
+		case ev, ok := <-gws:
+			if !ok {
+				return errors.New("gateway events closed")
+			}
+			detected = c.clock.Now()
+			c.onGateway(ev, synced, pending)
+		case ev, ok := <-pols:
+			if !ok {
+				return errors.New("policy events closed")
+			}
+			detected = c.clock.Now()
+			c.onPolicy(ev, synced)
+		case <-timerC:
+			// A heartbeat lapsed: recompute the gateways of every node.
+			detected = c.clock.Now()
+			for name := range c.gatewayNames() {
+				pending[name] = struct{}{}
+			}
+			timerC = nil
+		}
+		if len(synced) < inputs {
+			continue
+		}
+		if !c.ready {
+			c.ready = true
+			c.log.Info("all inputs synced: deciding active nodes", "nodes", len(c.rows), "gateways", len(pending))
+		}
+		if len(pending) > 0 {
+			c.recompute(pending, detected)
+			clear(pending)
+		}
+		if next := c.engine.NextExpiry(c.clock.Now()); !next.IsZero() {
+			if timer != nil {
+				timer.Stop()
+			}
+			// A hair after the expiry instant, so Fresh() is false then.
+			timer = c.clock.NewTimer(next.Sub(c.clock.Now()) + time.Millisecond)
+			timerC = timer.C()
+		}
+	}
+}
+
+func (c *Controller) gatewayNames() map[string]struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]struct{}, len(c.gateways))
+	for name := range c.gateways {
+		out[name] = struct{}{}
+	}
+	return out
+}
+
+func markSynced(kind resource.EventKind, name string, synced map[string]bool) bool {
+	if kind == resource.Sync {
+		synced[name] = true
+		return true
+	}
+	return false
+}
+
+func (c *Controller) row(node string) *NodeRow {
+	r := c.rows[node]
+	if r == nil {
+		r = &NodeRow{Name: node}
+	} else {
+		cp := *r
+		r = &cp
+	}
+	return r
+}
+
+func (c *Controller) onNode(ev resource.Event[*corev1.Node], synced map[string]bool, pending map[string]struct{}) {
+	defer ev.Done(nil)
+	if markSynced(ev.Kind, "nodes", synced) {
+		return
+	}
+	name := ev.Key.Name
+	r := c.row(name)
+	if ev.Kind == resource.Delete {
+		r.NodeKnown, r.Ready, r.Labels, r.InternalIP, r.Cordoned = false, false, nil, "", false
+	} else {
+		f := factsFromNode(ev.Object)
+		r.NodeKnown, r.Labels, r.InternalIP, r.Ready, r.Cordoned = true, f.labels, f.internalIP, f.ready, f.cordoned
+	}
+	c.storeRow(r, ev.Kind == resource.Delete && r.Heartbeat == nil && len(c.agentPods[name]) == 0, pending)
+}
+
+func (c *Controller) onPod(ev resource.Event[*corev1.Pod], synced map[string]bool, pending map[string]struct{}) {
+	defer ev.Done(nil)
+	if markSynced(ev.Kind, "pods", synced) {
+		return
+	}
+	// A pod may move between nodes only by being recreated; find its node
+	// from the object, or from where we saw it before on delete.
+	node := ""
+	if ev.Object != nil {
+		node = ev.Object.Spec.NodeName
+	}
+	for n, pods := range c.agentPods {
+		if _, ok := pods[ev.Key]; ok && (ev.Kind == resource.Delete || n != node) {
+			delete(pods, ev.Key)
+			if len(pods) == 0 {
+				delete(c.agentPods, n)
+			}
+			c.refreshAgentReady(n, pending)
+		}
+	}
+	if ev.Kind == resource.Delete || node == "" {
+		return
+	}
+	if c.agentPods[node] == nil {
+		c.agentPods[node] = map[resource.Key]bool{}
+	}
+	c.agentPods[node][ev.Key] = agentPodReady(ev.Object)
+	c.refreshAgentReady(node, pending)
+}
+
+func (c *Controller) refreshAgentReady(node string, pending map[string]struct{}) {
+	ready := false
+	for _, r := range c.agentPods[node] {
+		ready = ready || r
+	}
+	r := c.row(node)
+	if r.AgentReady == ready && c.rows[node] != nil {
+		return
+	}
+	r.AgentReady = ready
+	c.storeRow(r, false, pending)
+}
+
+func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced map[string]bool, pending map[string]struct{}) {
+	defer ev.Done(nil)
+	if markSynced(ev.Kind, "leases", synced) {
+		return
+	}
+	if ev.Kind == resource.Delete {
+		node, ok := leaseNode(ev.Key.Name)
+		if !ok {
+			return
+		}
+		r := c.row(node)
+		r.Heartbeat, r.HeartbeatError = nil, ""
+		c.storeRow(r, !r.NodeKnown && len(c.agentPods[node]) == 0, pending)
+		return
+	}
+	node, ok := leaseNode(ev.Object.Name)
+	if !ok {
+		return
+	}
+	r := c.row(node)
+	var errText string
+	r.Heartbeat, errText = heartbeatFromLease(ev.Object)
+	r.HeartbeatError = errText
+	if errText != "" {
+		c.log.Warn("ignoring malformed heartbeat lease", "lease", ev.Key, "error", errText)
+	}
+	c.storeRow(r, false, pending)
+}
+
+// storeRow records a node row in the engine and the table; del removes it.
+func (c *Controller) storeRow(r *NodeRow, del bool, pending map[string]struct{}) {
+	var affected []string
+	txn := c.db.WriteTxn(c.nodesTbl)
+	if del {
+		delete(c.rows, r.Name)
+		affected = c.engine.DeleteNode(r.Name)
+		c.nodesTbl.Delete(txn, r)
+	} else {
+		c.rows[r.Name] = r
+		affected = c.engine.UpsertNode(r.selectionNode())
+		c.nodesTbl.Insert(txn, r)
+	}
+	txn.Commit()
+	for _, g := range affected {
+		pending[g] = struct{}{}
+	}
+}
+
+func (c *Controller) onGateway(ev resource.Event[*v1alpha1.EgressGateway], synced map[string]bool, pending map[string]struct{}) {
+	defer ev.Done(nil)
+	if markSynced(ev.Kind, "gateways", synced) {
+		return
+	}
+	name := ev.Key.Name
+	c.mu.Lock()
+	if ev.Kind == resource.Delete {
+		delete(c.gateways, name)
+		delete(c.results, name)
+		delete(c.detectedAt, name)
+		c.mu.Unlock()
+		c.engine.DeleteGateway(name)
+		txn := c.db.WriteTxn(c.selTbl)
+		c.selTbl.Delete(txn, &SelectionRow{Result: selection.Result{Gateway: name}})
+		txn.Commit()
+		c.metrics.EligibleCandidates.DeleteLabelValues(name)
+		c.enqueuePoliciesOf(name)
+		return
+	}
+	c.gateways[name] = ev.Object
+	c.mu.Unlock()
+	c.engine.UpsertGateway(gatewayFromObject(ev.Object))
+	pending[name] = struct{}{}
+	// The status may differ from the decision (another writer, a restore
+	// from backup): let the writer compare.
+	c.queue.Add(gatewayKey + name)
+}
+
+func (c *Controller) onPolicy(ev resource.Event[*v1alpha1.EgressGatewayPolicy], synced map[string]bool) {
+	defer ev.Done(nil)
+	if markSynced(ev.Kind, "policies", synced) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ev.Kind == resource.Delete {
+		delete(c.policies, ev.Key.Name)
+		return
+	}
+	c.policies[ev.Key.Name] = ev.Object
+	c.queue.Add(policyKey + ev.Key.Name)
+}
+
+// enqueuePoliciesOf queues the policies that use a gateway. Caller holds mu.
+func (c *Controller) enqueuePoliciesOf(gateway string) {
+	for name, p := range c.policies {
+		if p.Spec.EgressGatewayName == gateway {
+			c.queue.Add(policyKey + name)
+		}
+	}
+}
+
+func gatewayFromObject(gw *v1alpha1.EgressGateway) selection.Gateway {
+	g := selection.Gateway{
+		Name:           gw.Name,
+		NodeSelector:   gw.Spec.NodeSelector,
+		Mode:           gw.Spec.SourceIP.Mode,
+		PreviousActive: gw.Status.ActiveNodeName,
+	}
+	if v := gw.Spec.SourceIP.VirtualIPAddress; v != nil {
+		g.VirtualIP = string(v.IP)
+	}
+	if s := gw.Spec.Selection; s != nil {
+		g.Order, g.Failback = s.Order, s.Failback
+	}
+	return g
+}
+
+// recompute runs the engine for the pending gateways and publishes every
+// decision that changed.
+func (c *Controller) recompute(pending map[string]struct{}, detected time.Time) {
+	names := make([]string, 0, len(pending))
+	for n := range pending {
+		names = append(names, n)
+	}
+	now := c.clock.Now()
+	changed := c.engine.Recompute(names, now)
+	c.log.Debug("recomputed", "gateways", names, "changed", len(changed))
+	if len(changed) == 0 {
+		return
+	}
+	txn := c.db.WriteTxn(c.selTbl)
+	c.mu.Lock()
+	for _, r := range changed {
+		if _, ok := c.gateways[r.Gateway]; !ok {
+			continue
+		}
+		prev, had := c.results[r.Gateway]
+		c.results[r.Gateway] = r
+		if _, waiting := c.detectedAt[r.Gateway]; !waiting {
+			c.detectedAt[r.Gateway] = detected
+		}
+		if !had || prev.Active != r.Active {
+			c.log.Info("active node decided",
+				"gateway", r.Gateway, "from", prev.Active, "to", r.Active, "reason", r.ChangeReason,
+				"readyNodes", r.ReadyNodes, "message", r.Message)
+		}
+		c.metrics.EligibleCandidates.WithLabelValues(r.Gateway).Set(float64(r.ReadyNodes))
+		c.selTbl.Insert(txn, &SelectionRow{Result: r, DecidedAt: now})
+		c.queue.Add(gatewayKey + r.Gateway)
+		c.enqueuePoliciesOf(r.Gateway)
+	}
+	c.mu.Unlock()
+	txn.Commit()
+}
+
+func (c *Controller) runWriter(ctx context.Context) {
+	for {
+		key, shutdown := c.queue.Get()
+		if shutdown {
+			return
+		}
+		err := c.write(ctx, key)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("status write failed; retrying", "object", key, "error", err)
+			c.queue.AddRateLimited(key)
+		} else {
+			c.queue.Forget(key)
+		}
+		c.queue.Done(key)
+	}
+}
+
+func (c *Controller) write(ctx context.Context, key string) error {
+	if name, ok := cutPrefix(key, gatewayKey); ok {
+		return c.writeGateway(ctx, name)
+	}
+	if name, ok := cutPrefix(key, policyKey); ok {
+		return c.writePolicy(ctx, name)
+	}
+	return nil
+}
+
+func cutPrefix(s, p string) (string, bool) {
+	if len(s) >= len(p) && s[:len(p)] == p {
+		return s[len(p):], true
+	}
+	return "", false
+}
+
+// writeGateway writes the decision to the gateway's status if it differs.
+// A conflict means our copy is stale: fetch the object and try again.
+func (c *Controller) writeGateway(ctx context.Context, name string) error {
+	c.mu.Lock()
+	gw, ok := c.gateways[name]
+	r, decided := c.results[name]
+	detected := c.detectedAt[name]
+	c.mu.Unlock()
+	if !ok || !decided {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		now := c.clock.Now()
+		if detected.IsZero() {
+			detected = now
+		}
+		desired := DesiredStatus(gw, r, detected, now)
+		if !StatusChanged(gw.Status, desired) {
+			c.markWritten(name, r, now, "")
+			return nil
+		}
+		upd := gw.DeepCopy()
+		upd.Status = desired
+		written, err := c.crd.Gateways.UpdateStatus(ctx, upd)
+		if err == nil {
+			c.afterGatewayWrite(gw, written, r, detected)
+			return nil
+		}
+		c.metrics.StatusWriteErrors.WithLabelValues("EgressGateway").Inc()
+		if !apierrors.IsConflict(err) || attempt >= 5 {
+			c.markWritten(name, r, time.Time{}, err.Error())
+			return fmt.Errorf("EgressGateway %s status: %w", name, err)
+		}
+		fresh, gerr := c.crd.Gateways.Get(ctx, name)
+		if gerr != nil {
+			if apierrors.IsNotFound(gerr) {
+				return nil
+			}
+			return gerr
+		}
+		gw = fresh
+	}
+}
+
+func (c *Controller) afterGatewayWrite(old, written *v1alpha1.EgressGateway, r selection.Result, detected time.Time) {
+	now := c.clock.Now()
+	c.mu.Lock()
+	if cur, ok := c.gateways[written.Name]; ok && cur.ResourceVersion == old.ResourceVersion {
+		c.gateways[written.Name] = written
+	}
+	// Only clear the detection time if no newer decision arrived meanwhile.
+	if c.results[written.Name].Active == r.Active {
+		delete(c.detectedAt, written.Name)
+	}
+	c.mu.Unlock()
+	c.markWritten(written.Name, r, now, "")
+	if old.Status.ActiveNodeName != written.Status.ActiveNodeName {
+		reason := r.ChangeReason
+		if reason == "" {
+			reason = "Elected"
+		}
+		c.metrics.ActiveChanges.WithLabelValues(written.Name, reason).Inc()
+		c.metrics.StatusWriteSeconds.WithLabelValues(written.Name).Observe(now.Sub(detected).Seconds())
+		evType := corev1.EventTypeNormal
+		if written.Status.ActiveNodeName == "" {
+			evType = corev1.EventTypeWarning
+		}
+		from, to := orNone(old.Status.ActiveNodeName), orNone(written.Status.ActiveNodeName)
+		c.recorder.Eventf(written, evType, "ActiveNodeChanged", "active node %s -> %s (%s); %s", from, to, reason, r.Message)
+		c.log.Info("EgressGateway status written", "gateway", written.Name, "from", from, "to", to,
+			"reason", reason, "sinceDetection", now.Sub(detected))
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
+}
+
+func (c *Controller) markWritten(name string, r selection.Result, at time.Time, errText string) {
+	txn := c.db.WriteTxn(c.selTbl)
+	if row, _, ok := c.selTbl.Get(txn, SelectionByGateway(name)); ok && row.Active == r.Active {
+		cp := *row
+		cp.StatusWritten, cp.StatusError = at, errText
+		c.selTbl.Insert(txn, &cp)
+	}
+	txn.Commit()
+}
+
+func (c *Controller) writePolicy(ctx context.Context, name string) error {
+	c.mu.Lock()
+	p, ok := c.policies[name]
+	var r selection.Result
+	found := false
+	if ok {
+		_, found = c.gateways[p.Spec.EgressGatewayName]
+		r = c.results[p.Spec.EgressGatewayName]
+	}
+	c.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		desired := PolicyStatus(p, r, found)
+		if !policyStatusChanged(p.Status, desired) {
+			return nil
+		}
+		upd := p.DeepCopy()
+		upd.Status = desired
+		written, err := c.crd.Policies.UpdateStatus(ctx, upd)
+		if err == nil {
+			c.mu.Lock()
+			if cur, ok := c.policies[name]; ok && cur.ResourceVersion == p.ResourceVersion {
+				c.policies[name] = written
+			}
+			c.mu.Unlock()
+			return nil
+		}
+		c.metrics.StatusWriteErrors.WithLabelValues("EgressGatewayPolicy").Inc()
+		if !apierrors.IsConflict(err) || attempt >= 5 {
+			return fmt.Errorf("EgressGatewayPolicy %s status: %w", name, err)
+		}
+		fresh, gerr := c.crd.Policies.Get(ctx, name)
+		if gerr != nil {
+			if apierrors.IsNotFound(gerr) {
+				return nil
+			}
+			return gerr
+		}
+		p = fresh
+	}
+}

@@ -1,0 +1,73 @@
+package operator
+
+import (
+	"net/netip"
+	"strings"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/egressha/egressha/egressgw/heartbeat"
+)
+
+func parseAddr(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a
+}
+
+// nodeFacts are the facts taken from a Node object.
+type nodeFacts struct {
+	labels     map[string]string
+	internalIP string
+	ready      bool
+	cordoned   bool
+}
+
+func factsFromNode(n *corev1.Node) nodeFacts {
+	f := nodeFacts{labels: n.Labels, cordoned: n.Spec.Unschedulable}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			f.ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	// The tunnel endpoint Cilium uses: InternalIP, else ExternalIP.
+	for _, t := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
+		for _, a := range n.Status.Addresses {
+			if a.Type == t && f.internalIP == "" {
+				if addr, err := netip.ParseAddr(a.Address); err == nil && addr.Is4() {
+					f.internalIP = addr.String()
+				}
+			}
+		}
+	}
+	return f
+}
+
+// agentPodReady is the readiness the operator's node taint logic uses:
+// not being deleted and the Ready condition True.
+func agentPodReady(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// heartbeatFromLease decodes a lease into the row fields.
+func heartbeatFromLease(l *coordinationv1.Lease) (*heartbeat.Heartbeat, string) {
+	hb, err := heartbeat.FromLease(l)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return &hb, ""
+}
+
+// leaseNode is the node a heartbeat Lease belongs to.
+func leaseNode(leaseName string) (string, bool) {
+	node, ok := strings.CutPrefix(leaseName, heartbeat.LeasePrefix)
+	return node, ok && node != ""
+}

@@ -1,0 +1,90 @@
+package operator
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/selection"
+)
+
+// DesiredStatus is the EgressGateway status for decision r, built on the
+// object's current status so unchanged conditions keep their transition
+// times. detectedAt is when the operator saw the change that led to r;
+// now is when the status is being written.
+func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, detectedAt, now time.Time) v1alpha1.EgressGatewayStatus {
+	st := *gw.Status.DeepCopy()
+	st.ObservedGeneration = gw.Generation
+	prev := st.ActiveNodeName
+	st.ActiveNodeName = r.Active
+	st.ReadyNodes = int64(r.ReadyNodes)
+	st.EgressIP = r.EgressIP
+	st.Candidates = nil
+	for _, c := range r.Candidates {
+		st.Candidates = append(st.Candidates, v1alpha1.Candidate{Node: c.Node, Eligible: c.Eligible, Reasons: c.Reasons})
+	}
+	if prev != r.Active {
+		reason := r.ChangeReason
+		if reason == "" {
+			reason = "Elected"
+		}
+		st.LastFailover = &v1alpha1.Failover{
+			From:     prev,
+			To:       r.Active,
+			Reason:   reason,
+			Time:     metav1.NewTime(now),
+			Duration: &metav1.Duration{Duration: now.Sub(detectedAt).Round(time.Millisecond)},
+		}
+	}
+	cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: gw.Generation}
+	switch {
+	case r.Active == "":
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.ReasonElectionFailed, r.Message
+	case gw.Spec.SourceIP.Mode == v1alpha1.SourceIPModeVirtualIP:
+		// VIP mode only elects a node whose responder reported the VIP ready.
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonElectionSucceededAndVirtualIPAnnounced
+		cond.Message = fmt.Sprintf("%s is active and announces %s (%d of %d candidates eligible)", r.Active, r.EgressIP, r.ReadyNodes, len(r.Candidates))
+	default:
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonElectionSucceeded
+		cond.Message = fmt.Sprintf("%s is active with egress IP %s (%d of %d candidates eligible)", r.Active, r.EgressIP, r.ReadyNodes, len(r.Candidates))
+	}
+	if cond.Message == "" {
+		cond.Message = cond.Reason
+	}
+	meta.SetStatusCondition(&st.Conditions, cond)
+	return st
+}
+
+// StatusChanged reports whether writing desired would change anything.
+func StatusChanged(current, desired v1alpha1.EgressGatewayStatus) bool {
+	return !equality.Semantic.DeepEqual(current, desired)
+}
+
+// PolicyStatus is the status of a policy given its gateway's decision;
+// found is false when the EgressGateway does not exist.
+func PolicyStatus(p *v1alpha1.EgressGatewayPolicy, r selection.Result, found bool) v1alpha1.EgressGatewayPolicyStatus {
+	st := *p.Status.DeepCopy()
+	st.ObservedGeneration = p.Generation
+	cond := metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: p.Generation}
+	switch {
+	case !found:
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonGatewayNotFound
+		cond.Message = fmt.Sprintf("EgressGateway %q does not exist; matching traffic is dropped until it does", p.Spec.EgressGatewayName)
+	case r.Active == "":
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonGatewayNotReady
+		cond.Message = fmt.Sprintf("EgressGateway %q has no active node: %s", p.Spec.EgressGatewayName, r.Message)
+	default:
+		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonPolicyReady
+		cond.Message = fmt.Sprintf("traffic leaves through %s as %s", r.Active, r.EgressIP)
+	}
+	meta.SetStatusCondition(&st.Conditions, cond)
+	return st
+}
+
+func policyStatusChanged(current, desired v1alpha1.EgressGatewayPolicyStatus) bool {
+	return !equality.Semantic.DeepEqual(current, desired)
+}

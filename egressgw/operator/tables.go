@@ -1,0 +1,167 @@
+package operator
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/index"
+
+	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/selection"
+)
+
+// NodeRow is one row of the egress-gateway-nodes table: everything the
+// operator knows about a node that bears on its eligibility.
+type NodeRow struct {
+	Name       string
+	Labels     map[string]string
+	InternalIP string
+	// NodeKnown is false while only a pod or lease mentions the node.
+	NodeKnown  bool
+	Ready      bool
+	Cordoned   bool
+	AgentReady bool
+	// Heartbeat is the decoded Lease; nil when none was seen.
+	Heartbeat *heartbeat.Heartbeat
+	// HeartbeatError says why the Lease could not be decoded.
+	HeartbeatError string
+}
+
+// TableHeader implements statedb.TableWritable.
+func (r *NodeRow) TableHeader() []string {
+	return []string{"Name", "InternalIP", "Ready", "Cordoned", "AgentReady", "HeartbeatRenewed", "HeartbeatExpires", "Gateways"}
+}
+
+// TableRow implements statedb.TableWritable.
+func (r *NodeRow) TableRow() []string {
+	renewed, expires, gws := "never", "-", "-"
+	if r.Heartbeat != nil {
+		renewed = r.Heartbeat.RenewTime.UTC().Format(time.RFC3339Nano)
+		expires = r.Heartbeat.Expiry().UTC().Format(time.RFC3339Nano)
+		var parts []string
+		for _, name := range slices.Sorted(maps.Keys(r.Heartbeat.Gateways)) {
+			rep := r.Heartbeat.Gateways[name]
+			if rep.Ready {
+				parts = append(parts, fmt.Sprintf("%s=ready(%s)", name, rep.EgressIP))
+			} else {
+				parts = append(parts, fmt.Sprintf("%s=%s", name, rep.Reason))
+			}
+		}
+		if len(parts) > 0 {
+			gws = strings.Join(parts, " ")
+		}
+	}
+	if r.HeartbeatError != "" {
+		gws = "lease error: " + r.HeartbeatError
+	}
+	ip := r.InternalIP
+	if ip == "" {
+		ip = "-"
+	}
+	return []string{r.Name, ip, fmt.Sprint(r.Ready), fmt.Sprint(r.Cordoned), fmt.Sprint(r.AgentReady), renewed, expires, gws}
+}
+
+// selectionNode converts the row for the decision function.
+func (r *NodeRow) selectionNode() *selection.Node {
+	n := &selection.Node{
+		Name:       r.Name,
+		Labels:     r.Labels,
+		Ready:      r.NodeKnown && r.Ready,
+		Cordoned:   r.Cordoned,
+		AgentReady: r.AgentReady,
+		Heartbeat:  r.Heartbeat,
+	}
+	n.InternalIP = parseAddr(r.InternalIP)
+	return n
+}
+
+var nodeNameIndex = statedb.Index[*NodeRow, string]{
+	Name:       "name",
+	FromObject: func(r *NodeRow) index.KeySet { return index.NewKeySet(index.String(r.Name)) },
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// NodeByName queries egress-gateway-nodes by node name.
+func NodeByName(name string) statedb.Query[*NodeRow] { return nodeNameIndex.Query(name) }
+
+// NewNodesTable creates the egress-gateway-nodes table.
+func NewNodesTable(db *statedb.DB) (statedb.RWTable[*NodeRow], error) {
+	tbl, err := statedb.NewTable("egress-gateway-nodes", nodeNameIndex)
+	if err != nil {
+		return nil, err
+	}
+	return tbl, db.RegisterTable(tbl)
+}
+
+// SelectionRow is one row of the egress-gateway-selection table: the
+// decision for one EgressGateway and when it was made.
+type SelectionRow struct {
+	selection.Result
+	// DecidedAt is when this decision was computed.
+	DecidedAt time.Time
+	// StatusWritten is when the EgressGateway status last matched it
+	// (zero while the write is pending or failing); StatusError says why
+	// a write failed.
+	StatusWritten time.Time
+	StatusError   string
+}
+
+// TableHeader implements statedb.TableWritable.
+func (r *SelectionRow) TableHeader() []string {
+	return []string{"Gateway", "Active", "EgressIP", "ReadyNodes", "Candidates", "Change", "Message", "Status"}
+}
+
+// TableRow implements statedb.TableWritable.
+func (r *SelectionRow) TableRow() []string {
+	var cands []string
+	for _, c := range r.Candidates {
+		if c.Eligible {
+			cands = append(cands, c.Node+"=eligible")
+		} else {
+			cands = append(cands, c.Node+"="+strings.Join(c.Reasons, ","))
+		}
+	}
+	orDash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	status := "pending"
+	switch {
+	case r.StatusError != "":
+		status = "error: " + r.StatusError
+	case !r.StatusWritten.IsZero():
+		status = "written"
+	}
+	return []string{r.Gateway, orDash(r.Active), orDash(r.EgressIP), fmt.Sprint(r.ReadyNodes),
+		orDash(strings.Join(cands, " ")), orDash(r.ChangeReason), orDash(r.Message), status}
+}
+
+var selectionGatewayIndex = statedb.Index[*SelectionRow, string]{
+	Name:       "gateway",
+	FromObject: func(r *SelectionRow) index.KeySet { return index.NewKeySet(index.String(r.Gateway)) },
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// SelectionByGateway queries egress-gateway-selection by gateway name.
+func SelectionByGateway(name string) statedb.Query[*SelectionRow] {
+	return selectionGatewayIndex.Query(name)
+}
+
+// NewSelectionTable creates the egress-gateway-selection table.
+func NewSelectionTable(db *statedb.DB) (statedb.RWTable[*SelectionRow], error) {
+	tbl, err := statedb.NewTable("egress-gateway-selection", selectionGatewayIndex)
+	if err != nil {
+		return nil, err
+	}
+	return tbl, db.RegisterTable(tbl)
+}

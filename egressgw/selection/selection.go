@@ -1,0 +1,482 @@
+// Package selection decides, for every EgressGateway, which candidate node is
+// active. It owns the eligibility rules (one function, Evaluate), the ranking
+// of candidates (Alphabetical or Spread), the failback policy, the reason a
+// previous active node lost the role, and the human-readable message of an
+// election; and an incremental Engine that keeps those decisions up to date
+// as nodes, heartbeats and gateways change.
+//
+// The package is pure: it never talks to Kubernetes, the datapath or the
+// clock. Callers feed it facts (Node, Gateway) and the current time, and get
+// decisions (Result) back. Only heartbeat freshness depends on the time
+// passed in; every other decision is a deterministic function of the facts.
+package selection
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/heartbeat"
+)
+
+// Node is what the selection needs to know about one Kubernetes node.
+// Values passed to the Engine are copied; the Labels map is copied when it
+// changes, but the Heartbeat it points to must not be modified afterwards.
+type Node struct {
+	Name       string
+	Labels     map[string]string
+	InternalIP netip.Addr
+	// Ready is true when the Node's Ready condition is True.
+	Ready bool
+	// Cordoned is spec.unschedulable.
+	Cordoned bool
+	// AgentReady is true when the cilium-agent pod on the node is Ready.
+	AgentReady bool
+	// Heartbeat is the node's decoded heartbeat Lease; nil = none seen.
+	Heartbeat *heartbeat.Heartbeat
+}
+
+// Gateway is what the selection needs to know about one EgressGateway.
+type Gateway struct {
+	Name string
+	// NodeSelector has matchLabels semantics: a node is a candidate when it
+	// carries every pair. An empty selector selects nothing (the CRD refuses
+	// it; this keeps a broken object from making every node a candidate).
+	NodeSelector map[string]string
+	Mode         v1alpha1.SourceIPMode
+	// VirtualIP is the gateway's virtual IP in VirtualIPAddress mode.
+	VirtualIP string
+	// Order is the ranking; "" (or an unknown value) means Alphabetical.
+	Order v1alpha1.SelectionOrder
+	// Failback is the failback policy; "" (or an unknown value) means
+	// Immediate.
+	Failback v1alpha1.FailbackPolicy
+	// PreviousActive is the active node in the gateway's current status. The
+	// Engine reads it only when it first learns of the gateway (a new
+	// operator leader continues from the status it finds); after its first
+	// decision it uses its own.
+	PreviousActive string
+}
+
+// Candidate is one node matching a gateway's nodeSelector.
+type Candidate struct {
+	Node     string
+	Eligible bool
+	// Reasons say why the node is not eligible, in a fixed order (see
+	// Evaluate); nil when it is eligible. Shared between Results: read only.
+	Reasons []string
+	// EgressIP is the source address traffic would get through this node:
+	// the virtual IP in VirtualIPAddress mode, otherwise the address the node
+	// reported for the gateway (empty when it reported none usable).
+	EgressIP string
+}
+
+// Result is the decision for one gateway. Its slices are shared with the
+// Engine and with other Results: treat them as read only.
+type Result struct {
+	Gateway string
+	// Active is the active node; "" when no candidate is eligible (traffic
+	// is then dropped: fail closed).
+	Active           string
+	ActiveInternalIP netip.Addr
+	// EgressIP is the virtual IP in VirtualIPAddress mode (also while no node
+	// is active), otherwise the address the active node reported ("" when
+	// none is active).
+	EgressIP string
+	// ReadyNodes is the number of eligible candidates.
+	ReadyNodes int
+	// Candidates are all nodes matching the nodeSelector, in node-name
+	// order (not rank order), so that a status list does not reshuffle when
+	// eligibility changes.
+	Candidates []Candidate
+	// PreviousActive is the active node this decision started from: the
+	// previous decision's Active, or Gateway.PreviousActive for the first.
+	PreviousActive string
+	// ChangeReason is set when Active != PreviousActive: why the previous
+	// node lost the role (the first of its Reasons, or one of the Change*
+	// constants), or ChangeElected when there was no previous node.
+	ChangeReason string
+	// Message is a sentence a person can act on, e.g. for the Ready
+	// condition's ElectionFailed message.
+	Message string
+}
+
+// Change reasons that are not candidate reasons. A ChangeReason is one of
+// these or the first ineligibility reason of the previous node (NodeNotReady,
+// Cordoned, CiliumAgentNotReady, HeartbeatMissing, HeartbeatExpired,
+// NotReportedByAgent or a reason the node reported, e.g. InterfaceMissing).
+const (
+	// ChangeElected: there was no active node and now there is one.
+	ChangeElected = "Elected"
+	// ChangeNoLongerCandidate: the previous node no longer matches the
+	// nodeSelector (its label was removed, or the selector changed).
+	ChangeNoLongerCandidate = "NoLongerCandidate"
+	// ChangeNodeDeleted: the previous node does not exist any more.
+	ChangeNodeDeleted = "NodeDeleted"
+	// ChangeFailback: the previous node is still eligible, but with
+	// failback Immediate a better-ranked node took the role back.
+	ChangeFailback = "Failback"
+	// ChangeSelectionChanged: the previous node is still eligible, but the
+	// gateway's selection order or failback policy changed and ranks
+	// another node first (Engine only).
+	ChangeSelectionChanged = "SelectionChanged"
+)
+
+// maxMessageNodes bounds how many nodes a message lists, so that a gateway
+// with thousands of candidates does not produce a condition message of
+// hundreds of kilobytes.
+const maxMessageNodes = 5
+
+// normalize applies the documented defaults so that "" and the default value
+// compare equal.
+func normalize(gw Gateway) Gateway {
+	if gw.Order != v1alpha1.SelectionOrderSpread {
+		gw.Order = v1alpha1.SelectionOrderAlphabetical
+	}
+	if gw.Failback != v1alpha1.FailbackNever {
+		gw.Failback = v1alpha1.FailbackImmediate
+	}
+	return gw
+}
+
+// Evaluate decides whether n may be the active node of gw at now. It is the
+// only place the eligibility rules live. Reasons come in this fixed order:
+//
+//	NodeNotReady, Cordoned, CiliumAgentNotReady,
+//	HeartbeatMissing (no Lease; nothing further is read) or HeartbeatExpired,
+//	then the node's report for this gateway: NotReportedByAgent when the
+//	Lease has no entry for it, the reported reason when the entry is not
+//	Ready (NotReportedByAgent if it gave none), and in basic mode
+//	InterfaceHasNoIPv4 when a Ready entry has no usable IPv4 egress address.
+//
+// An expired heartbeat's report is still read: it is the last thing the node
+// said, and it tells the operator what to fix once the node is back. Only the
+// heartbeat expiry depends on now.
+func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
+	c := Candidate{Node: n.Name}
+	vip := gw.Mode == v1alpha1.SourceIPModeVirtualIP
+	if vip {
+		c.EgressIP = gw.VirtualIP
+	}
+	// At most six reasons; collect on the stack and allocate once.
+	var buf [6]string
+	r := buf[:0]
+	if !n.Ready {
+		r = append(r, v1alpha1.CandidateNodeNotReady)
+	}
+	if n.Cordoned {
+		r = append(r, v1alpha1.CandidateCordoned)
+	}
+	if !n.AgentReady {
+		r = append(r, v1alpha1.CandidateCiliumAgentNotReady)
+	}
+	if hb := n.Heartbeat; hb == nil {
+		r = append(r, heartbeat.ReasonHeartbeatMissing)
+	} else {
+		if !hb.Fresh(now) {
+			r = append(r, heartbeat.ReasonHeartbeatExpired)
+		}
+		rep, ok := hb.Gateways[gw.Name]
+		switch {
+		case !ok:
+			r = append(r, heartbeat.ReasonNotReported)
+		case !rep.Ready:
+			if rep.Reason == "" {
+				r = append(r, heartbeat.ReasonNotReported)
+			} else {
+				r = append(r, rep.Reason)
+			}
+		case !vip:
+			if usableEgressIP(rep.EgressIP) {
+				c.EgressIP = rep.EgressIP
+			} else {
+				r = append(r, heartbeat.ReasonNoIPv4Address)
+			}
+		}
+	}
+	c.Eligible = len(r) == 0
+	if !c.Eligible {
+		c.Reasons = slices.Clone(r)
+	}
+	return c
+}
+
+// usableEgressIP reports whether s is an IPv4 address traffic can be SNATed
+// to. 0.0.0.0 is refused: in the datapath it means "no gateway".
+func usableEgressIP(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is4() && !a.IsUnspecified()
+}
+
+// SpreadScore is the rendezvous score of node for gateway in Spread order:
+// the node with the highest score ranks first. It is xxhash64 of
+// gateway + "\x00" + node. It must never change: changing it moves the
+// active node of every Spread gateway, and with it the traffic.
+func SpreadScore(gateway, node string) uint64 {
+	// Kubernetes names are at most 253 bytes, so this stays on the stack.
+	var buf [512]byte
+	b := append(buf[:0], gateway...)
+	b = append(b, 0)
+	b = append(b, node...)
+	return xxhash.Sum64(b)
+}
+
+// rankEntry is one candidate in Spread order.
+type rankEntry struct {
+	score uint64
+	name  string
+}
+
+// rankCmp orders by score descending, then by name ascending.
+func rankCmp(a, b rankEntry) int {
+	switch {
+	case a.score > b.score:
+		return -1
+	case a.score < b.score:
+		return 1
+	}
+	return strings.Compare(a.name, b.name)
+}
+
+// spreadRank returns the Spread ranking of the candidates.
+func spreadRank(gateway string, cands []Candidate) []rankEntry {
+	rank := make([]rankEntry, len(cands))
+	for i := range cands {
+		rank[i] = rankEntry{score: SpreadScore(gateway, cands[i].Node), name: cands[i].Node}
+	}
+	slices.SortFunc(rank, rankCmp)
+	return rank
+}
+
+// Rank returns the names of the nodes in gw's rank order (best first),
+// whatever their eligibility.
+func Rank(gw Gateway, nodes []string) []string {
+	gw = normalize(gw)
+	out := slices.Clone(nodes)
+	if gw.Order != v1alpha1.SelectionOrderSpread {
+		slices.Sort(out)
+		return out
+	}
+	cands := make([]Candidate, len(nodes))
+	for i, n := range nodes {
+		cands[i].Node = n
+	}
+	for i, e := range spreadRank(gw.Name, cands) {
+		out[i] = e.name
+	}
+	return out
+}
+
+// Matches reports whether labels satisfy selector with matchLabels
+// semantics; an empty selector matches nothing.
+func Matches(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
+}
+
+// findCandidate finds name in cands, which are sorted by node name.
+func findCandidate(cands []Candidate, name string) (int, bool) {
+	return sort.Find(len(cands), func(i int) int { return strings.Compare(name, cands[i].Node) })
+}
+
+// nodeLookup tells whether a node exists and its InternalIP.
+type nodeLookup interface {
+	lookupNode(name string) (*Node, bool)
+}
+
+type nodeMap map[string]*Node
+
+func (m nodeMap) lookupNode(name string) (*Node, bool) {
+	n, ok := m[name]
+	return n, ok
+}
+
+// chooseActive applies the failback policy to the ranked candidates: with
+// Never a still-eligible prev keeps the role, otherwise the best-ranked
+// eligible candidate gets it. rank is used in Spread order only.
+func chooseActive(gw *Gateway, cands []Candidate, rank []rankEntry, prev string) string {
+	if gw.Failback == v1alpha1.FailbackNever && prev != "" {
+		if i, ok := findCandidate(cands, prev); ok && cands[i].Eligible {
+			return prev
+		}
+	}
+	if gw.Order != v1alpha1.SelectionOrderSpread {
+		for i := range cands {
+			if cands[i].Eligible {
+				return cands[i].Node
+			}
+		}
+		return ""
+	}
+	// Usually the first or second entry is eligible, so the binary searches
+	// stay cheap even for thousands of candidates.
+	for _, e := range rank {
+		if i, ok := findCandidate(cands, e.name); ok && cands[i].Eligible {
+			return e.name
+		}
+	}
+	return ""
+}
+
+// changeReason says why prev lost the role to active (prev != active).
+func changeReason(prev string, cands []Candidate, nodes nodeLookup, selectionChanged bool) string {
+	if prev == "" {
+		return ChangeElected
+	}
+	if _, ok := nodes.lookupNode(prev); !ok {
+		return ChangeNodeDeleted
+	}
+	i, ok := findCandidate(cands, prev)
+	switch {
+	case !ok:
+		return ChangeNoLongerCandidate
+	case !cands[i].Eligible:
+		return cands[i].Reasons[0]
+	case selectionChanged:
+		return ChangeSelectionChanged
+	}
+	return ChangeFailback
+}
+
+// decide builds the Result of gw from its candidates (sorted by name), their
+// Spread rank (Spread order only) and eligible count, starting from prev.
+func decide(gw *Gateway, cands []Candidate, rank []rankEntry, ready int, prev string, nodes nodeLookup, selectionChanged bool) Result {
+	r := Result{
+		Gateway:        gw.Name,
+		ReadyNodes:     ready,
+		Candidates:     cands,
+		PreviousActive: prev,
+	}
+	r.Active = chooseActive(gw, cands, rank, prev)
+	if r.Active != "" {
+		if n, ok := nodes.lookupNode(r.Active); ok {
+			r.ActiveInternalIP = n.InternalIP
+		}
+		if i, ok := findCandidate(cands, r.Active); ok {
+			r.EgressIP = cands[i].EgressIP
+		}
+	}
+	if gw.Mode == v1alpha1.SourceIPModeVirtualIP {
+		r.EgressIP = gw.VirtualIP
+	}
+	if r.Active != prev {
+		r.ChangeReason = changeReason(prev, cands, nodes, selectionChanged)
+	}
+	r.Message = message(gw, cands, r.Active, ready)
+	return r
+}
+
+// message explains the decision in one sentence.
+func message(gw *Gateway, cands []Candidate, active string, ready int) string {
+	switch {
+	case len(gw.NodeSelector) == 0:
+		return "nodeSelector is empty and selects no node; set at least one label, e.g. node-role.deckhouse.io/egress: \"\""
+	case len(cands) == 0:
+		sel := FormatSelector(gw.NodeSelector)
+		return fmt.Sprintf("no node matches nodeSelector %s; label the intended nodes with it", sel)
+	case active != "":
+		return fmt.Sprintf("%s is active; %d of %d candidate nodes are eligible", active, ready, len(cands))
+	}
+	var b strings.Builder
+	noun := "candidates"
+	if len(cands) == 1 {
+		noun = "candidate"
+	}
+	fmt.Fprintf(&b, "no eligible node among %d %s (", len(cands), noun)
+	for i := range cands {
+		if i == maxMessageNodes {
+			fmt.Fprintf(&b, "; and %d more", len(cands)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(cands[i].Node)
+		b.WriteString(": ")
+		b.WriteString(strings.Join(cands[i].Reasons, ", "))
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+// FormatSelector renders a nodeSelector as sorted k=v pairs, an empty value
+// as k="" so that it stays visible: node-role.deckhouse.io/egress="".
+func FormatSelector(sel map[string]string) string {
+	keys := make([]string, 0, len(sel))
+	for k := range sel {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		if v := sel[k]; v == "" {
+			b.WriteString(`""`)
+		} else {
+			b.WriteString(v)
+		}
+	}
+	return b.String()
+}
+
+// Select is the whole decision for one gateway, computed from scratch: the
+// reference the Engine must agree with, and a convenience for callers that
+// do not need incremental updates. It starts from gw.PreviousActive; a node
+// counts as deleted when it is not in nodes.
+func Select(gw Gateway, nodes []*Node, now time.Time) Result {
+	gw = normalize(gw)
+	known := make(nodeMap, len(nodes))
+	var cands []Candidate
+	ready := 0
+	for _, n := range nodes {
+		known[n.Name] = n
+		if Matches(gw.NodeSelector, n.Labels) {
+			c := Evaluate(n, &gw, now)
+			if c.Eligible {
+				ready++
+			}
+			cands = append(cands, c)
+		}
+	}
+	slices.SortFunc(cands, func(a, b Candidate) int { return strings.Compare(a.Node, b.Node) })
+	var rank []rankEntry
+	if gw.Order == v1alpha1.SelectionOrderSpread {
+		rank = spreadRank(gw.Name, cands)
+	}
+	return decide(&gw, cands, rank, ready, gw.PreviousActive, known, false)
+}
+
+// candidateEqual compares two candidates field by field.
+func candidateEqual(a, b *Candidate) bool {
+	return a.Node == b.Node && a.Eligible == b.Eligible && a.EgressIP == b.EgressIP && slices.Equal(a.Reasons, b.Reasons)
+}
+
+// candidatesEqual compares two candidate lists.
+func candidatesEqual(a, b []Candidate) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !candidateEqual(&a[i], &b[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -30,10 +30,10 @@ const (
 	// SchemaVersion must be raised whenever a generated CRD changes, or
 	// running clusters keep the old schema. TestSchemaVersionBumped
 	// enforces it through SchemaDigest.
-	SchemaVersion = "1.0.0"
+	SchemaVersion = "1.1.0"
 	// SchemaDigest is the sha256 of the generated CRD files, in name order,
 	// for which SchemaVersion was set.
-	SchemaDigest = "794f5520b46f74bf928904ed833d640777b9142aefb4943147dbc16f9615e4b0"
+	SchemaDigest = "d06ac522d7a49f178fc3d54b19ff5f588db5d4e8970d62abbe0c8490c518611b"
 )
 
 // All returns the embedded CRDs, labelled with SchemaVersion, in name order.

@@ -21,6 +21,10 @@ func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, detectedAt, n
 	st.ObservedGeneration = gw.Generation
 	prev := st.ActiveNodeName
 	st.ActiveNodeName = r.Active
+	st.ActiveNodeInternalIP = ""
+	if r.Active != "" && r.ActiveInternalIP.IsValid() {
+		st.ActiveNodeInternalIP = r.ActiveInternalIP.String()
+	}
 	st.ReadyNodes = int64(r.ReadyNodes)
 	st.EgressIP = r.EgressIP
 	st.Candidates = nil

@@ -179,6 +179,11 @@ type EgressGatewayStatus struct {
 	// +optional
 	ActiveNodeName string `json:"activeNodeName,omitempty"`
 
+	// ActiveNodeInternalIP is the active node's InternalIP: the tunnel
+	// endpoint every node sends the selected pods' traffic to.
+	// +optional
+	ActiveNodeInternalIP string `json:"activeNodeInternalIP,omitempty"`
+
 	// ReadyNodes is the number of eligible candidate nodes.
 	// +optional
 	ReadyNodes int64 `json:"readyNodes,omitempty"`

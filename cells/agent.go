@@ -31,6 +31,9 @@ var Agent = cell.Module(
 var agentCells = cell.Group(
 	cell.Config(DefaultAgentConfig),
 	cell.Invoke(registerAgentChecks),
+
+	gatewaysTableCell,
+	heartbeatCell,
 )
 
 // AgentConfig holds the agent flags of egressha.

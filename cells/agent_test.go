@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cilium/cilium/pkg/hive"
+	k8sFake "github.com/cilium/cilium/pkg/k8s/client/testutils"
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/option"
 )
@@ -94,7 +95,7 @@ func TestHeartbeatValidation(t *testing.T) {
 // and reach the config structs.
 func TestCellsRegisterFlags(t *testing.T) {
 	var agentCfg AgentConfig
-	h := hive.New(Agent, cellInvoke(func(c AgentConfig) { agentCfg = c }), providePreconditionInputs())
+	h := hive.New(Agent, cellInvoke(func(c AgentConfig) { agentCfg = c }), providePreconditionInputs(), provideAgentDependencies())
 	flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	h.RegisterFlags(flags)
 	for _, name := range []string{"egress-gateway-ha-enabled", "egress-gateway-ha-heartbeat-renew-interval", "egress-gateway-ha-heartbeat-expiry"} {
@@ -113,7 +114,9 @@ func TestCellsRegisterFlags(t *testing.T) {
 	}
 
 	var opCfg OperatorConfig
-	h = hive.New(Operator, cellInvoke(func(c OperatorConfig) { opCfg = c }))
+	h = hive.New(Operator, k8sFake.FakeClientCell(),
+		cell.Provide(func() *option.DaemonConfig { return &option.DaemonConfig{K8sNamespace: "kube-system"} }),
+		cellInvoke(func(c OperatorConfig) { opCfg = c }))
 	flags = pflag.NewFlagSet("operator", pflag.ContinueOnError)
 	h.RegisterFlags(flags)
 	if err := flags.Parse([]string{"--egress-gateway-ha-enabled=false"}); err != nil {
@@ -147,7 +150,7 @@ func TestAgentRefusesToStart(t *testing.T) {
 		{[]string{"--egress-gateway-ha-heartbeat-renew-interval=3s"}, "must be at least twice"},
 		{[]string{"--egress-gateway-ha-enabled=false"}, ""},
 	} {
-		h := hive.New(Agent, bad)
+		h := hive.New(Agent, bad, provideAgentDependencies())
 		flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 		h.RegisterFlags(flags)
 		if err := flags.Parse(tc.args); err != nil {

@@ -2,8 +2,12 @@ package cells
 
 import (
 	"github.com/cilium/hive/cell"
+	"github.com/cilium/statedb"
 
+	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
+	k8sFake "github.com/cilium/cilium/pkg/k8s/client/testutils"
 	"github.com/cilium/cilium/pkg/kpr"
+	"github.com/cilium/cilium/pkg/node"
 	"github.com/cilium/cilium/pkg/option"
 )
 
@@ -15,5 +19,20 @@ func providePreconditionInputs() cell.Cell {
 	return cell.Provide(
 		func() *option.DaemonConfig { dc, _ := goodDaemonConfig(); return dc },
 		func() kpr.KPRConfig { _, k := goodDaemonConfig(); return k },
+	)
+}
+
+// provideAgentDependencies stands in for the rest of what cilium-agent
+// provides to our cells: a Kubernetes clientset (fake), the local node and
+// the devices table.
+func provideAgentDependencies() cell.Cell {
+	return cell.Group(
+		k8sFake.FakeClientCell(),
+		cell.Provide(
+			func() *node.LocalNodeStore { return node.NewTestLocalNodeStore(node.LocalNode{}) },
+			datapathtables.NewDeviceTable,
+			statedb.RWTable[*datapathtables.Device].ToTable,
+		),
+		cell.Invoke(statedb.RegisterTable[*datapathtables.Device]),
 	)
 }

@@ -1,0 +1,186 @@
+package heartbeat
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+)
+
+// ReasonUnsupportedMode says the gateway's sourceIP.mode is not one this
+// agent knows; the CRD's enum makes it an agent older than the CRD.
+const ReasonUnsupportedMode = "UnsupportedSourceIPMode"
+
+// Device is what BuildReport needs to know about one network interface of
+// the node. The agent fills it from Cilium's devices table; tests write it
+// by hand.
+type Device struct {
+	Name string
+	// Up is true when the interface can pass traffic: administratively up
+	// and not operationally down.
+	Up bool
+	// OperStatus is the kernel's operational state ("up", "down",
+	// "lower-layer-down", ...), only used to explain Up=false.
+	OperStatus string
+	// Selected is true when the interface is one of Cilium's devices
+	// (bpf_host is attached to it), so egress traffic leaving through it is
+	// SNATed by the egress gateway datapath.
+	Selected bool
+	// NotSelectedReason is Cilium's explanation when Selected is false.
+	NotSelectedReason string
+	// IPv4 holds the interface's global IPv4 addresses, primary
+	// (non-secondary) addresses first, each group in kernel order. IPv4[0]
+	// is the address the node SNATs to in basic mode.
+	IPv4 []netip.Addr
+}
+
+// IsCandidate reports whether a node with nodeLabels is a candidate of gw:
+// every pair of spec.nodeSelector is among the labels. An empty selector
+// selects no node (the CRD refuses one; this keeps a broken object from
+// making every node a gateway).
+func IsCandidate(nodeLabels map[string]string, gw *v1alpha1.EgressGateway) bool {
+	if gw == nil || len(gw.Spec.NodeSelector) == 0 {
+		return false
+	}
+	for k, v := range gw.Spec.NodeSelector {
+		if got, ok := nodeLabels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// BuildReport resolves, for every gateway whose nodeSelector matches
+// nodeLabels, whether this node can carry the gateway's traffic now and
+// with which source address. Gateways the node is not a candidate of are
+// left out, so an empty Report means the node is a candidate of nothing.
+//
+// Basic mode (PrimaryIPFromEgressGatewayNodeInterface) checks, in order:
+// the interface exists, is up, has a global IPv4 address and is one of
+// Cilium's devices; the first failed check is the reason. VirtualIPAddress
+// mode is never ready until the VIP responder exists (fail closed).
+//
+// BuildReport is pure: it reads only its arguments.
+func BuildReport(nodeLabels map[string]string, gateways []*v1alpha1.EgressGateway, devices []Device) Report {
+	byName := make(map[string]*Device, len(devices))
+	for i := range devices {
+		byName[devices[i].Name] = &devices[i]
+	}
+	r := Report{}
+	for _, gw := range gateways {
+		if !IsCandidate(nodeLabels, gw) {
+			continue
+		}
+		r[gw.Name] = gatewayReport(gw, byName)
+	}
+	return r
+}
+
+func gatewayReport(gw *v1alpha1.EgressGateway, devices map[string]*Device) GatewayReport {
+	switch gw.Spec.SourceIP.Mode {
+	case v1alpha1.SourceIPModePrimaryIP:
+		var name string
+		if p := gw.Spec.SourceIP.PrimaryIPFromEgressGatewayNodeInterface; p != nil {
+			name = string(p.InterfaceName)
+		}
+		return interfaceReport(name, devices)
+
+	case v1alpha1.SourceIPModeVirtualIP:
+		// TODO(vipd): once the VIP responder (vipd) runs on this node, report
+		// Ready when it can announce the VIP on its interfaces (each exists,
+		// is up and ARP-capable) and EgressIP = the VIP. Until then no node
+		// is ready for a VIP-mode gateway, so the operator never elects one
+		// and the datapath drops the traffic instead of sending it with a
+		// source address nobody answers ARP for.
+		vip := "(none)"
+		if v := gw.Spec.SourceIP.VirtualIPAddress; v != nil {
+			vip = string(v.IP)
+		}
+		return GatewayReport{
+			Reason: ReasonVirtualIPNotReady,
+			Message: fmt.Sprintf("the VIP responder is not running on this node, so it cannot announce virtual IP %s; "+
+				"this egressha version does not support VirtualIPAddress mode yet", vip),
+		}
+
+	default:
+		return GatewayReport{
+			Reason: ReasonUnsupportedMode,
+			Message: fmt.Sprintf("sourceIP.mode %q is not supported by this agent (want %s or %s)",
+				gw.Spec.SourceIP.Mode, v1alpha1.SourceIPModePrimaryIP, v1alpha1.SourceIPModeVirtualIP),
+		}
+	}
+}
+
+// interfaceReport applies the basic-mode checks to the interface name.
+func interfaceReport(name string, devices map[string]*Device) GatewayReport {
+	if name == "" {
+		return GatewayReport{
+			Reason:  ReasonInterfaceMissing,
+			Message: "spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName is not set",
+		}
+	}
+	d, ok := devices[name]
+	if !ok {
+		return GatewayReport{
+			Reason: ReasonInterfaceMissing,
+			Message: fmt.Sprintf("interface %s does not exist on this node; create it or fix "+
+				"spec.sourceIP.primaryIPFromEgressGatewayNodeInterface.interfaceName", name),
+		}
+	}
+	if !d.Up {
+		state := d.OperStatus
+		if state == "" {
+			state = "administratively down"
+		} else {
+			state = "operational state " + state
+		}
+		return GatewayReport{
+			Reason:  ReasonInterfaceDown,
+			Message: fmt.Sprintf("interface %s is down (%s); bring it up", name, state),
+		}
+	}
+	if len(d.IPv4) == 0 {
+		return GatewayReport{
+			Reason: ReasonNoIPv4Address,
+			Message: fmt.Sprintf("interface %s has no global IPv4 address; assign one (its primary IPv4 address "+
+				"becomes the egress IP)", name),
+		}
+	}
+	if !d.Selected {
+		why := ""
+		if d.NotSelectedReason != "" {
+			why = " (" + d.NotSelectedReason + ")"
+		}
+		return GatewayReport{
+			Reason: ReasonNotCiliumDevice,
+			Message: fmt.Sprintf("interface %s is not one of Cilium's devices%s, so egress traffic would leave it "+
+				"without SNAT; add it to --devices (Helm devices)", name, why),
+		}
+	}
+	return GatewayReport{Ready: true, EgressIP: d.IPv4[0].String()}
+}
+
+// Candidates returns the sorted names of the gateways in the report.
+func (r Report) Candidates() []string {
+	return slices.Sorted(maps.Keys(r))
+}
+
+// Summary describes the report in one line for logs and health, e.g.
+// "egw-a ready (203.0.113.11), egw-b not ready (InterfaceDown)".
+func (r Report) Summary() string {
+	if len(r) == 0 {
+		return "no gateways"
+	}
+	parts := make([]string, 0, len(r))
+	for _, name := range r.Candidates() {
+		if g := r[name]; g.Ready {
+			parts = append(parts, fmt.Sprintf("%s ready (%s)", name, g.EgressIP))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s not ready (%s)", name, g.Reason))
+		}
+	}
+	return strings.Join(parts, ", ")
+}

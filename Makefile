@@ -112,8 +112,12 @@ lab-status: ## Show the lab's state.
 lab-down: ## Remove everything the lab made.
 	@if [ -x $(LAB) ]; then $(LAB_ENV) $(LAB) down; else echo "no lab binary: nothing to take down"; fi
 
-bench: ## Run the benchmarks.
-	$(GO) test -tags $(OPER_TAGS) -run '^$$' -bench . -benchmem ./...
+bench: lab-deps build cilium-tools lab-bin ## Run the benchmarks: Go benchmarks, then failover timings in the lab.
+	@mkdir -p $(OUT)/results
+	$(GO) test -tags $(OPER_TAGS) -run '^$$' -bench . -benchmem ./... | tee $(OUT)/results/go-bench.txt
+	cd test && $(LAB_ENV) EGRESSHA_FAILOVER_TRIALS=$${EGRESSHA_FAILOVER_TRIALS:-12} EGRESSHA_RESULTS_DIR=$(abspath $(OUT))/results \
+		$(GO) test -count=1 -timeout 60m -run 'TestOperatorFailover' -v ./e2e/ | grep -E 'crash|unlabel|PASS|FAIL|ok'
+	@echo "results in $(OUT)/results"
 
 clean: ## Remove build outputs.
 	rm -rf $(OUT)

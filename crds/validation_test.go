@@ -174,14 +174,7 @@ func TestCRDValidationAcceptsExamples(t *testing.T) {
 		data []byte
 	}
 	var docs []doc
-	dir, err := specexamples.Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	examples, err := specexamples.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, examples := specexamples.MustLoad(t)
 	for _, ex := range examples {
 		docs = append(docs, doc{ex.String(), []byte(ex.YAML)})
 	}

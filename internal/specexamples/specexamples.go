@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"testing"
 )
 
 // Group is the API group whose examples we extract.
@@ -66,6 +67,21 @@ var (
 	yamlLine       = regexp.MustCompile(`^\s*([\w./-]+:(\s.*)?|- .*|#.*)$`)
 	kindLine       = regexp.MustCompile(`^\s*kind:\s*(\S+)`)
 )
+
+// MustLoad finds the documents and loads their examples, failing the test
+// (never skipping it) when they cannot be read.
+func MustLoad(tb testing.TB) (dir string, examples []Example) {
+	tb.Helper()
+	dir, err := Dir()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	examples, err = Load(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return dir, examples
+}
 
 // Load returns the examples of every document in dir, and checks that each
 // occurrence of the group's apiVersion in a document was extracted.

@@ -18,14 +18,7 @@ import (
 // refusing unknown fields, and checks that encoding the typed object gives
 // back exactly the fields and values of the example.
 func TestSpecExamplesDecodeWithoutLoss(t *testing.T) {
-	dir, err := specexamples.Dir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	examples, err := specexamples.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, examples := specexamples.MustLoad(t)
 	kinds := map[string]int{}
 	for _, ex := range examples {
 		t.Run(ex.String(), func(t *testing.T) {

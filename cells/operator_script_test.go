@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/hive/script"
 	"github.com/cilium/hive/script/scripttest"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -57,7 +58,11 @@ func TestOperatorScripts(t *testing.T) {
 				},
 				func() *option.DaemonConfig { return &option.DaemonConfig{K8sNamespace: "kube-system"} },
 				func() clock.WithTicker { return clk },
-				func() uhive.ScriptCmdsOut { return uhive.NewScriptCmds(clockCommands(clk)) },
+				func(cs *client.Clientset) uhive.ScriptCmdsOut {
+					cmds := clockCommands(clk)
+					cmds["test/policy-reason"] = policyReasonCmd(cs)
+					return uhive.NewScriptCmds(cmds)
+				},
 			),
 			cell.Module("egress-gateway-ha-operator", "egressha operator under test", operatorCells),
 		)
@@ -101,4 +106,34 @@ func clockCommands(clk *clocktesting.FakeClock) map[string]script.Cmd {
 				}, nil
 			}),
 	}
+}
+
+// policyReasonCmd waits until a policy's Ready condition has the reason:
+// policy status is written after the gateway's, so a one-shot k8s/get
+// could race it.
+func policyReasonCmd(cs *client.Clientset) script.Cmd {
+	return script.Command(
+		script.CmdUsage{Summary: "Wait until an EgressGatewayPolicy's Ready condition has a reason", Args: "name reason"},
+		func(s *script.State, args ...string) (script.WaitFunc, error) {
+			if len(args) != 2 {
+				return nil, script.ErrUsage
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				p, err := cs.Policies.Get(s.Context(), args[0])
+				got := ""
+				if err == nil {
+					if c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+						got = c.Reason
+						if got == args[1] {
+							return nil, nil
+						}
+					}
+				}
+				if time.Now().After(deadline) {
+					return nil, fmt.Errorf("policy %s: Ready reason %q, want %q (error %v)", args[0], got, args[1], err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
 }

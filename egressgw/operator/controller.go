@@ -280,11 +280,27 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 		return
 	}
 	r := c.row(node)
+	prev, prevReported := r.Heartbeat, r.ReportedRenewTime
 	var errText string
 	r.Heartbeat, errText = heartbeatFromLease(ev.Object)
 	r.HeartbeatError = errText
 	if errText != "" {
 		c.log.Warn("ignoring malformed heartbeat lease", "lease", ev.Key, "error", errText)
+	}
+	if hb := r.Heartbeat; hb != nil {
+		// Freshness is judged on this operator's clock, as client-go's
+		// leader election does: a renewal counts from when it was
+		// observed, so a node whose clock is behind or ahead is neither
+		// expired nor kept alive by the skew. The first time a Lease is
+		// seen (a new leader) its own renewTime is all there is.
+		r.ReportedRenewTime = hb.RenewTime
+		switch {
+		case prev == nil:
+		case hb.RenewTime.Equal(prevReported):
+			hb.RenewTime = prev.RenewTime
+		default:
+			hb.RenewTime = c.clock.Now()
+		}
 	}
 	c.storeRow(r, false, pending)
 }

@@ -25,8 +25,11 @@ type NodeRow struct {
 	Ready      bool
 	Cordoned   bool
 	AgentReady bool
-	// Heartbeat is the decoded Lease; nil when none was seen.
+	// Heartbeat is the decoded Lease, its RenewTime being when this
+	// operator observed the renewal; nil when none was seen.
 	Heartbeat *heartbeat.Heartbeat
+	// ReportedRenewTime is the renewTime the node wrote (its own clock).
+	ReportedRenewTime time.Time
 	// HeartbeatError says why the Lease could not be decoded.
 	HeartbeatError string
 }
@@ -40,7 +43,7 @@ func (r *NodeRow) TableHeader() []string {
 func (r *NodeRow) TableRow() []string {
 	renewed, expires, gws := "never", "-", "-"
 	if r.Heartbeat != nil {
-		renewed = r.Heartbeat.RenewTime.UTC().Format(time.RFC3339Nano)
+		renewed = r.ReportedRenewTime.UTC().Format(time.RFC3339Nano)
 		expires = r.Heartbeat.Expiry().UTC().Format(time.RFC3339Nano)
 		var parts []string
 		for _, name := range slices.Sorted(maps.Keys(r.Heartbeat.Gateways)) {

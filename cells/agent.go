@@ -24,16 +24,20 @@ var Agent = cell.Module(
 
 	agentCells,
 	crdClientCell,
+	datapathTakeoverCell,
 )
 
-// agentCells are the agent's cells without the API client of our CRDs, so
-// tests can run them against a fake.
+// agentCells are the agent's cells without the API client of our CRDs and
+// without the pinned BPF map (datapathTakeoverCell), so tests can run them
+// against fakes.
 var agentCells = cell.Group(
 	cell.Config(DefaultAgentConfig),
 	cell.Invoke(registerAgentChecks),
 
 	gatewaysTableCell,
 	heartbeatCell,
+	entriesCells,
+	datapathCells,
 )
 
 // AgentConfig holds the agent flags of egressha.

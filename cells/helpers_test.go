@@ -23,11 +23,13 @@ func providePreconditionInputs() cell.Cell {
 }
 
 // provideAgentDependencies stands in for the rest of what cilium-agent
-// provides to our cells: a Kubernetes clientset (fake), the local node and
-// the devices table.
+// provides to our cells: a Kubernetes clientset (fake), the local node,
+// the devices table, egressmap's config and sysctl.
 func provideAgentDependencies() cell.Cell {
 	return cell.Group(
 		k8sFake.FakeClientCell(),
+		provideDatapathDependencies(),
+		provideCiliumEndpointResource(),
 		cell.Provide(
 			func() *node.LocalNodeStore { return node.NewTestLocalNodeStore(node.LocalNode{}) },
 			datapathtables.NewDeviceTable,

@@ -75,6 +75,7 @@ func TestHeartbeatScripts(t *testing.T) {
 
 			h := hive.New(
 				k8sFake.FakeClientCell(),
+				provideCiliumEndpointResource(),
 				node.LocalNodeStoreCell,
 				cell.Provide(
 					// The "*" object tracker, where k8s/add puts our types.
@@ -98,6 +99,8 @@ func TestHeartbeatScripts(t *testing.T) {
 				cell.Invoke(func(fc *k8sFake.FakeClientset, f *heartbeatLeaseFaults) {
 					fc.KubernetesFakeClientset.PrependReactor("*", "leases", f.react)
 				}),
+				provideDatapathDependencies(),
+				provideNoPolicyMap(),
 				agentCells,
 			)
 

@@ -1,0 +1,304 @@
+package cells
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
+	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/reconciler"
+	"github.com/spf13/pflag"
+
+	"github.com/cilium/cilium/pkg/bpf"
+	"github.com/cilium/cilium/pkg/datapath/linux/config/defines"
+	"github.com/cilium/cilium/pkg/datapath/linux/sysctl"
+	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
+	"github.com/cilium/cilium/pkg/datapath/tunnel"
+	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
+	"github.com/cilium/cilium/pkg/kpr"
+	"github.com/cilium/cilium/pkg/maps/egressmap"
+	"github.com/cilium/cilium/pkg/metrics"
+	"github.com/cilium/cilium/pkg/node"
+	"github.com/cilium/cilium/pkg/option"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/maps"
+	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/tables"
+)
+
+// datapathCells own egress-policy-entries and write it into Cilium's
+// egress gateway policy map: the table (RWTable private to the agent
+// module, for whoever computes the entries; Table public, for db/show),
+// the map reconciler, and rp_filter on egress interfaces. They act only
+// when datapathTakeoverCell provided a policy map (maps.PolicyMap non-nil),
+// i.e. when egressha owns the egress gateway datapath on this agent.
+var datapathCells = cell.Group(
+	cell.ProvidePrivate(tables.NewPolicyEntriesTable),
+	cell.Provide(statedb.RWTable[*tables.PolicyEntry].ToTable),
+
+	cell.Module(
+		"egress-gateway-ha-datapath",
+		"Reconciles egress-policy-entries into the egress policy map and sets rp_filter",
+
+		cell.Config(DefaultDatapathConfig),
+		metrics.Metric(maps.NewMetrics),
+		cell.Invoke(registerPolicyMapReconciler),
+		cell.Invoke(registerRPFilter),
+	),
+)
+
+// datapathTakeoverCell provides what Cilium's --enable-egress-gateway would,
+// without Cilium's egress gateway manager (which deletes every map entry
+// it did not write): the node define ENABLE_EGRESS_GATEWAY, a tunnel
+// enabler, and the pinned cilium_egress_gw_policy_v4 map, opened in a
+// start hook the datapath loader waits for. It lives outside agentCells
+// because it touches the host's bpffs; tests of agentCells provide a
+// maps.PolicyMap (a fake, or nil) instead.
+var datapathTakeoverCell = cell.Module(
+	"egress-gateway-ha-takeover",
+	"Egress gateway node define and tunnel and pinned policy map without Cilium EGW",
+
+	cell.Provide(newDatapathTakeover),
+)
+
+// DatapathConfig holds the agent flags of the map reconciler.
+type DatapathConfig struct {
+	// EgressGatewayHAMapResyncInterval is how often the whole policy map is
+	// compared with egress-policy-entries and drift repaired.
+	EgressGatewayHAMapResyncInterval time.Duration
+}
+
+// DefaultDatapathConfig are the defaults of the datapath flags.
+var DefaultDatapathConfig = DatapathConfig{
+	EgressGatewayHAMapResyncInterval: time.Minute,
+}
+
+// Flags registers the datapath flags.
+func (def DatapathConfig) Flags(flags *pflag.FlagSet) {
+	flags.Duration("egress-gateway-ha-map-resync-interval", def.EgressGatewayHAMapResyncInterval,
+		"How often egressha compares the whole cilium_egress_gw_policy_v4 map with its desired entries "+
+			"and repairs drift (entries changed or added behind its back)")
+}
+
+type takeoverParams struct {
+	cell.In
+
+	Log          *slog.Logger
+	Lifecycle    cell.Lifecycle
+	Config       AgentConfig
+	DaemonConfig *option.DaemonConfig
+	KPRConfig    kpr.KPRConfig
+	// PolicyConfig is registered by Cilium's egressmap.Cell (flag
+	// egress-gateway-policy-map-max), which also writes the same value
+	// as the EGRESS_POLICY_MAP_SIZE node define the C map is sized with.
+	PolicyConfig egressmap.PolicyConfig
+	Clientset    k8sClient.Clientset
+}
+
+type takeoverOut struct {
+	cell.Out
+
+	defines.NodeOut
+	tunnel.EnablerOut
+	// PolicyMap is nil when egressha does not own the datapath. Through
+	// bpf.MapOut it also joins the "bpf-maps" group, so the loader's
+	// constructor, and so its start, comes after our start hook.
+	PolicyMap bpf.MapOut[maps.PolicyMap]
+}
+
+// ownsDatapath reports whether egressha takes over the egress gateway
+// datapath on this agent: enabled, with Kubernetes, and on a configuration
+// the start check accepts. Otherwise nothing is provided and stock Cilium
+// is unchanged; on a configuration the start check refuses, nothing is
+// created on the node before the agent stops.
+func ownsDatapath(cfg AgentConfig, cs k8sClient.Clientset, dc *option.DaemonConfig, kprCfg kpr.KPRConfig) bool {
+	return cfg.EgressGatewayHAEnabled && cs.IsEnabled() && cfg.Validate() == nil &&
+		CheckDatapathPreconditions(dc, kprCfg) == nil
+}
+
+func newDatapathTakeover(p takeoverParams) takeoverOut {
+	if !ownsDatapath(p.Config, p.Clientset, p.DaemonConfig, p.KPRConfig) {
+		return takeoverOut{}
+	}
+	m := maps.NewPolicyMap(p.PolicyConfig.EgressGatewayPolicyMapMax)
+	p.Lifecycle.Append(cell.Hook{
+		OnStart: func(cell.HookContext) error {
+			if err := m.OpenOrCreate(p.Log); err != nil {
+				return err
+			}
+			// Entries from before a restart stay in the map and in use;
+			// the reconciler changes them only once the desired state is
+			// complete.
+			n := 0
+			if err := m.IterateWithCallback(func(policy.Key, policy.Value) { n++ }); err != nil {
+				return err
+			}
+			p.Log.Info("egressha owns the egress gateway datapath: opened "+maps.PolicyMapName,
+				"maxEntries", m.MaxEntries(), "entriesFound", n)
+			return nil
+		},
+		OnStop: func(cell.HookContext) error { return m.Close() },
+	})
+	return takeoverOut{
+		NodeOut:    defines.NodeOut{NodeDefines: defines.Map{"ENABLE_EGRESS_GATEWAY": "1"}},
+		EnablerOut: tunnel.NewEnabler(true),
+		PolicyMap:  bpf.NewMapOut[maps.PolicyMap](m),
+	}
+}
+
+type policyMapReconcilerParams struct {
+	cell.In
+
+	reconciler.Params
+	Config  DatapathConfig
+	Table   statedb.RWTable[*tables.PolicyEntry]
+	Map     maps.PolicyMap
+	Metrics *maps.Metrics
+}
+
+// registerPolicyMapReconciler reconciles egress-policy-entries into the
+// policy map. It starts once the table is initialized (see
+// maps.RegisterReconciler): whoever fills the table must register its
+// initializer on it while being constructed and mark it done once every
+// input synced and the complete desired state is committed.
+func registerPolicyMapReconciler(p policyMapReconcilerParams) error {
+	if p.Map == nil {
+		return nil
+	}
+	cfg := maps.DefaultReconcilerConfig
+	cfg.ResyncInterval = p.Config.EgressGatewayHAMapResyncInterval
+	if _, err := maps.RegisterReconciler(p.Params, p.Table, maps.NewOps(p.Log, p.Map, p.Metrics), cfg); err != nil {
+		return fmt.Errorf("--egress-gateway-ha-map-resync-interval: %w", err)
+	}
+	return nil
+}
+
+// rpFilterRetryInterval is how soon a failed rp_filter write is retried
+// when nothing else changes.
+const rpFilterRetryInterval = 10 * time.Second
+
+type rpFilterParams struct {
+	cell.In
+
+	Log       *slog.Logger
+	JobGroup  job.Group
+	DB        *statedb.DB
+	Gateways  statedb.Table[*tables.EgressGateway]
+	Devices   statedb.Table[*datapathtables.Device]
+	LocalNode *node.LocalNodeStore
+	Sysctl    sysctl.Sysctl
+	Map       maps.PolicyMap
+}
+
+// registerRPFilter relaxes rp_filter to 2 (loose) on the egress interface
+// of every basic-mode EgressGateway this node is a candidate of, as
+// Cilium's manager does for the gateway it selected: replies to SNATed
+// traffic arrive on that interface for pod addresses that are not routed
+// through it. Candidates get it ahead of time so a failover needs no
+// sysctl write. The setting is never reverted, as in Cilium.
+func registerRPFilter(p rpFilterParams) {
+	if p.Map == nil {
+		return
+	}
+	r := &rpFilter{p: p, labels: newNodeLabels(), applied: map[string]bool{}}
+	p.JobGroup.Add(job.OneShot("egress-gateway-ha-rp-filter", r.run))
+}
+
+type rpFilter struct {
+	p       rpFilterParams
+	labels  *nodeLabels
+	applied map[string]bool
+}
+
+func (r *rpFilter) run(ctx context.Context, health cell.Health) error {
+	r.p.LocalNode.Observe(ctx, func(n node.LocalNode) { r.labels.set(n.Labels) }, func(error) {})
+	health.OK("Waiting for the local node's labels")
+	for {
+		txn := r.p.DB.ReadTxn()
+		gateways, gatewaysChanged := r.p.Gateways.AllWatch(txn)
+		devices, devicesChanged := r.p.Devices.AllWatch(txn)
+		var retry <-chan time.Time
+		if r.labels.seen() {
+			names := map[string]bool{}
+			for d := range devices {
+				if d.Name != "" {
+					names[d.Name] = true
+				}
+			}
+			want := rpFilterInterfaces(r.labels.get(), statedb.Collect(gateways), names)
+			if err := r.apply(want); err != nil {
+				health.Degraded("Cannot relax rp_filter on egress interfaces; "+
+					"replies forwarded through this gateway may be dropped", err)
+				retry = time.After(rpFilterRetryInterval)
+			} else if len(want) == 0 {
+				health.OK("No egress interface of a candidate gateway on this node")
+			} else {
+				health.OK("rp_filter=2 on " + strings.Join(want, ", "))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-gatewaysChanged:
+		case <-devicesChanged:
+		case <-r.labels.changed:
+		case <-retry:
+		}
+	}
+}
+
+// apply sets rp_filter=2 on the interfaces not done yet. The setting is
+// read back: it is applied with IgnoreErr so that Cilium's sysctl
+// reconciler does not report errors forever once an interface is deleted.
+func (r *rpFilter) apply(ifaces []string) error {
+	var errs []error
+	for _, iface := range ifaces {
+		if r.applied[iface] {
+			continue
+		}
+		name := []string{"net", "ipv4", "conf", iface, "rp_filter"}
+		err := r.p.Sysctl.ApplySettings([]datapathtables.Sysctl{{
+			Name: name, Val: "2", IgnoreErr: true,
+			Warn: "Cannot relax rp_filter on an egress gateway interface",
+		}})
+		if err == nil {
+			var got string
+			if got, err = r.p.Sysctl.Read(name); err == nil && got != "2" {
+				err = fmt.Errorf("net.ipv4.conf.%s.rp_filter is %s after writing 2", iface, got)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", iface, err))
+			continue
+		}
+		r.applied[iface] = true
+		r.p.Log.Info("Relaxed rp_filter on an egress gateway interface", "interface", iface, "rp_filter", 2)
+	}
+	return errors.Join(errs...)
+}
+
+// rpFilterInterfaces returns, sorted and unique, the interfaces of the
+// basic-mode (PrimaryIPFromEgressGatewayNodeInterface) gateways a node
+// with nodeLabels is a candidate of, among the devices that exist.
+func rpFilterInterfaces(nodeLabels map[string]string, gateways []*tables.EgressGateway, devices map[string]bool) []string {
+	var out []string
+	for _, g := range gateways {
+		if g.Mode != v1alpha1.SourceIPModePrimaryIP || g.InterfaceName == "" || !devices[g.InterfaceName] {
+			continue
+		}
+		if !heartbeat.IsCandidate(nodeLabels, g.Object) {
+			continue
+		}
+		out = append(out, g.InterfaceName)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,844 @@
+package cells
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
+	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/reconciler"
+	"k8s.io/apimachinery/pkg/api/equality"
+
+	"github.com/cilium/cilium/pkg/endpoint"
+	"github.com/cilium/cilium/pkg/endpointmanager"
+	"github.com/cilium/cilium/pkg/k8s"
+	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
+	"github.com/cilium/cilium/pkg/k8s/resource"
+	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
+	nodeTypes "github.com/cilium/cilium/pkg/node/types"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/tables"
+)
+
+// entriesCells computes egress-policy-entries, the desired contents of
+// Cilium's egress policy map, from three inputs:
+//
+//   - egress-policies: EgressGatewayPolicies, reflected from the API server;
+//   - egress-gateways: EgressGateway status (active node, its InternalIP,
+//     egress IP), from gatewaysTableCell;
+//   - egress-endpoints: every pod endpoint of the cluster from its
+//     CiliumEndpoint (Cilium's shared CiliumEndpoint resource), and the
+//     endpoints of this node straight from Cilium's endpoint manager, so a
+//     new local pod is covered as soon as its identity labels are known,
+//     not a CiliumEndpoint round trip later.
+//
+// The table egress-policy-entries itself belongs to the map reconciler's
+// cell. Its initializer is only marked done once all inputs have synced and
+// the first full computation is written: the reconciler must never prune on
+// the strength of a partial table (an agent restart would delete correct
+// entries).
+var entriesCells = cell.Group(
+	endpointsCell,
+	desiredEntriesCell,
+)
+
+// endpointsCell provides the egress-endpoints table.
+var endpointsCell = cell.Module(
+	"egress-gateway-ha-endpoints",
+	"Pod endpoints from CiliumEndpoints and the local endpoint manager",
+
+	cell.ProvidePrivate(newEndpointsTableAndSources),
+	cell.Provide(statedb.RWTable[*tables.Endpoint].ToTable),
+)
+
+// desiredEntriesCell provides the egress-policies table and computes
+// egress-policy-entries.
+var desiredEntriesCell = cell.Module(
+	"egress-gateway-ha-entries",
+	"Desired egress map entries and EgressGatewayPolicies",
+
+	cell.ProvidePrivate(newPoliciesTableAndReflector),
+	cell.Provide(statedb.RWTable[*tables.Policy].ToTable),
+	cell.Invoke(registerDesiredEntries),
+)
+
+const (
+	// ciliumEndpointsInitializer marks egress-endpoints initialized once
+	// the CiliumEndpoint resource has delivered its initial listing.
+	ciliumEndpointsInitializer = "ciliumendpoints"
+	// desiredEntriesInitializer marks egress-policy-entries initialized
+	// once the first computation over synced inputs is written.
+	desiredEntriesInitializer = "egressha-desired-entries"
+
+	// cepBatchSize bounds the CiliumEndpoint events written in one
+	// transaction.
+	cepBatchSize = 1000
+	// localResyncInterval is how often the labels of every local endpoint
+	// are read again, to follow relabelled pods.
+	localResyncInterval = time.Second
+	// localFastPoll is how often a new local endpoint is polled while its
+	// labels are not known yet; after localFastPollWindow it is only read
+	// at localResyncInterval (e.g. a pod whose labels cannot be fetched).
+	localFastPoll       = 10 * time.Millisecond
+	localFastPollWindow = 30 * time.Second
+)
+
+// --- egress-endpoints ---
+
+type endpointsParams struct {
+	cell.In
+
+	DB              *statedb.DB
+	JobGroup        job.Group
+	Config          AgentConfig
+	Clientset       k8sClient.Clientset
+	CiliumEndpoints resource.Resource[*k8sTypes.CiliumEndpoint]
+	// EndpointManager is optional so test hives can do without it.
+	EndpointManager endpointmanager.EndpointManager `optional:"true"`
+}
+
+// newEndpointsTableAndSources creates egress-endpoints and registers its
+// two sources as jobs. Disabled (or without Kubernetes) the table stays
+// empty; egress-policy-entries then never initializes anyway.
+func newEndpointsTableAndSources(p endpointsParams) (statedb.RWTable[*tables.Endpoint], error) {
+	tbl, err := tables.NewEndpointsTable(p.DB)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+		return tbl, nil
+	}
+	if p.CiliumEndpoints == nil {
+		return nil, errors.New("egressha: Cilium's CiliumEndpoint resource is not available")
+	}
+	w := tables.NewEndpointWriter(p.DB, tbl)
+	wtxn := p.DB.WriteTxn(tbl)
+	synced := tbl.RegisterInitializer(wtxn, ciliumEndpointsInitializer)
+	wtxn.Commit()
+
+	ceps := &cepSource{res: p.CiliumEndpoints, w: w, synced: synced}
+	p.JobGroup.Add(job.OneShot("ciliumendpoints", ceps.run))
+	if p.EndpointManager != nil {
+		local := newLocalEndpoints(p.EndpointManager, w)
+		p.JobGroup.Add(job.OneShot("local-endpoints", local.run))
+	}
+	return tbl, nil
+}
+
+// cepSource writes CiliumEndpoints into egress-endpoints. It subscribes to
+// the agent's shared CiliumEndpoint resource (the informer Cilium's own
+// CiliumEndpoint watcher uses), so it adds no watch on the API server.
+type cepSource struct {
+	res    resource.Resource[*k8sTypes.CiliumEndpoint]
+	w      *tables.EndpointWriter
+	synced func(statedb.WriteTxn)
+}
+
+func (c *cepSource) run(ctx context.Context, health cell.Health) error {
+	health.OK("Waiting for the CiliumEndpoint listing")
+	events := c.res.Events(ctx)
+	batch := make([]resource.Event[*k8sTypes.CiliumEndpoint], 0, cepBatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return nil
+			}
+			batch = append(batch, ev)
+		}
+	drain:
+		for len(batch) < cepBatchSize {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, ev)
+			default:
+				break drain
+			}
+		}
+		gotSync := false
+		c.w.Update(func(t *tables.EndpointTxn) {
+			for _, ev := range batch {
+				switch ev.Kind {
+				case resource.Sync:
+					c.synced(t.WriteTxn())
+					gotSync = true
+				case resource.Upsert:
+					t.Set(tables.CiliumEndpointSource(ev.Key.Namespace, ev.Key.Name),
+						tables.EndpointsFromCiliumEndpoint(ev.Object)...)
+				case resource.Delete:
+					t.Set(tables.CiliumEndpointSource(ev.Key.Namespace, ev.Key.Name))
+				}
+			}
+		})
+		for _, ev := range batch {
+			ev.Done(nil)
+		}
+		if gotSync {
+			health.OK("Synced")
+		}
+	}
+}
+
+// localEndpoints writes the endpoints of this node into egress-endpoints
+// from Cilium's endpoint manager.
+//
+// The endpoint manager calls EndpointCreated when the CNI ADD inserts the
+// endpoint, before its labels are fetched and its identity allocated, so
+// the endpoint is polled every localFastPoll until its identity labels are
+// known and written then; the CNI ADD returns only after the endpoint's
+// first regeneration, which comes after that, so the pod is normally
+// covered before it can send. Every localResyncInterval all local
+// endpoints are read again to follow relabelled pods. The callbacks only
+// record the endpoint and wake the job: they run under the endpoint
+// manager's lock.
+type localEndpoints struct {
+	em endpointmanager.EndpointManager
+	w  *tables.EndpointWriter
+
+	mu      sync.Mutex
+	tracked map[*endpoint.Endpoint]time.Time // endpoint -> when first seen
+	removed []*endpoint.Endpoint
+	wake    chan struct{}
+
+	// Owned by run.
+	known map[*endpoint.Endpoint]localState
+	seq   uint64
+}
+
+// localState is what was written for one local endpoint.
+type localState struct {
+	source string
+	row    *tables.Endpoint // nil: nothing written
+}
+
+func newLocalEndpoints(em endpointmanager.EndpointManager, w *tables.EndpointWriter) *localEndpoints {
+	return &localEndpoints{
+		em:      em,
+		w:       w,
+		tracked: map[*endpoint.Endpoint]time.Time{},
+		wake:    make(chan struct{}, 1),
+		known:   map[*endpoint.Endpoint]localState{},
+	}
+}
+
+// EndpointCreated implements endpointmanager.Subscriber.
+func (l *localEndpoints) EndpointCreated(ep *endpoint.Endpoint) { l.track(ep) }
+
+// EndpointRestored implements endpointmanager.Subscriber.
+func (l *localEndpoints) EndpointRestored(ep *endpoint.Endpoint) { l.track(ep) }
+
+// EndpointDeleted implements endpointmanager.Subscriber.
+func (l *localEndpoints) EndpointDeleted(ep *endpoint.Endpoint, _ endpoint.DeleteConfig) {
+	l.mu.Lock()
+	delete(l.tracked, ep)
+	l.removed = append(l.removed, ep)
+	l.mu.Unlock()
+	l.poke()
+}
+
+func (l *localEndpoints) track(ep *endpoint.Endpoint) {
+	l.mu.Lock()
+	if _, ok := l.tracked[ep]; !ok {
+		l.tracked[ep] = time.Now()
+	}
+	l.mu.Unlock()
+	l.poke()
+}
+
+func (l *localEndpoints) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (l *localEndpoints) run(ctx context.Context, health cell.Health) error {
+	// Subscribe before listing so no endpoint falls in between; one seen
+	// twice is harmless, one deleted in between is dropped by the
+	// liveness check in sync.
+	l.em.Subscribe(l)
+	defer l.em.Unsubscribe(l)
+	for _, ep := range l.em.GetEndpoints() {
+		l.track(ep)
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	reported := -1
+	var lastFull time.Time
+	for {
+		now := time.Now()
+		full := now.Sub(lastFull) >= localResyncInterval
+		if full {
+			lastFull = now
+		}
+		next := localResyncInterval - now.Sub(lastFull)
+		if l.sync(now, full) {
+			next = min(next, localFastPoll)
+		}
+		if n := l.rows(); n != reported {
+			health.OK(fmt.Sprintf("%d local pod endpoints with identity labels", n))
+			reported = n
+		}
+		timer.Reset(next)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// rows counts the local endpoints that have a row.
+func (l *localEndpoints) rows() int {
+	n := 0
+	for _, st := range l.known {
+		if st.row != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// sync processes deletions, reads the tracked endpoints that have no row
+// yet (all of them if full) and writes what changed. It reports whether a
+// young endpoint is still waiting for its labels.
+func (l *localEndpoints) sync(now time.Time, full bool) (waiting bool) {
+	l.mu.Lock()
+	removed := l.removed
+	l.removed = nil
+	tracked := maps.Clone(l.tracked)
+	l.mu.Unlock()
+
+	type change struct {
+		source string
+		row    *tables.Endpoint
+	}
+	var changes []change
+	forget := func(ep *endpoint.Endpoint) {
+		if st, ok := l.known[ep]; ok {
+			if st.row != nil {
+				changes = append(changes, change{source: st.source})
+			}
+			delete(l.known, ep)
+		}
+	}
+	// Deletions first: a deleted endpoint's IP may already belong to a new
+	// one (each endpoint has its own source key, so they never collide).
+	for _, ep := range removed {
+		forget(ep)
+	}
+	node := nodeTypes.GetName()
+	for ep, since := range tracked {
+		st, seen := l.known[ep]
+		if seen && st.row != nil && !full {
+			continue
+		}
+		// Host, health and IPv6-only endpoints never get a row (their
+		// pod name and addresses are fixed at creation); nor do endpoints
+		// being deleted.
+		candidate := ep.GetK8sNamespace() != "" && ep.GetK8sPodName() != "" && ep.GetIPv4Address() != ""
+		if state := ep.GetState(); !candidate || state == endpoint.StateDisconnecting || state == endpoint.StateDisconnected {
+			l.mu.Lock()
+			delete(l.tracked, ep)
+			l.mu.Unlock()
+			forget(ep)
+			continue
+		}
+		row, ok := localEndpointRow(ep, node)
+		if !seen {
+			l.seq++
+			st.source = tables.LocalEndpointSource(ep.GetID16(), l.seq)
+		}
+		if !ok {
+			if st.row != nil {
+				changes = append(changes, change{source: st.source})
+			}
+			st.row = nil
+			l.known[ep] = st
+			if now.Sub(since) < localFastPollWindow {
+				waiting = true
+			}
+			continue
+		}
+		if st.row == nil || !st.row.Equal(row) {
+			changes = append(changes, change{source: st.source, row: row})
+			st.row = row
+		}
+		l.known[ep] = st
+	}
+	if len(changes) > 0 {
+		l.w.Update(func(t *tables.EndpointTxn) {
+			for _, c := range changes {
+				if c.row == nil {
+					t.Set(c.source)
+				} else {
+					t.Set(c.source, c.row)
+				}
+			}
+		})
+	}
+	return waiting
+}
+
+// localEndpointRow is the row of a local endpoint (see
+// tables.NewLocalEndpoint for which endpoints have none).
+func localEndpointRow(ep *endpoint.Endpoint, node string) (*tables.Endpoint, bool) {
+	return tables.NewLocalEndpoint(ep.GetIPv4Address(), ep.GetK8sNamespace(), ep.GetK8sPodName(), node, ep.GetOpLabels())
+}
+
+// --- egress-policies and egress-policy-entries ---
+
+type policiesTableParams struct {
+	cell.In
+
+	DB        *statedb.DB
+	JobGroup  job.Group
+	Config    AgentConfig
+	Clientset k8sClient.Clientset
+	CRDs      *client.Clientset
+}
+
+// newPoliciesTableAndReflector creates egress-policies and registers its
+// reflector (see newGatewaysTableAndReflector). Conditions in the table are
+// this agent's; the reflector keeps them across updates of the object.
+func newPoliciesTableAndReflector(p policiesTableParams) (statedb.RWTable[*tables.Policy], error) {
+	tbl, err := tables.NewPoliciesTable(p.DB)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+		return tbl, nil
+	}
+	return tbl, k8s.RegisterReflector(p.JobGroup, p.DB, k8s.ReflectorConfig[*tables.Policy]{
+		Name:          "egressgatewaypolicies",
+		Table:         tbl,
+		ListerWatcher: p.CRDs.Policies.ListerWatcher(),
+		MetricScope:   "EgressGatewayPolicy",
+		Transform: func(_ statedb.ReadTxn, obj any) (*tables.Policy, bool) {
+			pol, ok := obj.(*v1alpha1.EgressGatewayPolicy)
+			if !ok {
+				return nil, false
+			}
+			return tables.NewPolicy(pol), true
+		},
+		Merge: func(old, cur *tables.Policy) *tables.Policy {
+			cur.Conditions = old.Conditions
+			return cur
+		},
+	})
+}
+
+type desiredEntriesParams struct {
+	cell.In
+
+	Log       *slog.Logger
+	DB        *statedb.DB
+	JobGroup  job.Group
+	Config    AgentConfig
+	Clientset k8sClient.Clientset
+	Policies  statedb.RWTable[*tables.Policy]
+	Gateways  statedb.Table[*tables.EgressGateway]
+	Endpoints statedb.Table[*tables.Endpoint]
+	// Entries is provided by the map reconciler's cell.
+	Entries statedb.RWTable[*tables.PolicyEntry]
+}
+
+// registerDesiredEntries registers the initializer of egress-policy-entries
+// and the job that fills it. The initializer is registered even when
+// egressha is disabled and then never marked done: nothing may prune the
+// map on the strength of a table that nobody fills.
+func registerDesiredEntries(p desiredEntriesParams) {
+	wtxn := p.DB.WriteTxn(p.Entries)
+	done := p.Entries.RegisterInitializer(wtxn, desiredEntriesInitializer)
+	wtxn.Commit()
+	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+		return
+	}
+	j := &entriesJob{
+		desiredEntriesParams: p,
+		initDone:             done,
+		policies:             map[string]*tables.Policy{},
+		gateways:             map[string]policy.Gateway{},
+		gatewayErrs:          map[string]string{},
+		conflicts:            map[netip.Addr][]policy.Conflict{},
+		conflictRefs:         map[policy.Conflict]int{},
+		lastConflict:         map[string]policy.Condition{},
+	}
+	p.JobGroup.Add(job.OneShot("desired-entries", j.run))
+}
+
+// entriesJob keeps egress-policy-entries equal to the union of
+// policy.ForEndpoint over the rows of egress-endpoints.
+//
+// It follows its three inputs with change iterators. An endpoint change
+// recomputes that endpoint only (its rows are found by the source index);
+// a change of a policy's spec or of a gateway's map value recomputes every
+// endpoint. Either way a row is only written when its entry changes, so
+// the reconciler never redoes work for an unchanged row, and a new value
+// for an existing key (a failover) replaces the row in place instead of
+// deleting it.
+type entriesJob struct {
+	desiredEntriesParams
+	initDone func(statedb.WriteTxn)
+
+	initialized bool
+	// policies are the current rows of egress-policies by name; polList
+	// their parsed policies, rebuilt when a spec changes.
+	policies map[string]*tables.Policy
+	polList  []policy.Policy
+	gateways map[string]policy.Gateway
+	// gatewayErrs are the last conversion errors logged, per gateway.
+	gatewayErrs map[string]string
+	// conflicts are the overlap conflicts of each endpoint (policy.Resolve);
+	// conflictRefs counts how many endpoints report each, so the set the
+	// conditions need is known without visiting every endpoint.
+	conflicts        map[netip.Addr][]policy.Conflict
+	conflictRefs     map[policy.Conflict]int
+	conflictsChanged bool // the set of conflicts changed since the last conditions
+	lastConflict     map[string]policy.Condition
+}
+
+func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
+	wtxn := j.DB.WriteTxn(j.Policies, j.Gateways, j.Endpoints)
+	polChanges, err := j.Policies.Changes(wtxn)
+	if err != nil {
+		wtxn.Abort()
+		return err
+	}
+	gwChanges, err := j.Gateways.Changes(wtxn)
+	if err != nil {
+		wtxn.Abort()
+		return err
+	}
+	epChanges, err := j.Endpoints.Changes(wtxn)
+	if err != nil {
+		wtxn.Abort()
+		return err
+	}
+	wtxn.Commit()
+
+	// Nothing is computed before every input has synced: an entry computed
+	// from a partial view (a policy whose gateway is not listed yet) would
+	// be wrong, and the first computation is what marks the table
+	// initialized.
+	for {
+		txn := j.DB.ReadTxn()
+		var pending []string
+		var watch <-chan struct{}
+		for _, t := range []statedb.TableMeta{j.Policies, j.Gateways, j.Endpoints} {
+			if ok, w := t.Initialized(txn); !ok {
+				pending = append(pending, t.Name())
+				watch = w
+			}
+		}
+		if len(pending) == 0 {
+			break
+		}
+		health.OK("Waiting for " + strings.Join(pending, ", ") + " to sync")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-watch:
+		}
+	}
+
+	for {
+		wtxn := j.DB.WriteTxn(j.Entries, j.Policies)
+		pol, polWatch := polChanges.Next(wtxn)
+		gw, gwWatch := gwChanges.Next(wtxn)
+		eps, epWatch := epChanges.Next(wtxn)
+
+		full := !j.initialized
+		for c := range pol {
+			if j.policyChanged(c) {
+				full = true
+			}
+		}
+		for c := range gw {
+			if j.gatewayChanged(c) {
+				full = true
+			}
+		}
+		dirty := map[netip.Addr]*tables.Endpoint{}
+		for c := range eps {
+			if c.Deleted {
+				dirty[c.Object.IP] = nil
+			} else {
+				dirty[c.Object.IP] = c.Object
+			}
+		}
+
+		var n writeCounts
+		if full {
+			j.polList = j.polList[:0]
+			for _, name := range slices.Sorted(maps.Keys(j.policies)) {
+				j.polList = append(j.polList, j.policies[name].Policy)
+			}
+			j.syncAll(wtxn, &n)
+		} else {
+			for ip, ep := range dirty {
+				j.syncEndpoint(wtxn, ip, ep, &n)
+			}
+		}
+		j.syncConditions(wtxn, full, &n)
+
+		first := !j.initialized
+		if first {
+			j.initDone(wtxn)
+			j.initialized = true
+			n.writes++
+		}
+		if n.writes > 0 {
+			wtxn.Commit()
+		} else {
+			wtxn.Abort()
+		}
+		if first {
+			j.Log.Info("egressha: desired egress entries computed from synced inputs; the map may now be pruned",
+				"entries", n.inserted, "policies", len(j.policies), "gateways", len(j.gateways))
+		} else if n.inserted+n.updated+n.deleted > 0 {
+			j.Log.Debug("egressha: desired egress entries updated", "full", full, "endpoints", len(dirty),
+				"inserted", n.inserted, "updated", n.updated, "deleted", n.deleted)
+		}
+		txn := j.DB.ReadTxn()
+		health.OK(fmt.Sprintf("%d entries for %d endpoints, %d policies, %d gateways",
+			j.Entries.NumObjects(txn), j.Endpoints.NumObjects(txn), len(j.policies), len(j.gateways)))
+
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-polWatch:
+		case <-gwWatch:
+		case <-epWatch:
+		}
+	}
+}
+
+type writeCounts struct {
+	writes, inserted, updated, deleted int
+}
+
+// policyChanged records a change of egress-policies and reports whether
+// the entries may change: only a change of the spec matters (the status
+// the operator writes and the conditions this job writes do not).
+func (j *entriesJob) policyChanged(c statedb.Change[*tables.Policy]) bool {
+	name := c.Object.Name
+	old := j.policies[name]
+	if c.Deleted {
+		delete(j.policies, name)
+		delete(j.lastConflict, name)
+		return old != nil
+	}
+	j.policies[name] = c.Object
+	if c.Object.Error != "" && (old == nil || old.Error != c.Object.Error) {
+		j.Log.Warn("egressha: EgressGatewayPolicy is partly unusable; the rest of it is applied",
+			"policy", name, "error", c.Object.Error)
+	}
+	return specChanged(old, c.Object)
+}
+
+func specChanged(old, cur *tables.Policy) bool {
+	switch {
+	case old == nil:
+		return true
+	case old.Object == cur.Object:
+		return false // a condition update of the same object
+	case old.Object == nil || cur.Object == nil:
+		return true
+	}
+	return !equality.Semantic.DeepEqual(old.Object.Spec, cur.Object.Spec)
+}
+
+// gatewayChanged records a change of egress-gateways and reports whether a
+// gateway's map value (name, active node, its InternalIP, egress IP)
+// changed; the rest of its status does not matter here.
+func (j *entriesJob) gatewayChanged(c statedb.Change[*tables.EgressGateway]) bool {
+	name := c.Object.Name
+	old, had := j.gateways[name]
+	if c.Deleted {
+		delete(j.gateways, name)
+		delete(j.gatewayErrs, name)
+		return had
+	}
+	if c.Object.Object == nil {
+		return false
+	}
+	g, err := policy.GatewayFromObject(c.Object.Object)
+	if msg := errString(err); msg != j.gatewayErrs[name] {
+		if msg != "" {
+			j.Log.Warn("egressha: EgressGateway status is not usable; its policies' traffic is dropped until it is",
+				"gateway", name, "error", msg)
+		}
+		j.gatewayErrs[name] = msg
+	}
+	j.gateways[name] = g
+	return !had || old != g
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// syncAll recomputes every endpoint and removes the entries of sources
+// that are no endpoint (any left from an endpoint whose deletion was
+// coalesced away).
+func (j *entriesJob) syncAll(wtxn statedb.WriteTxn, n *writeCounts) {
+	seen := map[netip.Addr]struct{}{}
+	for _, ep := range statedb.Collect(j.Endpoints.All(wtxn)) {
+		seen[ep.IP] = struct{}{}
+		j.syncEndpoint(wtxn, ep.IP, ep, n)
+	}
+	for _, e := range statedb.Collect(j.Entries.All(wtxn)) {
+		if _, ok := seen[e.Source]; !ok {
+			j.syncEndpoint(wtxn, e.Source, nil, n)
+			seen[e.Source] = struct{}{}
+		}
+	}
+	for ip := range j.conflicts {
+		if _, ok := seen[ip]; !ok {
+			j.setConflicts(ip, nil)
+		}
+	}
+}
+
+// syncEndpoint makes the rows of source ip equal to the entries of ep (none
+// if ep is nil), writing only what differs.
+func (j *entriesJob) syncEndpoint(wtxn statedb.WriteTxn, ip netip.Addr, ep *tables.Endpoint, n *writeCounts) {
+	var want []policy.Entry
+	var conflicts []policy.Conflict
+	if ep != nil {
+		want, conflicts = policy.Resolve(j.polList, j.gateways, ep.Endpoint)
+	}
+	j.setConflicts(ip, conflicts)
+
+	var have map[policy.Key]*tables.PolicyEntry
+	if ip.Is4() {
+		for _, e := range statedb.Collect(j.Entries.List(wtxn, tables.PolicyEntrySourceIndex.Query(ip))) {
+			if have == nil {
+				have = map[policy.Key]*tables.PolicyEntry{}
+			}
+			have[e.Key] = e
+		}
+	}
+	for _, w := range want {
+		old, ok := have[w.Key]
+		if ok {
+			delete(have, w.Key)
+			if old.Entry == w {
+				continue
+			}
+			n.updated++
+		} else {
+			n.inserted++
+		}
+		_, _, _ = j.Entries.Insert(wtxn, &tables.PolicyEntry{Entry: w, Status: reconciler.StatusPending()})
+		n.writes++
+	}
+	for _, old := range have {
+		_, _, _ = j.Entries.Delete(wtxn, old)
+		n.deleted++
+		n.writes++
+	}
+}
+
+// setConflicts replaces the conflicts reported for ip.
+func (j *entriesJob) setConflicts(ip netip.Addr, cs []policy.Conflict) {
+	old := j.conflicts[ip]
+	if len(old) == 0 && len(cs) == 0 {
+		return
+	}
+	if slices.Equal(old, cs) {
+		return
+	}
+	for _, c := range old {
+		if j.conflictRefs[c]--; j.conflictRefs[c] <= 0 {
+			delete(j.conflictRefs, c)
+			j.conflictsChanged = true
+		}
+	}
+	for _, c := range cs {
+		if j.conflictRefs[c]++; j.conflictRefs[c] == 1 {
+			j.conflictsChanged = true
+		}
+	}
+	if len(cs) == 0 {
+		delete(j.conflicts, ip)
+	} else {
+		j.conflicts[ip] = cs
+	}
+}
+
+// syncConditions writes each policy's Ready and Conflict conditions into
+// egress-policies where they differ, and logs changes of the conflict
+// state. The conditions are not written to the API: the operator owns the
+// policy status, and every agent writing its view would fight over it.
+func (j *entriesJob) syncConditions(wtxn statedb.WriteTxn, full bool, n *writeCounts) {
+	if !full && !j.conflictsChanged {
+		// Only conditions lost by a relist of the reflector need
+		// restoring; the computed ones are unchanged.
+		for _, row := range j.policies {
+			if row.Conditions == nil {
+				full = true
+				break
+			}
+		}
+		if !full {
+			return
+		}
+	}
+	j.conflictsChanged = false
+	conflicts := slices.Collect(maps.Keys(j.conflictRefs))
+	conds := policy.Conditions(j.polList, j.gateways, conflicts)
+	for name, row := range j.policies {
+		want := conds[name]
+		if slices.Equal(row.Conditions, want) {
+			continue
+		}
+		nrow := row.WithConditions(want)
+		if _, _, err := j.Policies.Insert(wtxn, nrow); err == nil {
+			j.policies[name] = nrow
+			n.writes++
+		}
+		j.logConflict(name, nrow)
+	}
+}
+
+func (j *entriesJob) logConflict(name string, row *tables.Policy) {
+	c, ok := row.Condition(policy.ConditionConflict)
+	if !ok {
+		return
+	}
+	prev, had := j.lastConflict[name]
+	j.lastConflict[name] = c
+	switch {
+	case !had && c.Status != policy.StatusTrue:
+	case had && prev.Status == c.Status && prev.Message == c.Message:
+	case c.Status == policy.StatusTrue:
+		j.Log.Warn("egressha: EgressGatewayPolicy conflicts with another policy; the policy whose name sorts first is programmed",
+			"policy", name, "reason", c.Reason, "message", c.Message)
+	default:
+		j.Log.Info("egressha: EgressGatewayPolicy no longer conflicts with another policy", "policy", name)
+	}
+}

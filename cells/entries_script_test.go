@@ -1,0 +1,248 @@
+package cells
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	uhive "github.com/cilium/hive"
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/hivetest"
+	"github.com/cilium/hive/script"
+	"github.com/cilium/hive/script/scripttest"
+	"github.com/cilium/statedb"
+	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/cilium/cilium/pkg/hive"
+	"github.com/cilium/cilium/pkg/k8s"
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
+	k8sFake "github.com/cilium/cilium/pkg/k8s/client/testutils"
+	"github.com/cilium/cilium/pkg/k8s/resource"
+	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
+	"github.com/cilium/cilium/pkg/k8s/utils"
+
+	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/tables"
+)
+
+// TestEntriesScripts runs testdata/entries/*.txtar: the desired-entry
+// computation of the agent (egress-gateways, egress-policies and
+// egress-endpoints in, egress-policy-entries out) against Cilium's fake
+// clientset. EgressGateways are added with their status, as the operator
+// would have written it; endpoints come from CiliumEndpoints (the local
+// endpoint manager is not part of this hive; see TestNewLocalEndpoint in
+// egressgw/tables for that conversion).
+func TestEntriesScripts(t *testing.T) {
+	registerHeartbeatTestScheme()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	t.Cleanup(cancel)
+
+	scripttest.Test(t, ctx,
+		func(t testing.TB, args []string) *script.Engine {
+			log := hivetest.Logger(t)
+			faults := &listFaults{failing: map[string]bool{}}
+			h := hive.New(
+				k8sFake.FakeClientCell(),
+				provideCiliumEndpointResource(),
+				cell.Provide(
+					func(fc *k8sFake.FakeClientset) *client.Clientset {
+						return client.NewForFake(&fc.CiliumFakeClientset.Fake)
+					},
+					// In the agent the map reconciler's cell provides the
+					// table; this hive has no datapath.
+					tables.NewPolicyEntriesTable,
+					func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry]) (uhive.ScriptCmdsOut, error) {
+						wtxn := db.WriteTxn(entries)
+						changes, err := entries.Changes(wtxn)
+						wtxn.Commit()
+						if err != nil {
+							return uhive.ScriptCmdsOut{}, err
+						}
+						return uhive.NewScriptCmds(map[string]script.Cmd{
+							"test/list-fault":     faults.cmd(),
+							"test/entries-writes": entriesWritesCmd(db, changes),
+							"test/entries-cmp":    entriesCmpCmd(db, entries),
+						}), nil
+					},
+				),
+				cell.Invoke(func(fc *k8sFake.FakeClientset) {
+					fc.CiliumFakeClientset.PrependReactor("list", "*", faults.react)
+				}),
+				cell.Config(DefaultAgentConfig),
+				gatewaysTableCell,
+				entriesCells,
+			)
+
+			flags := pflag.NewFlagSet("", pflag.ContinueOnError)
+			h.RegisterFlags(flags)
+			if err := flags.Parse(args); err != nil {
+				t.Fatalf("flags.Parse(%v): %v", args, err)
+			}
+			t.Cleanup(func() {
+				if err := h.Stop(log, context.TODO()); err != nil {
+					t.Errorf("hive stop: %v", err)
+				}
+			})
+			cmds, err := h.ScriptCommands(log)
+			if err != nil {
+				t.Fatalf("ScriptCommands: %v", err)
+			}
+			maps.Insert(cmds, maps.All(script.DefaultCmds()))
+			return &script.Engine{
+				Cmds:             cmds,
+				RetryInterval:    20 * time.Millisecond,
+				MaxRetryInterval: 200 * time.Millisecond,
+			}
+		},
+		[]string{}, "testdata/entries/*.txtar")
+}
+
+// provideCiliumEndpointResource provides a CiliumEndpoint resource built as
+// k8s.CiliumSlimEndpointResource builds the agent's (same lister-watcher,
+// same transform) but without its local-node index, which reads the
+// process-global LocalNodeStore that parallel test hives would share.
+func provideCiliumEndpointResource() cell.Cell {
+	return cell.Provide(func(lc cell.Lifecycle, cs k8sClient.Clientset) resource.Resource[*k8sTypes.CiliumEndpoint] {
+		lw := utils.ListerWatcherFromTyped[*ciliumv2.CiliumEndpointList](cs.CiliumV2().CiliumEndpoints(""))
+		return resource.New[*k8sTypes.CiliumEndpoint](lc, lw,
+			resource.WithLazyTransform(func() runtime.Object { return &ciliumv2.CiliumEndpoint{} }, k8s.TransformToCiliumEndpoint),
+			resource.WithMetric("CiliumEndpoint"))
+	})
+}
+
+// listFaults makes the fake API server fail the list requests of chosen
+// resources, so a script can hold back the initial sync of an input.
+type listFaults struct {
+	mu      sync.Mutex
+	failing map[string]bool
+}
+
+func (f *listFaults) react(action k8stesting.Action) (bool, runtime.Object, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if res := action.GetResource().Resource; f.failing[res] {
+		return true, nil, apierrors.NewServiceUnavailable("test/list-fault: listing " + res + " fails")
+	}
+	return false, nil, nil
+}
+
+func (f *listFaults) cmd() script.Cmd {
+	return script.Command(
+		script.CmdUsage{
+			Summary: "Make the fake API server fail (on) or serve (off) list requests of a resource",
+			Args:    "resource on|off",
+			Detail:  []string{"resource is the tracker's plural, e.g. ciliumendpoints, egressgatewaies, egressgatewaypolicies"},
+		},
+		func(s *script.State, args ...string) (script.WaitFunc, error) {
+			if len(args) != 2 || (args[1] != "on" && args[1] != "off") {
+				return nil, script.ErrUsage
+			}
+			f.mu.Lock()
+			f.failing[args[0]] = args[1] == "on"
+			f.mu.Unlock()
+			return nil, nil
+		})
+}
+
+// entriesWritesCmd prints how many rows of egress-policy-entries were
+// inserted or updated ("written") and deleted since the previous call, so a
+// script can check that unchanged rows are not rewritten and that a
+// failover replaces rows instead of deleting them.
+func entriesWritesCmd(db *statedb.DB, changes statedb.ChangeIterator[*tables.PolicyEntry]) script.Cmd {
+	return script.Command(
+		script.CmdUsage{Summary: "Print the writes and deletes of egress-policy-entries since the last call"},
+		func(s *script.State, args ...string) (script.WaitFunc, error) {
+			written, deleted := 0, 0
+			seq, _ := changes.Next(db.ReadTxn())
+			for c := range seq {
+				if c.Deleted {
+					deleted++
+				} else {
+					written++
+				}
+			}
+			out := fmt.Sprintf("written=%d deleted=%d\n", written, deleted)
+			return func(*script.State) (string, string, error) { return out, "", nil }, nil
+		})
+}
+
+// entriesCmpCmd compares egress-policy-entries, without the reconciler's
+// Status column, against a file, retrying until they match or the timeout
+// passes. Runs of blanks compare equal, so the file can be aligned freely.
+// (db/cmp cannot read the table's header: its column names contain
+// blanks.)
+func entriesCmpCmd(db *statedb.DB, entries statedb.Table[*tables.PolicyEntry]) script.Cmd {
+	return script.Command(
+		script.CmdUsage{
+			Summary: "Compare egress-policy-entries (all columns but Status) with a file",
+			Args:    "file",
+			Flags: func(fs *pflag.FlagSet) {
+				fs.Duration("timeout", 5*time.Second, "How long to wait for the table to match")
+			},
+		},
+		func(s *script.State, args ...string) (script.WaitFunc, error) {
+			if len(args) != 1 {
+				return nil, script.ErrUsage
+			}
+			timeout, err := s.Flags.GetDuration("timeout")
+			if err != nil {
+				return nil, err
+			}
+			data, err := os.ReadFile(s.Path(args[0]))
+			if err != nil {
+				return nil, err
+			}
+			want := normalizeLines(string(data))
+			render := func() ([]string, <-chan struct{}) {
+				rows, watch := entries.AllWatch(db.ReadTxn())
+				var hdr []string
+				out := []string{}
+				for e := range rows {
+					if hdr == nil {
+						hdr = e.TableHeader()
+						out = append(out, strings.Join(hdr[:len(hdr)-1], " "))
+					}
+					r := e.TableRow()
+					out = append(out, strings.Join(r[:len(r)-1], " "))
+				}
+				return normalizeLines(strings.Join(out, "\n")), watch
+			}
+			deadline := time.After(timeout)
+			for {
+				got, watch := render()
+				if slices.Equal(got, want) {
+					return nil, nil
+				}
+				select {
+				case <-watch:
+				case <-deadline:
+					return nil, fmt.Errorf("egress-policy-entries differ from %s:\n got:\n  %s\n want:\n  %s",
+						args[0], strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+				case <-s.Context().Done():
+					return nil, s.Context().Err()
+				}
+			}
+		})
+}
+
+// normalizeLines splits text into lines with runs of blanks collapsed and
+// empty lines dropped.
+func normalizeLines(text string) []string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			out = append(out, strings.Join(f, " "))
+		}
+	}
+	return out
+}

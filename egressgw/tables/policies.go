@@ -1,0 +1,152 @@
+package tables
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/index"
+
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/policy"
+)
+
+// PoliciesTableName is the name of the table of EgressGatewayPolicies.
+const PoliciesTableName = "egress-policies"
+
+// Policy is one EgressGatewayPolicy as the agent sees it: the policy parsed
+// for the desired-entry computation, what could not be parsed, and the
+// conditions this agent computed for it.
+//
+// Policy, Error and Object come from the API object (NewPolicy); the job
+// that computes egress-policy-entries fills Conditions. Rows and Object are
+// immutable: a writer inserts a modified copy.
+type Policy struct {
+	Name string
+	// Policy is the object converted by policy.PolicyFromObject: what it
+	// could use, even when Error is set.
+	Policy policy.Policy
+	// Error describes what the conversion left out (empty when nothing).
+	Error string
+	// Conditions are Ready and Conflict from policy.Conditions, as this
+	// agent computed them from its inputs; nil until the first computation
+	// after all inputs have synced. They are not written to the API: the
+	// operator owns the policy status.
+	Conditions []policy.Condition
+	// Object is the EgressGatewayPolicy as received from the API server.
+	Object *v1alpha1.EgressGatewayPolicy
+}
+
+// NewPolicy builds the row of obj (without conditions).
+func NewPolicy(obj *v1alpha1.EgressGatewayPolicy) *Policy {
+	p, err := policy.PolicyFromObject(obj)
+	r := &Policy{Name: obj.Name, Policy: p, Object: obj}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+// Condition returns the condition of type typ, if computed.
+func (p *Policy) Condition(typ string) (policy.Condition, bool) {
+	for _, c := range p.Conditions {
+		if c.Type == typ {
+			return c, true
+		}
+	}
+	return policy.Condition{}, false
+}
+
+// WithConditions returns a copy of p with the given conditions.
+func (p *Policy) WithConditions(conds []policy.Condition) *Policy {
+	cp := *p
+	cp.Conditions = conds
+	return &cp
+}
+
+// TableHeader implements statedb.TableWritable.
+func (*Policy) TableHeader() []string {
+	return []string{"Name", "Gateway", "Destinations", "Excluded", "Ready", "Conflict", "Message", "Error"}
+}
+
+// TableRow implements statedb.TableWritable. Ready and Conflict show the
+// status and, when not in the good state, the reason; Message explains the
+// conflict, or else why the policy is not ready.
+func (p *Policy) TableRow() []string {
+	ready, readyOK := p.Condition(policy.ConditionReady)
+	conflict, conflictOK := p.Condition(policy.ConditionConflict)
+	var msg string
+	switch {
+	case conflictOK && conflict.Status == policy.StatusTrue:
+		msg = conflict.Message
+	case readyOK && ready.Status != policy.StatusTrue:
+		msg = ready.Message
+	}
+	return []string{
+		p.Name,
+		p.Policy.Gateway,
+		orNone(prefixesString(p.Policy.Destinations)),
+		orNone(prefixesString(p.Policy.Exclusions)),
+		conditionString(ready, readyOK, policy.StatusTrue),
+		conditionString(conflict, conflictOK, policy.StatusFalse),
+		orNone(msg),
+		orNone(p.Error),
+	}
+}
+
+// conditionString is "Unknown" before the first computation, the status
+// alone in the good state, "status (reason)" otherwise.
+func conditionString(c policy.Condition, ok bool, good string) string {
+	switch {
+	case !ok:
+		return "Unknown"
+	case c.Status == good:
+		return c.Status
+	}
+	return c.Status + " (" + c.Reason + ")"
+}
+
+func prefixesString(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// PolicyNameIndex is the primary index: the policy's name.
+var PolicyNameIndex = statedb.Index[*Policy, string]{
+	Name: "name",
+	FromObject: func(p *Policy) index.KeySet {
+		return index.NewKeySet(index.String(p.Name))
+	},
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// PolicyByName queries a policy by name.
+func PolicyByName(name string) statedb.Query[*Policy] {
+	return PolicyNameIndex.Query(name)
+}
+
+// PolicyGatewayIndex finds the policies that name a gateway.
+var PolicyGatewayIndex = statedb.Index[*Policy, string]{
+	Name: "gateway",
+	FromObject: func(p *Policy) index.KeySet {
+		return index.NewKeySet(index.String(p.Policy.Gateway))
+	},
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     false,
+}
+
+// NewPoliciesTable creates the egress-policies table and registers it with
+// db.
+func NewPoliciesTable(db *statedb.DB) (statedb.RWTable[*Policy], error) {
+	tbl, err := statedb.NewTable(PoliciesTableName, PolicyNameIndex, PolicyGatewayIndex)
+	if err != nil {
+		return nil, err
+	}
+	return tbl, db.RegisterTable(tbl)
+}

@@ -20,14 +20,11 @@ import (
 
 	"github.com/cilium/cilium/pkg/endpoint"
 	"github.com/cilium/cilium/pkg/endpointmanager"
-	"github.com/cilium/cilium/pkg/k8s"
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 	"github.com/cilium/cilium/pkg/k8s/resource"
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
-	"github.com/egressha/egressha/egressgw/api/v1alpha1"
-	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -407,44 +404,19 @@ func localEndpointRow(ep *endpoint.Endpoint, node string) (*tables.Endpoint, boo
 
 // --- egress-policies and egress-policy-entries ---
 
-type policiesTableParams struct {
-	cell.In
-
-	DB        *statedb.DB
-	JobGroup  job.Group
-	Config    AgentConfig
-	Clientset k8sClient.Clientset
-	CRDs      *client.Clientset
-}
-
-// newPoliciesTableAndReflector creates egress-policies and registers its
-// reflector (see newGatewaysTableAndReflector). Conditions in the table are
-// this agent's; the reflector keeps them across updates of the object.
-func newPoliciesTableAndReflector(p policiesTableParams) (statedb.RWTable[*tables.Policy], error) {
+// newPoliciesTableAndReflector creates egress-policies and its reflector.
+// Conditions in the table are this agent's; the reflector keeps them
+// across updates of the object.
+func newPoliciesTableAndReflector(p crdTableParams) (statedb.RWTable[*tables.Policy], error) {
 	tbl, err := tables.NewPoliciesTable(p.DB)
 	if err != nil {
 		return nil, err
 	}
-	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
-		return tbl, nil
-	}
-	return tbl, k8s.RegisterReflector(p.JobGroup, p.DB, k8s.ReflectorConfig[*tables.Policy]{
-		Name:          "egressgatewaypolicies",
-		Table:         tbl,
-		ListerWatcher: p.CRDs.Policies.ListerWatcher(),
-		MetricScope:   "EgressGatewayPolicy",
-		Transform: func(_ statedb.ReadTxn, obj any) (*tables.Policy, bool) {
-			pol, ok := obj.(*v1alpha1.EgressGatewayPolicy)
-			if !ok {
-				return nil, false
-			}
-			return tables.NewPolicy(pol), true
-		},
-		Merge: func(old, cur *tables.Policy) *tables.Policy {
+	return tbl, reflectCRD(p, tbl, "egressgatewaypolicies", "EgressGatewayPolicy", p.CRDs.Policies.ListerWatcher(),
+		tables.NewPolicy, func(old, cur *tables.Policy) *tables.Policy {
 			cur.Conditions = old.Conditions
 			return cur
-		},
-	})
+		})
 }
 
 type desiredEntriesParams struct {

@@ -3,7 +3,6 @@ package cells
 import (
 	"context"
 	"fmt"
-	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -83,26 +82,7 @@ func TestEntriesScripts(t *testing.T) {
 				entriesCells,
 			)
 
-			flags := pflag.NewFlagSet("", pflag.ContinueOnError)
-			h.RegisterFlags(flags)
-			if err := flags.Parse(args); err != nil {
-				t.Fatalf("flags.Parse(%v): %v", args, err)
-			}
-			t.Cleanup(func() {
-				if err := h.Stop(log, context.TODO()); err != nil {
-					t.Errorf("hive stop: %v", err)
-				}
-			})
-			cmds, err := h.ScriptCommands(log)
-			if err != nil {
-				t.Fatalf("ScriptCommands: %v", err)
-			}
-			maps.Insert(cmds, maps.All(script.DefaultCmds()))
-			return &script.Engine{
-				Cmds:             cmds,
-				RetryInterval:    20 * time.Millisecond,
-				MaxRetryInterval: 200 * time.Millisecond,
-			}
+			return scriptEngine(t, h, log, args)
 		},
 		[]string{}, "testdata/entries/*.txtar")
 }

@@ -4,11 +4,11 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/cilium/cilium/pkg/k8s"
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 
-	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -24,7 +24,8 @@ var gatewaysTableCell = cell.Module(
 	cell.Provide(statedb.RWTable[*tables.EgressGateway].ToTable),
 )
 
-type gatewaysTableParams struct {
+// crdTableParams are what a reflector of one of our CRDs needs.
+type crdTableParams struct {
 	cell.In
 
 	DB        *statedb.DB
@@ -34,30 +35,38 @@ type gatewaysTableParams struct {
 	CRDs      *client.Clientset
 }
 
-// newGatewaysTableAndReflector creates the table and registers its
-// reflector, together, so that whoever depends on the table starts after
-// the reflector is registered and can wait for the table's initialization.
-// Disabled (or without Kubernetes) the table stays empty and is never
-// initialized, and our CRDs, which may not be installed, are never listed.
-func newGatewaysTableAndReflector(p gatewaysTableParams) (statedb.RWTable[*tables.EgressGateway], error) {
+// reflectCRD registers a reflector from one of our CRDs into tbl, created
+// together with the table so that whoever depends on the table starts
+// after the reflector is registered and can wait for the table's
+// initialization. Disabled (or without Kubernetes) the table stays empty
+// and is never initialized, and our CRDs, which may not be installed, are
+// never listed. merge may be nil.
+func reflectCRD[Obj any, Row any](p crdTableParams, tbl statedb.RWTable[Row], name, scope string,
+	lw cache.ListerWatcher, toRow func(Obj) Row, merge func(old, cur Row) Row) error {
+	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+		return nil
+	}
+	return k8s.RegisterReflector(p.JobGroup, p.DB, k8s.ReflectorConfig[Row]{
+		Name:          name,
+		Table:         tbl,
+		ListerWatcher: lw,
+		MetricScope:   scope,
+		Transform: func(_ statedb.ReadTxn, obj any) (row Row, ok bool) {
+			o, ok := obj.(Obj)
+			if !ok {
+				return row, false
+			}
+			return toRow(o), true
+		},
+		Merge: merge,
+	})
+}
+
+// newGatewaysTableAndReflector creates egress-gateways and its reflector.
+func newGatewaysTableAndReflector(p crdTableParams) (statedb.RWTable[*tables.EgressGateway], error) {
 	tbl, err := tables.NewEgressGatewaysTable(p.DB)
 	if err != nil {
 		return nil, err
 	}
-	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
-		return tbl, nil
-	}
-	return tbl, k8s.RegisterReflector(p.JobGroup, p.DB, k8s.ReflectorConfig[*tables.EgressGateway]{
-		Name:          "egressgateways",
-		Table:         tbl,
-		ListerWatcher: p.CRDs.Gateways.ListerWatcher(),
-		MetricScope:   "EgressGateway",
-		Transform: func(_ statedb.ReadTxn, obj any) (*tables.EgressGateway, bool) {
-			gw, ok := obj.(*v1alpha1.EgressGateway)
-			if !ok {
-				return nil, false
-			}
-			return tables.NewEgressGateway(gw), true
-		},
-	})
+	return tbl, reflectCRD(p, tbl, "egressgateways", "EgressGateway", p.CRDs.Gateways.ListerWatcher(), tables.NewEgressGateway, nil)
 }

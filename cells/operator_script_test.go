@@ -3,6 +3,7 @@ package cells
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"testing"
 	"time"
@@ -66,18 +67,7 @@ func TestOperatorScripts(t *testing.T) {
 			),
 			cell.Module("egress-gateway-ha-operator", "egressha operator under test", operatorCells),
 		)
-		flags := pflag.NewFlagSet("", pflag.ContinueOnError)
-		h.RegisterFlags(flags)
-		if err := flags.Parse(args); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = h.Stop(log, context.TODO()) })
-		cmds, err := h.ScriptCommands(log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		maps.Insert(cmds, maps.All(script.DefaultCmds()))
-		return &script.Engine{Cmds: cmds, RetryInterval: 20 * time.Millisecond, MaxRetryInterval: 200 * time.Millisecond}
+		return scriptEngine(t, h, log, args)
 	}, []string{}, "testdata/operator/*.txtar")
 }
 
@@ -136,4 +126,27 @@ func policyReasonCmd(cs *client.Clientset) script.Cmd {
 				time.Sleep(20 * time.Millisecond)
 			}
 		})
+}
+
+// scriptEngine turns a test hive into a script engine: it parses the
+// script's flags (the txtar's #! line) into the hive, stops the hive when
+// the test ends, and serves the hive's commands plus the default ones.
+func scriptEngine(t testing.TB, h *hive.Hive, log *slog.Logger, args []string) *script.Engine {
+	t.Helper()
+	flags := pflag.NewFlagSet("", pflag.ContinueOnError)
+	h.RegisterFlags(flags)
+	if err := flags.Parse(args); err != nil {
+		t.Fatalf("flags.Parse(%v): %v", args, err)
+	}
+	t.Cleanup(func() {
+		if err := h.Stop(log, context.TODO()); err != nil {
+			t.Errorf("hive stop: %v", err)
+		}
+	})
+	cmds, err := h.ScriptCommands(log)
+	if err != nil {
+		t.Fatalf("ScriptCommands: %v", err)
+	}
+	maps.Insert(cmds, maps.All(script.DefaultCmds()))
+	return &script.Engine{Cmds: cmds, RetryInterval: 20 * time.Millisecond, MaxRetryInterval: 200 * time.Millisecond}
 }

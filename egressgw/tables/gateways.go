@@ -1,6 +1,6 @@
-// Package tables holds the agent's statedb tables of egressha: what the
-// agent knows about EgressGateways (and, later, policies and desired map
-// entries). Rows are plain values with TableHeader/TableRow so
+// Package tables holds the agent's statedb tables of egressha:
+// egress-gateways, egress-policies, egress-endpoints and the desired map
+// entries, egress-policy-entries. Rows are plain values with TableHeader/TableRow so
 // `cilium-dbg shell -- db/show <table>` prints them. Filling the tables
 // (reflectors) and acting on them (heartbeat, reconcilers) live elsewhere.
 package tables

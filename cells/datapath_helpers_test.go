@@ -13,7 +13,6 @@ import (
 	"github.com/cilium/cilium/pkg/maps/egressmap"
 
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
-	"github.com/egressha/egressha/egressgw/policy"
 )
 
 // provideDatapathDependencies stands in for what Cilium's datapath cells
@@ -104,45 +103,3 @@ func (f *fakeSysctl) snapshot() map[string]string {
 type fakeSysctlError struct{ name string }
 
 func (e *fakeSysctlError) Error() string { return "no such sysctl " + e.name }
-
-// fakePolicyMap is an egressmaps.PolicyMap in memory.
-type fakePolicyMap struct {
-	mu      sync.Mutex
-	entries map[policy.Key]policy.Value
-}
-
-func newFakePolicyMap() *fakePolicyMap {
-	return &fakePolicyMap{entries: map[policy.Key]policy.Value{}}
-}
-
-func (f *fakePolicyMap) Update(k policy.Key, v policy.Value) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.entries[k] = v
-	return nil
-}
-
-func (f *fakePolicyMap) Delete(k policy.Key) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.entries, k)
-	return nil
-}
-
-func (f *fakePolicyMap) IterateWithCallback(cb func(policy.Key, policy.Value)) error {
-	f.mu.Lock()
-	snapshot := maps.Clone(f.entries)
-	f.mu.Unlock()
-	for k, v := range snapshot {
-		cb(k, v)
-	}
-	return nil
-}
-
-func (f *fakePolicyMap) MaxEntries() int { return 1 << 14 }
-
-func (f *fakePolicyMap) snapshot() map[policy.Key]policy.Value {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return maps.Clone(f.entries)
-}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
+	"github.com/egressha/egressha/egressgw/maps/mapstest"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -138,12 +139,12 @@ type datapathHive struct {
 	gateways statedb.RWTable[*tables.EgressGateway]
 	devices  statedb.RWTable[*datapathtables.Device]
 	initDone func(statedb.WriteTxn)
-	pm       *fakePolicyMap
+	pm       *mapstest.Map
 	sysctl   *fakeSysctl
 }
 
 func newDatapathHive(t *testing.T, nodeLabels map[string]string) *datapathHive {
-	d := &datapathHive{pm: newFakePolicyMap(), sysctl: newFakeSysctl()}
+	d := &datapathHive{pm: mapstest.New(1 << 14), sysctl: newFakeSysctl()}
 	h := hive.New(
 		cell.Provide(
 			func() egressmaps.PolicyMap { return d.pm },
@@ -201,13 +202,13 @@ func TestDatapathCellsReconcile(t *testing.T) {
 	d.entries.Insert(wtxn, &tables.PolicyEntry{Entry: policy.Entry{Key: k, Value: v, Policy: "p"}, Status: reconciler.StatusPending()})
 	wtxn.Commit()
 	time.Sleep(200 * time.Millisecond)
-	if len(d.pm.snapshot()) != 0 {
+	if len(d.pm.Snapshot()) != 0 {
 		t.Fatal("the map was written before egress-policy-entries was initialized")
 	}
 	wtxn = d.db.WriteTxn(d.entries)
 	d.initDone(wtxn)
 	wtxn.Commit()
-	waitFor(t, "the entry in the map", func() bool { return maps.Equal(d.pm.snapshot(), map[policy.Key]policy.Value{k: v}) })
+	waitFor(t, "the entry in the map", func() bool { return maps.Equal(d.pm.Snapshot(), map[policy.Key]policy.Value{k: v}) })
 }
 
 // TestDatapathCellsRPFilter: rp_filter=2 on the existing interfaces of the

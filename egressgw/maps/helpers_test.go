@@ -1,13 +1,10 @@
 package maps
 
 import (
-	"fmt"
-	"maps"
 	"net/netip"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/egressha/egressha/egressgw/maps/mapstest"
 	"github.com/egressha/egressha/egressgw/policy"
 )
 
@@ -19,56 +16,7 @@ func val(egress, gw string) policy.Value {
 	return policy.Value{EgressIP: netip.MustParseAddr(egress), GatewayIP: netip.MustParseAddr(gw)}
 }
 
-// fakeMap is a PolicyMap in memory that refuses inserts beyond max entries
-// the way the kernel's LPM trie does (ENOSPC).
-type fakeMap struct {
-	mu      sync.Mutex
-	max     int
-	entries map[policy.Key]policy.Value
-	// oldKernel refuses replacing an entry while the map is full, as
-	// kernels without the in-place update fix for full LPM tries do.
-	oldKernel bool
-	// updateErr, when set, fails every Update.
-	updateErr error
-}
-
-var _ PolicyMap = (*fakeMap)(nil)
-
-func newFakeMap(max int) *fakeMap {
-	return &fakeMap{max: max, entries: map[policy.Key]policy.Value{}}
-}
-
-func (f *fakeMap) Update(k policy.Key, v policy.Value) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.updateErr != nil {
-		return f.updateErr
-	}
-	if _, ok := f.entries[k]; (!ok || f.oldKernel) && len(f.entries) >= f.max {
-		return fmt.Errorf("update map %s: %w", PolicyMapName, unix.ENOSPC)
-	}
-	f.entries[k] = v
-	return nil
-}
-
-func (f *fakeMap) Delete(k policy.Key) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.entries, k)
-	return nil
-}
-
-func (f *fakeMap) IterateWithCallback(cb func(policy.Key, policy.Value)) error {
-	f.mu.Lock()
-	snapshot := maps.Clone(f.entries)
-	f.mu.Unlock()
-	for k, v := range snapshot {
-		cb(k, v)
-	}
-	return nil
-}
-
-func (f *fakeMap) MaxEntries() int { return f.max }
+var _ PolicyMap = (*mapstest.Map)(nil)
 
 // op is one call a recordingMap saw.
 type op struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/statedb/reconciler"
 	"golang.org/x/sys/unix"
 
+	"github.com/egressha/egressha/egressgw/maps/mapstest"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -72,38 +73,38 @@ func TestClassifyUpdateError(t *testing.T) {
 
 func TestOpsUpdateDelete(t *testing.T) {
 	ctx := context.Background()
-	m := newFakeMap(16)
+	m := mapstest.New(16)
 	ops := NewOps(hivetest.Logger(t), m, NewMetrics())
 	a := key("10.0.0.1", "192.0.2.0/24")
 	if err := ops.Update(ctx, nil, 0, row(a, val("203.0.113.1", "172.18.0.2"), reconciler.StatusKindPending)); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.entries[a]; got != val("203.0.113.1", "172.18.0.2") {
+	if got := m.Entries[a]; got != val("203.0.113.1", "172.18.0.2") {
 		t.Fatalf("after insert: %v", got)
 	}
 	if err := ops.Update(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindPending)); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.entries[a]; got != policy.DropValue {
+	if got := m.Entries[a]; got != policy.DropValue {
 		t.Fatalf("after update: %v", got)
 	}
 	// Host bits are masked, as the map stores keys.
 	if err := ops.Update(ctx, nil, 0, row(key("10.0.0.1", "198.51.100.7/24"), policy.ExcludedValue, reconciler.StatusKindPending)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m.entries[key("10.0.0.1", "198.51.100.0/24")]; !ok {
-		t.Fatalf("destination not masked: %v", m.entries)
+	if _, ok := m.Entries[key("10.0.0.1", "198.51.100.0/24")]; !ok {
+		t.Fatalf("destination not masked: %v", m.Entries)
 	}
 	if err := ops.Delete(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindDone)); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := m.entries[a]; ok {
+	if _, ok := m.Entries[a]; ok {
 		t.Fatal("entry not deleted")
 	}
 	if err := ops.Delete(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindDone)); err != nil {
 		t.Fatalf("deleting a missing entry: %v", err)
 	}
-	m.updateErr = fmt.Errorf("update: %w", unix.ENOMEM)
+	m.UpdateErr = fmt.Errorf("update: %w", unix.ENOMEM)
 	if err := ops.Update(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindPending)); err == nil || errors.Is(err, ErrMapFull) {
 		t.Fatalf("ENOMEM: want a plain error, got %v", err)
 	}
@@ -111,7 +112,7 @@ func TestOpsUpdateDelete(t *testing.T) {
 
 func TestOpsMapFull(t *testing.T) {
 	ctx := context.Background()
-	m := newFakeMap(2)
+	m := mapstest.New(2)
 	met := NewMetrics()
 	ops := NewOps(hivetest.Logger(t), m, met)
 	x, y, z := key("10.0.0.1", "0.0.0.0/0"), key("10.0.0.2", "0.0.0.0/0"), key("10.0.0.3", "0.0.0.0/0")
@@ -121,14 +122,14 @@ func TestOpsMapFull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := maps.Clone(m.entries)
+	before := maps.Clone(m.Entries)
 
 	err := ops.Update(ctx, nil, 0, row(z, v, reconciler.StatusKindPending))
 	if !errors.Is(err, ErrMapFull) || !strings.Contains(err.Error(), "raise egress-gateway-policy-map-max (now 2)") {
 		t.Fatalf("third entry in a map of 2: want map full, got %v", err)
 	}
-	if !maps.Equal(m.entries, before) {
-		t.Fatalf("entries changed by the refused insert: %v", m.entries)
+	if !maps.Equal(m.Entries, before) {
+		t.Fatalf("entries changed by the refused insert: %v", m.Entries)
 	}
 	if met.MapFull.Get() != 1 || met.RejectedEntries.Get() != 1 || ops.Rejected() != 1 {
 		t.Fatalf("metrics: full=%v rejected=%v", met.MapFull.Get(), met.RejectedEntries.Get())
@@ -167,8 +168,8 @@ func TestOpsMapFull(t *testing.T) {
 // map full.
 func TestOpsFullMapOldKernel(t *testing.T) {
 	ctx := context.Background()
-	m := newFakeMap(1)
-	m.oldKernel = true
+	m := mapstest.New(1)
+	m.OldKernel = true
 	met := NewMetrics()
 	ops := NewOps(hivetest.Logger(t), m, met)
 	x, v := key("10.0.0.1", "0.0.0.0/0"), val("203.0.113.1", "172.18.0.2")
@@ -178,14 +179,14 @@ func TestOpsFullMapOldKernel(t *testing.T) {
 	if err := ops.Update(ctx, nil, 0, row(x, policy.DropValue, reconciler.StatusKindPending)); !errors.Is(err, ErrMapFull) {
 		t.Fatalf("changing the value of a full map on an old kernel: want map full, got %v", err)
 	}
-	if m.entries[x] != v || met.MapFull.Get() != 1 {
-		t.Fatalf("entry %v, map full %v", m.entries[x], met.MapFull.Get())
+	if m.Entries[x] != v || met.MapFull.Get() != 1 {
+		t.Fatalf("entry %v, map full %v", m.Entries[x], met.MapFull.Get())
 	}
 }
 
 func TestOpsPrune(t *testing.T) {
 	ctx := context.Background()
-	m := newFakeMap(16)
+	m := mapstest.New(16)
 	met := NewMetrics()
 	ops := NewOps(hivetest.Logger(t), m, met)
 
@@ -197,7 +198,7 @@ func TestOpsPrune(t *testing.T) {
 	failing := key("10.0.0.5", "192.0.2.0/24") // Error: its retry owns it
 	stale := key("10.0.0.9", "192.0.2.0/24")   // no row
 	foreign := key("10.0.0.9", "0.0.0.0/0")    // no row
-	m.entries = map[policy.Key]policy.Value{
+	m.Entries = map[policy.Key]policy.Value{
 		good: v1, drifted: v2, failing: v2, stale: v1, foreign: v2,
 	}
 	err := ops.Prune(ctx, nil, rows(
@@ -211,8 +212,8 @@ func TestOpsPrune(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[policy.Key]policy.Value{good: v1, drifted: v1, lost: v1, failing: v2}
-	if !maps.Equal(m.entries, want) {
-		t.Fatalf("after prune:\n got %v\nwant %v", m.entries, want)
+	if !maps.Equal(m.Entries, want) {
+		t.Fatalf("after prune:\n got %v\nwant %v", m.Entries, want)
 	}
 	if d, w := met.ResyncRepairs.WithLabelValues("deleted").Get(), met.ResyncRepairs.WithLabelValues("written").Get(); d != 2 || w != 2 {
 		t.Fatalf("repairs: deleted %v written %v, want 2 and 2", d, w)
@@ -225,8 +226,8 @@ func TestOpsPrune(t *testing.T) {
 	if err := ops.Prune(ctx, nil, rows()); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.entries) != 0 {
-		t.Fatalf("entries left: %v", m.entries)
+	if len(m.Entries) != 0 {
+		t.Fatalf("entries left: %v", m.Entries)
 	}
 }
 
@@ -234,17 +235,17 @@ func TestOpsPrune(t *testing.T) {
 // entries make room for missing ones; what still does not fit is reported.
 func TestOpsPruneFullMap(t *testing.T) {
 	ctx := context.Background()
-	m := newFakeMap(2)
+	m := mapstest.New(2)
 	met := NewMetrics()
 	ops := NewOps(hivetest.Logger(t), m, met)
 	a, b, c, stale := key("10.0.0.1", "0.0.0.0/0"), key("10.0.0.2", "0.0.0.0/0"), key("10.0.0.3", "0.0.0.0/0"), key("10.0.0.9", "0.0.0.0/0")
 	v := val("203.0.113.1", "172.18.0.2")
-	m.entries = map[policy.Key]policy.Value{a: v, stale: v}
+	m.Entries = map[policy.Key]policy.Value{a: v, stale: v}
 	if err := ops.Prune(ctx, nil, rows(row(a, v, reconciler.StatusKindDone), row(b, v, reconciler.StatusKindDone))); err != nil {
 		t.Fatalf("stale entry should have made room: %v", err)
 	}
-	if !maps.Equal(m.entries, map[policy.Key]policy.Value{a: v, b: v}) {
-		t.Fatalf("map %v", m.entries)
+	if !maps.Equal(m.Entries, map[policy.Key]policy.Value{a: v, b: v}) {
+		t.Fatalf("map %v", m.Entries)
 	}
 	err := ops.Prune(ctx, nil, rows(row(a, v, reconciler.StatusKindDone), row(b, v, reconciler.StatusKindDone), row(c, v, reconciler.StatusKindDone)))
 	if !errors.Is(err, ErrMapFull) {

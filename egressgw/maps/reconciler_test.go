@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/cilium/pkg/hive/health/types"
 	"github.com/cilium/cilium/pkg/metrics"
 
+	"github.com/egressha/egressha/egressgw/maps/mapstest"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -275,8 +276,8 @@ func mapFullScenario(t *testing.T, m PolicyMap, inPlaceWhenFull bool) {
 // TestReconciler runs the scenarios against the in-memory map; the
 // privileged test runs them against a real BPF map.
 func TestReconciler(t *testing.T) {
-	t.Run("restart-incremental-resync", func(t *testing.T) { reconcilerScenario(t, newFakeMap(16)) })
-	t.Run("map-full", func(t *testing.T) { mapFullScenario(t, newFakeMap(2), true) })
+	t.Run("restart-incremental-resync", func(t *testing.T) { reconcilerScenario(t, mapstest.New(16)) })
+	t.Run("map-full", func(t *testing.T) { mapFullScenario(t, mapstest.New(2), true) })
 }
 
 func TestRegisterReconcilerRefusesZeroInterval(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -449,20 +450,13 @@ func (c *Controller) runWriter(ctx context.Context) {
 }
 
 func (c *Controller) write(ctx context.Context, key string) error {
-	if name, ok := cutPrefix(key, gatewayKey); ok {
+	if name, ok := strings.CutPrefix(key, gatewayKey); ok {
 		return c.writeGateway(ctx, name)
 	}
-	if name, ok := cutPrefix(key, policyKey); ok {
+	if name, ok := strings.CutPrefix(key, policyKey); ok {
 		return c.writePolicy(ctx, name)
 	}
 	return nil
-}
-
-func cutPrefix(s, p string) (string, bool) {
-	if len(s) >= len(p) && s[:len(p)] == p {
-		return s[len(p):], true
-	}
-	return "", false
 }
 
 // writeGateway writes the decision to the gateway's status if it differs.

@@ -25,6 +25,7 @@ var Agent = cell.Module(
 	agentCells,
 	crdClientCell,
 	datapathTakeoverCell,
+	vipResponderCell,
 )
 
 // agentCells are the agent's cells without the API client of our CRDs and
@@ -35,6 +36,7 @@ var agentCells = cell.Group(
 	cell.Invoke(registerAgentChecks),
 
 	gatewaysTableCell,
+	vipTableCells,
 	heartbeatCell,
 	entriesCells,
 	datapathCells,

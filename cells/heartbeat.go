@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"maps"
 	"math"
@@ -67,6 +68,7 @@ type heartbeatParams struct {
 	DB           *statedb.DB
 	Gateways     statedb.Table[*tables.EgressGateway]
 	Devices      statedb.Table[*datapathtables.Device]
+	VIPs         statedb.Table[*tables.VirtualIP]
 	LocalNode    *node.LocalNodeStore
 	Status       *heartbeat.Status
 }
@@ -147,13 +149,16 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		txn := h.p.DB.ReadTxn()
 		gateways, gatewaysChanged := h.p.Gateways.AllWatch(txn)
 		devices, devicesChanged := h.p.Devices.AllWatch(txn)
+		vips, vipsChanged := h.p.VIPs.AllWatch(txn)
 		labels := h.labels.get()
 		report := heartbeat.BuildReport(labels,
 			tables.Objects(statedb.Collect(gateways)),
-			reportDevices(statedb.Collect(devices)))
+			reportDevices(statedb.Collect(devices)),
+			vipStatuses(vips))
 		h.step(ctx, health, report, due)
 
 		due = false
+		urgent := false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -162,9 +167,13 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		case <-gatewaysChanged:
 		case <-devicesChanged:
 		case <-h.labels.changed:
+		case <-vipsChanged:
+			// A node that stopped announcing a VIP must say so at once: the
+			// new active node waits for it before claiming.
+			urgent = true
 		}
 		// Coalesce bursts of changes: at most one write per minGap.
-		if wait := time.Until(h.lastAttempt.Add(minGap)); wait > 0 {
+		if wait := time.Until(h.lastAttempt.Add(minGap)); wait > 0 && !urgent {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -375,6 +384,15 @@ func (h *heartbeatJob) logReportChange(report heartbeat.Report) {
 			h.log.Info("Node is no longer a candidate of EgressGateway", "gateway", name)
 		}
 	}
+}
+
+// vipStatuses are the VIP responder's rows for heartbeat.BuildReport.
+func vipStatuses(rows iter.Seq2[*tables.VirtualIP, statedb.Revision]) map[string]heartbeat.VIPStatus {
+	out := map[string]heartbeat.VIPStatus{}
+	for v := range rows {
+		out[v.Gateway] = v.Status()
+	}
+	return out
 }
 
 // reportDevices converts Cilium's devices for heartbeat.BuildReport.

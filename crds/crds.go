@@ -30,10 +30,10 @@ const (
 	// SchemaVersion must be raised whenever a generated CRD changes, or
 	// running clusters keep the old schema. TestSchemaVersionBumped
 	// enforces it through SchemaDigest.
-	SchemaVersion = "1.1.0"
+	SchemaVersion = "1.2.0"
 	// SchemaDigest is the sha256 of the generated CRD files, in name order,
 	// for which SchemaVersion was set.
-	SchemaDigest = "d06ac522d7a49f178fc3d54b19ff5f588db5d4e8970d62abbe0c8490c518611b"
+	SchemaDigest = "61c68738eab60b6d8354ffe8a68a62df8171277ee1a9a29e28e96b5a17790a54"
 )
 
 // All returns the embedded CRDs, labelled with SchemaVersion, in name order.

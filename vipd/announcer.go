@@ -190,6 +190,25 @@ func (s *Speaker) Interfaces() []string { return s.ifaces }
 // Active reports whether Start was called without a Stop since.
 func (s *Speaker) Active() bool { return s.active }
 
+// Announcing reports whether the VIP is answered on every interface right
+// now: false after a responder failed or was re-opened, even while Active.
+func (s *Speaker) Announcing() bool {
+	rs := s.a.responderList(s.ifaces)
+	if !s.active || len(rs) != len(s.ifaces) {
+		return false
+	}
+	for _, r := range rs {
+		r.mu.RLock()
+		e, ok := r.vips[s.vip]
+		on := ok && e.announce && r.Err() == nil
+		r.mu.RUnlock()
+		if !on {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Speaker) duplicate(d Duplicate) {
 	s.mu.Lock()
 	s.probeDup = append(s.probeDup, d)

@@ -58,8 +58,17 @@ type GatewayReport struct {
 	// IPv4 of interfaceName in basic mode.
 	EgressIP string `json:"egressIP,omitempty"`
 	// Reason (one of the Reason* constants) and Message say why not Ready.
+	// In VIP mode Message also says why an active node does not announce.
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Announcing is true while the node answers ARP for the gateway's
+	// virtual IP (VirtualIPAddress mode). A node that becomes active claims
+	// the VIP only after every other node's Lease stopped saying so (or
+	// expired), so two nodes never answer at once.
+	Announcing bool `json:"announcing,omitempty"`
+	// Duplicate describes another host seen claiming the virtual IP while
+	// this node announced or probed for it ("" when none).
+	Duplicate string `json:"duplicate,omitempty"`
 }
 
 // Report maps gateway names to what the node resolved for them.

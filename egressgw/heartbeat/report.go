@@ -53,6 +53,19 @@ func IsCandidate(nodeLabels map[string]string, gw *v1alpha1.EgressGateway) bool 
 	return true
 }
 
+// VIPStatus is what the node's VIP responder (vipd) says about one
+// VirtualIPAddress-mode gateway the node is a candidate of.
+type VIPStatus struct {
+	// Ready is true when an ARP responder works on every interface of the
+	// gateway, so the node could announce the VIP the moment it is elected.
+	Ready bool
+	// Message says why not Ready, or, on the active node, why it does not
+	// announce (yet).
+	Message    string
+	Announcing bool
+	Duplicate  string
+}
+
 // BuildReport resolves, for every gateway whose nodeSelector matches
 // nodeLabels, whether this node can carry the gateway's traffic now and
 // with which source address. Gateways the node is not a candidate of are
@@ -61,10 +74,11 @@ func IsCandidate(nodeLabels map[string]string, gw *v1alpha1.EgressGateway) bool 
 // Basic mode (PrimaryIPFromEgressGatewayNodeInterface) checks, in order:
 // the interface exists, is up, has a global IPv4 address and is one of
 // Cilium's devices; the first failed check is the reason. VirtualIPAddress
-// mode is never ready until the VIP responder exists (fail closed).
+// mode takes the VIP responder's status from vips (keyed by gateway name);
+// a gateway the responder has not reported yet is not ready (fail closed).
 //
 // BuildReport is pure: it reads only its arguments.
-func BuildReport(nodeLabels map[string]string, gateways []*v1alpha1.EgressGateway, devices []Device) Report {
+func BuildReport(nodeLabels map[string]string, gateways []*v1alpha1.EgressGateway, devices []Device, vips map[string]VIPStatus) Report {
 	byName := make(map[string]*Device, len(devices))
 	for i := range devices {
 		byName[devices[i].Name] = &devices[i]
@@ -74,12 +88,12 @@ func BuildReport(nodeLabels map[string]string, gateways []*v1alpha1.EgressGatewa
 		if !IsCandidate(nodeLabels, gw) {
 			continue
 		}
-		r[gw.Name] = gatewayReport(gw, byName)
+		r[gw.Name] = gatewayReport(gw, byName, vips)
 	}
 	return r
 }
 
-func gatewayReport(gw *v1alpha1.EgressGateway, devices map[string]*Device) GatewayReport {
+func gatewayReport(gw *v1alpha1.EgressGateway, devices map[string]*Device, vips map[string]VIPStatus) GatewayReport {
 	switch gw.Spec.SourceIP.Mode {
 	case v1alpha1.SourceIPModePrimaryIP:
 		var name string
@@ -89,21 +103,26 @@ func gatewayReport(gw *v1alpha1.EgressGateway, devices map[string]*Device) Gatew
 		return interfaceReport(name, devices)
 
 	case v1alpha1.SourceIPModeVirtualIP:
-		// TODO(vipd): once the VIP responder (vipd) runs on this node, report
-		// Ready when it can announce the VIP on its interfaces (each exists,
-		// is up and ARP-capable) and EgressIP = the VIP. Until then no node
-		// is ready for a VIP-mode gateway, so the operator never elects one
-		// and the datapath drops the traffic instead of sending it with a
-		// source address nobody answers ARP for.
 		vip := "(none)"
 		if v := gw.Spec.SourceIP.VirtualIPAddress; v != nil {
 			vip = string(v.IP)
 		}
-		return GatewayReport{
-			Reason: ReasonVirtualIPNotReady,
-			Message: fmt.Sprintf("the VIP responder is not running on this node, so it cannot announce virtual IP %s; "+
-				"this egressha version does not support VirtualIPAddress mode yet", vip),
+		st, ok := vips[gw.Name]
+		if !ok {
+			// The responder has not looked at this gateway yet: the
+			// operator must not elect a node that could not answer ARP.
+			return GatewayReport{
+				Reason:  ReasonVirtualIPNotReady,
+				Message: fmt.Sprintf("the VIP responder has not set up virtual IP %s on this node yet", vip),
+			}
 		}
+		rep := GatewayReport{Ready: st.Ready, Announcing: st.Announcing, Duplicate: st.Duplicate, Message: st.Message}
+		if st.Ready {
+			rep.EgressIP = vip
+		} else {
+			rep.Reason = ReasonVirtualIPNotReady
+		}
+		return rep
 
 	default:
 		return GatewayReport{

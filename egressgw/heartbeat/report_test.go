@@ -90,6 +90,7 @@ func TestBuildReport(t *testing.T) {
 		want     Report
 		// wantMessage holds substrings of each not-ready gateway's message.
 		wantMessage map[string][]string
+		vips        map[string]VIPStatus
 	}{
 		{
 			name:    "no gateways",
@@ -189,12 +190,28 @@ func TestBuildReport(t *testing.T) {
 				"(not matching user filter [eth0])", "add it to --devices"}},
 		},
 		{
-			name:        "VIP mode fails closed until vipd",
+			name:        "VIP mode fails closed until the responder reports",
 			labels:      nodeLabel,
 			gateways:    []*v1alpha1.EgressGateway{vipGW("egw-vip", "198.51.100.10", egressSel)},
 			devices:     []Device{eth1Good},
 			want:        Report{"egw-vip": {Reason: ReasonVirtualIPNotReady}},
-			wantMessage: map[string][]string{"egw-vip": {"VIP responder is not running on this node", "198.51.100.10"}},
+			wantMessage: map[string][]string{"egw-vip": {"has not set up virtual IP 198.51.100.10"}},
+		},
+		{
+			name:        "VIP mode responder not ready",
+			labels:      nodeLabel,
+			gateways:    []*v1alpha1.EgressGateway{vipGW("egw-vip", "198.51.100.10", egressSel)},
+			vips:        map[string]VIPStatus{"egw-vip": {Message: "interface eth7: no such network interface"}},
+			want:        Report{"egw-vip": {Reason: ReasonVirtualIPNotReady}},
+			wantMessage: map[string][]string{"egw-vip": {"eth7"}},
+		},
+		{
+			name:     "VIP mode ready and announcing: egress IP is the VIP",
+			labels:   nodeLabel,
+			gateways: []*v1alpha1.EgressGateway{vipGW("egw-vip", "198.51.100.10", egressSel)},
+			vips:     map[string]VIPStatus{"egw-vip": {Ready: true, Announcing: true, Duplicate: "02:00:00:00:00:09 on eth1"}},
+			want: Report{"egw-vip": {Ready: true, EgressIP: "198.51.100.10", Announcing: true,
+				Duplicate: "02:00:00:00:00:09 on eth1"}},
 		},
 		{
 			name:   "unknown mode",
@@ -225,7 +242,7 @@ func TestBuildReport(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := BuildReport(tc.labels, tc.gateways, tc.devices)
+			got := BuildReport(tc.labels, tc.gateways, tc.devices, tc.vips)
 			if got == nil {
 				t.Fatal("BuildReport returned nil; want an empty Report")
 			}
@@ -255,7 +272,7 @@ func TestBuildReport(t *testing.T) {
 func TestReportEncodesIntoLease(t *testing.T) {
 	r := BuildReport(nodeLabel, []*v1alpha1.EgressGateway{
 		basicGW("egw", "eth1", egressSel), vipGW("vip", "198.51.100.10", egressSel),
-	}, []Device{eth1Good})
+	}, []Device{eth1Good}, nil)
 	s, err := r.Encode()
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -30,6 +32,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/selection"
 )
 
@@ -64,7 +67,11 @@ type Controller struct {
 	policies   map[string]*v1alpha1.EgressGatewayPolicy
 	results    map[string]selection.Result
 	detectedAt map[string]time.Time
-	queue      workqueue.TypedRateLimitingInterface[string]
+	// vip is, per VirtualIPAddress gateway, what its active node's Lease
+	// reports (announcing, duplicate); it feeds the Ready and
+	// VirtualIPConflict conditions.
+	vip   map[string]heartbeat.GatewayReport
+	queue workqueue.TypedRateLimitingInterface[string]
 }
 
 // NewController creates a controller; Run drives it.
@@ -79,6 +86,7 @@ func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*Node
 		policies:   map[string]*v1alpha1.EgressGatewayPolicy{},
 		results:    map[string]selection.Result{},
 		detectedAt: map[string]time.Time{},
+		vip:        map[string]heartbeat.GatewayReport{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 10*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "egressha-status", Clock: clk}),
@@ -323,6 +331,32 @@ func (c *Controller) storeRow(r *NodeRow, del bool, pending map[string]struct{})
 	for _, g := range affected {
 		pending[g] = struct{}{}
 	}
+	c.refreshVIP(func(active string) bool { return active == r.Name })
+}
+
+// refreshVIP updates the announcing state of the VIP gateways whose active
+// node matches, from that node's Lease, and queues a status write when it
+// changed. Run goroutine only (it reads rows).
+func (c *Controller) refreshVIP(match func(active string) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, gw := range c.gateways {
+		if gw.Spec.SourceIP.Mode != v1alpha1.SourceIPModeVirtualIP {
+			continue
+		}
+		r, ok := c.results[name]
+		if !ok || !match(r.Active) {
+			continue
+		}
+		var rep heartbeat.GatewayReport
+		if row := c.rows[r.Active]; row != nil && row.Heartbeat != nil {
+			rep = row.Heartbeat.Gateways[name]
+		}
+		if old, had := c.vip[name]; !had || old != rep {
+			c.vip[name] = rep
+			c.queue.Add(gatewayKey + name)
+		}
+	}
 }
 
 func (c *Controller) onGateway(ev resource.Event[*v1alpha1.EgressGateway], synced map[string]bool, pending map[string]struct{}) {
@@ -430,6 +464,7 @@ func (c *Controller) recompute(pending map[string]struct{}, detected time.Time) 
 	}
 	c.mu.Unlock()
 	txn.Commit()
+	c.refreshVIP(func(string) bool { return true })
 }
 
 func (c *Controller) runWriter(ctx context.Context) {
@@ -466,6 +501,7 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 	gw, ok := c.gateways[name]
 	r, decided := c.results[name]
 	detected := c.detectedAt[name]
+	vip := c.vip[name]
 	c.mu.Unlock()
 	if !ok || !decided {
 		return nil
@@ -475,7 +511,7 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 		if detected.IsZero() {
 			detected = now
 		}
-		desired := DesiredStatus(gw, r, detected, now)
+		desired := DesiredStatus(gw, r, vip, detected, now)
 		if !StatusChanged(gw.Status, desired) {
 			c.markWritten(name, r, now, "")
 			return nil
@@ -515,6 +551,7 @@ func (c *Controller) afterGatewayWrite(old, written *v1alpha1.EgressGateway, r s
 	}
 	c.mu.Unlock()
 	c.markWritten(written.Name, r, now, "")
+	c.vipEvents(old, written)
 	if old.Status.ActiveNodeName != written.Status.ActiveNodeName {
 		reason := r.ChangeReason
 		if reason == "" {
@@ -530,6 +567,21 @@ func (c *Controller) afterGatewayWrite(old, written *v1alpha1.EgressGateway, r s
 		c.recorder.Eventf(written, evType, "ActiveNodeChanged", "active node %s -> %s (%s); %s", from, to, reason, r.Message)
 		c.log.Info("EgressGateway status written", "gateway", written.Name, "from", from, "to", to,
 			"reason", reason, "sinceDetection", now.Sub(detected))
+	}
+}
+
+// vipEvents records Events for VIP conditions that turned on.
+func (c *Controller) vipEvents(old, written *v1alpha1.EgressGateway) {
+	if cond := meta.FindStatusCondition(written.Status.Conditions, v1alpha1.ConditionVirtualIPConflict); cond != nil &&
+		cond.Status == metav1.ConditionTrue && !meta.IsStatusConditionTrue(old.Status.Conditions, v1alpha1.ConditionVirtualIPConflict) {
+		c.recorder.Event(written, corev1.EventTypeWarning, v1alpha1.ConditionVirtualIPConflict, cond.Message)
+		c.log.Warn("Virtual IP conflict", "gateway", written.Name, "message", cond.Message)
+	}
+	if cond := meta.FindStatusCondition(written.Status.Conditions, v1alpha1.ConditionReady); cond != nil &&
+		cond.Reason == v1alpha1.ReasonVirtualIPAnnouncingFailed {
+		if prev := meta.FindStatusCondition(old.Status.Conditions, v1alpha1.ConditionReady); prev == nil || prev.Reason != cond.Reason {
+			c.recorder.Event(written, corev1.EventTypeWarning, cond.Reason, cond.Message)
+		}
 	}
 }
 

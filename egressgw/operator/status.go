@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/selection"
 )
 
@@ -16,7 +17,12 @@ import (
 // object's current status so unchanged conditions keep their transition
 // times. detectedAt is when the operator saw the change that led to r;
 // now is when the status is being written.
-func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, detectedAt, now time.Time) v1alpha1.EgressGatewayStatus {
+//
+// In VirtualIPAddress mode vip is what the active node's Lease reports for
+// the gateway: Ready says ElectionSucceededAndVirtualIPAnnounced only once
+// the node answers ARP for the VIP, and VirtualIPConflict is True while it
+// reports another host claiming the VIP.
+func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, vip heartbeat.GatewayReport, detectedAt, now time.Time) v1alpha1.EgressGatewayStatus {
 	st := *gw.Status.DeepCopy()
 	st.ObservedGeneration = gw.Generation
 	prev := st.ActiveNodeName
@@ -48,10 +54,19 @@ func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, detectedAt, n
 	switch {
 	case r.Active == "":
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.ReasonElectionFailed, r.Message
-	case gw.Spec.SourceIP.Mode == v1alpha1.SourceIPModeVirtualIP:
-		// VIP mode only elects a node whose responder reported the VIP ready.
+	case gw.Spec.SourceIP.Mode == v1alpha1.SourceIPModeVirtualIP && vip.Announcing:
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonElectionSucceededAndVirtualIPAnnounced
 		cond.Message = fmt.Sprintf("%s is active and announces %s (%d of %d candidates eligible)", r.Active, r.EgressIP, r.ReadyNodes, len(r.Candidates))
+	case gw.Spec.SourceIP.Mode == v1alpha1.SourceIPModeVirtualIP:
+		// Elected, but the node does not answer ARP for the VIP (yet): it
+		// waits for the previous node to withdraw, probes, or found the VIP
+		// in use. Traffic to the VIP does not reach it meanwhile.
+		why := vip.Message
+		if why == "" {
+			why = "it has not reported announcing yet"
+		}
+		cond.Status, cond.Reason = metav1.ConditionFalse, v1alpha1.ReasonVirtualIPAnnouncingFailed
+		cond.Message = fmt.Sprintf("%s is active but does not announce %s: %s", r.Active, r.EgressIP, why)
 	default:
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonElectionSucceeded
 		cond.Message = fmt.Sprintf("%s is active with egress IP %s (%d of %d candidates eligible)", r.Active, r.EgressIP, r.ReadyNodes, len(r.Candidates))
@@ -60,6 +75,19 @@ func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, detectedAt, n
 		cond.Message = cond.Reason
 	}
 	meta.SetStatusCondition(&st.Conditions, cond)
+	if gw.Spec.SourceIP.Mode == v1alpha1.SourceIPModeVirtualIP {
+		dup := metav1.Condition{Type: v1alpha1.ConditionVirtualIPConflict, ObservedGeneration: gw.Generation,
+			Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonNoConflict,
+			Message: "no other host was seen answering for the virtual IP"}
+		if r.Active != "" && vip.Duplicate != "" {
+			dup.Status, dup.Reason = metav1.ConditionTrue, v1alpha1.ReasonDuplicateAddress
+			dup.Message = fmt.Sprintf("another host claims %s: %s (seen by %s); find and remove the duplicate address",
+				r.EgressIP, vip.Duplicate, r.Active)
+		}
+		meta.SetStatusCondition(&st.Conditions, dup)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionVirtualIPConflict)
+	}
 	return st
 }
 

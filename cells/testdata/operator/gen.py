@@ -48,8 +48,10 @@ status:
 '''
 
 def lease(name, gateways, renew='2026-01-01T00:00:00.000000Z', duration=4):
+    """gateways: name -> True (ready with the node's public IP), a reason
+    string (not ready), or a dict (the report as is)."""
     _, pub, _ = NODES[name]
-    rep = {g: ({'ready': True, 'egressIP': pub} if ok is True else {'ready': False, 'reason': ok})
+    rep = {g: (ok if isinstance(ok, dict) else {'ready': True, 'egressIP': pub} if ok is True else {'ready': False, 'reason': ok})
            for g, ok in gateways.items()}
     return f'''apiVersion: coordination.k8s.io/v1
 kind: Lease
@@ -88,6 +90,33 @@ spec:
     if status_active:
         s += f'status:\n  activeNodeName: {status_active}\n'
     return s
+
+def vip_gateway(name, ip):
+    return f'''apiVersion: network.deckhouse.io/v1alpha1
+kind: EgressGateway
+metadata:
+  name: {name}
+spec:
+  nodeSelector:
+    {EGRESS}: ""
+  sourceIP:
+    mode: VirtualIPAddress
+    virtualIPAddress:
+      ip: {ip}
+      interfaces: [eth1]
+'''
+
+VIP = '203.0.113.50'
+
+def vip_lease(name, renew, announcing=False, duplicate='', message=''):
+    rep = {'ready': True, 'egressIP': VIP}
+    if announcing:
+        rep['announcing'] = True
+    if duplicate:
+        rep['duplicate'] = duplicate
+    if message:
+        rep['message'] = message
+    return lease(name, {'vip': rep}, renew=renew)
 
 def policy(name, gw):
     return f'''apiVersion: network.deckhouse.io/v1alpha1
@@ -142,6 +171,18 @@ FIXTURES = {
         'policy.yaml': policy('pol', 'gw'), 'policy-missing-gw.yaml': policy('pol-missing', 'no-such-gw'),
         'node-lab-egress-a-notready.yaml': node('lab-egress-a', ready=False),
         'node-lab-egress-b-cordoned.yaml': node('lab-egress-b', cordoned=True)},
+    'vip.txtar': lambda: {**{f'node-{n}.yaml': node(n) for n in ALL}, **{f'pod-{n}.yaml': pod(n) for n in ALL},
+        'gw-vip.yaml': vip_gateway('vip', VIP),
+        'lease-lab-egress-a.yaml': vip_lease('lab-egress-a', '2026-01-01T00:00:00.000000Z'),
+        'lease-lab-egress-b.yaml': vip_lease('lab-egress-b', '2026-01-01T00:00:00.000000Z'),
+        'lease-lab-egress-a-announcing.yaml': vip_lease('lab-egress-a', '2026-01-01T00:00:01.000000Z', announcing=True),
+        'lease-lab-egress-a-duplicate.yaml': vip_lease('lab-egress-a', '2026-01-01T00:00:02.000000Z', announcing=True,
+            duplicate='02:00:00:00:00:99 on eth1 (reply)'),
+        'lease-lab-egress-a-withdrawn.yaml': vip_lease('lab-egress-a', '2026-01-01T00:00:03.000000Z'),
+        'lease-lab-egress-b-waiting.yaml': vip_lease('lab-egress-b', '2026-01-01T00:00:03.000000Z',
+            message='waiting for lab-egress-a (its Lease expires in 3.2s) to withdraw the virtual IP'),
+        'lease-lab-egress-b-announcing.yaml': vip_lease('lab-egress-b', '2026-01-01T00:00:03.500000Z', announcing=True),
+        'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True)},
     'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
         'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
         'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},

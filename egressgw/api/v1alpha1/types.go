@@ -206,7 +206,9 @@ type EgressGatewayStatus struct {
 
 	// Conditions: Ready (reasons ElectionSucceeded,
 	// ElectionSucceededAndVirtualIPAnnounced, ElectionFailed,
-	// VirtualIPAnnouncingFailed).
+	// VirtualIPAnnouncingFailed) and, in VirtualIPAddress mode,
+	// VirtualIPConflict (True with reason DuplicateAddress while another
+	// host claims the virtual IP).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -350,6 +352,11 @@ type EgressGatewayPolicyList struct {
 const (
 	ConditionReady    = "Ready"
 	ConditionConflict = "Conflict"
+	// ConditionVirtualIPConflict (VirtualIPAddress mode) is True while the
+	// active node sees another host claiming the VIP.
+	ConditionVirtualIPConflict = "VirtualIPConflict"
+	ReasonDuplicateAddress     = "DuplicateAddress"
+	ReasonNoConflict           = "NoConflict"
 
 	ReasonElectionSucceeded                      = "ElectionSucceeded"
 	ReasonElectionSucceededAndVirtualIPAnnounced = "ElectionSucceededAndVirtualIPAnnounced"

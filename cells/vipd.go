@@ -669,7 +669,9 @@ func (p *peerLeases) start(cs k8sClient.Clientset, ns string) error {
 	}
 	lw := utils.ListerWatcherWithModifiers(
 		utils.ListerWatcherFromTyped[*coordinationv1.LeaseList](cs.CoordinationV1().Leases(ns)),
-		func(o *metav1.ListOptions) { o.LabelSelector = heartbeat.ComponentLabel + "=" + heartbeat.ComponentValue })
+		func(o *metav1.ListOptions) {
+			o.LabelSelector = heartbeat.ComponentLabel + "=" + heartbeat.ComponentValue
+		})
 	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
 		ListerWatcher: lw,
 		ObjectType:    &coordinationv1.Lease{},

@@ -211,8 +211,13 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 func (h *heartbeatJob) step(ctx context.Context, health cell.Health, report heartbeat.Report, due bool) {
 	if len(report) == 0 {
 		if h.candidate {
+			// One last write with the empty report: a node that announced a
+			// virtual IP says it no longer does, so the next node can claim
+			// it now instead of waiting for this Lease to expire.
+			h.lastAttempt = time.Now()
+			err := h.renewLease(ctx, report)
 			h.log.Info("Node is no longer a candidate of any EgressGateway; heartbeat Lease no longer renewed, it expires",
-				"lease", h.namespace+"/"+h.name, "validUntil", h.p.Status.ValidUntil())
+				"lease", h.namespace+"/"+h.name, "validUntil", h.p.Status.ValidUntil(), "withdrawalWritten", err == nil)
 		}
 		h.candidate, h.written, h.failures = false, nil, 0
 		h.healthOK(health, "Not a candidate of any EgressGateway; heartbeat Lease not renewed")

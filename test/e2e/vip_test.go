@@ -1,0 +1,313 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/egressha/egressha/test/lab/cluster"
+)
+
+// The spec's VirtualIPAddress example with a VIP in the lab's public subnet
+// and the interface listed, named like the spec's policy expects.
+var labVIP = netip.MustParseAddr("203.0.113.50")
+
+var vipGateway = fmt.Sprintf(`
+apiVersion: network.deckhouse.io/v1alpha1
+kind: EgressGateway
+metadata:
+  name: my-egressgw
+spec:
+  nodeSelector:
+    node-role.deckhouse.io/egress: ""
+  sourceIP:
+    mode: VirtualIPAddress
+    virtualIPAddress:
+      ip: %s
+      interfaces: [eth1]
+`, labVIP)
+
+// probe sends a request from a pod every interval and records each answer.
+type probe struct {
+	once sync.Once
+	mu   sync.Mutex
+	ok   []time.Time // answers seen with the wanted source
+	bad  int         // answers with another source
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startProbe(cfg cluster.Config, ns, pod, want string, interval time.Duration) *probe {
+	p := &probe{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		for {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			got, err := cluster.Curl(context.Background(), cfg, ns, pod, cluster.EchoURL(), 300*time.Millisecond)
+			now := time.Now()
+			p.mu.Lock()
+			switch {
+			case err == nil && got == want:
+				p.ok = append(p.ok, now)
+			case err == nil:
+				p.bad++
+			}
+			p.mu.Unlock()
+			time.Sleep(interval)
+		}
+	}()
+	return p
+}
+
+func (p *probe) finish() { p.once.Do(func() { close(p.stop) }); <-p.done }
+
+// gap is the longest time between two consecutive good answers after
+// since (or between since's last answer before and the first after).
+func (p *probe) gap(since time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var longest time.Duration
+	prev := time.Time{}
+	for _, t := range p.ok {
+		if t.Before(since) {
+			prev = t
+			continue
+		}
+		if !prev.IsZero() && t.Sub(prev) > longest {
+			longest = t.Sub(prev)
+		}
+		prev = t
+	}
+	return longest
+}
+
+func (p *probe) lastOK() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ok) == 0 {
+		return time.Time{}
+	}
+	return p.ok[len(p.ok)-1]
+}
+
+// announced waits until the gateway's active node is want, its Ready
+// condition says the VIP is announced, the echo server's neighbour entry
+// for the VIP is want's MAC and the probe got an answer after that.
+func (w gatewayWatcher) announced(t *testing.T, want, mac string, p *probe, timeout time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		u, err := w.dyn.Resource(egressGatewaysGVR).Get(context.Background(), w.name, metav1.GetOptions{})
+		if err == nil {
+			active, _, _ := unstructured.NestedString(u.Object, "status", "activeNodeName")
+			reason := readyReason(u)
+			neigh := cluster.EchoNeighbour(labVIP)
+			last = fmt.Sprintf("active=%s ready=%s neighbour=%s", active, reason, neigh)
+			if active == want && reason == "ElectionSucceededAndVirtualIPAnnounced" && neigh == mac {
+				at := time.Now()
+				for time.Now().Before(deadline) {
+					if p == nil || p.lastOK().After(at) {
+						return at
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("VIP never announced by %s (%s) within %s: %s", want, mac, timeout, last)
+	return time.Time{}
+}
+
+func readyReason(u *unstructured.Unstructured) string {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Ready" {
+			r, _ := m["reason"].(string)
+			return r
+		}
+	}
+	return ""
+}
+
+// fencingTrials is how many rounds of the four forced handovers (each
+// round moves the VIP away and back: 8 handovers) the fencing check runs:
+// EGRESSHA_FENCING_TRIALS, default 7 (56 handovers).
+func fencingTrials(t *testing.T) int {
+	if v := os.Getenv("EGRESSHA_FENCING_TRIALS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("EGRESSHA_FENCING_TRIALS=%q", v)
+		}
+		return n
+	}
+	return 7
+}
+
+// TestVirtualIPMode runs the spec's VirtualIPAddress gateway in the lab:
+// the echo server sees the VIP before and after a crash of the active node
+// and after its recovery; then, over many forced handovers (crash,
+// unlabel, cordon, heartbeat loss, and back), an ARP capture on the public
+// network must never show two MACs answering for the VIP at once.
+func TestVirtualIPMode(t *testing.T) {
+	cfg := startLab(t, cluster.ModeEgressHA)
+	ctx := context.Background()
+	rc, err := cfg.RESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn := dynamic.NewForConfigOrDie(rc)
+	cs := kubernetes.NewForConfigOrDie(rc)
+	a, b, worker := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b"), mustNode(t, cfg, "lab-worker")
+	macA, err := cluster.LinkMAC(a, "eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	macB, err := cluster.LinkMAC(b, "eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.AddPod(ctx, cfg, worker.Name, "my-ns", "backend", map[string]string{"app": "backend"}); err != nil {
+		t.Fatal(err)
+	}
+	kubectlApply(t, cfg, vipGateway)
+	kubectlApply(t, cfg, specPolicy)
+	gw := gatewayWatcher{dyn: dyn, name: "my-egressgw"}
+
+	took := eventuallySource(t, cfg, "my-ns", "backend", labVIP.String(), time.Minute)
+	t.Logf("VIP policy in effect after %s: backend leaves as %s", took.Round(time.Millisecond), labVIP)
+	gw.announced(t, a.Name, macA, nil, 30*time.Second)
+	backend, err := cluster.GetPod(cfg, "my-ns", "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{worker.Name, a.Name, b.Name} {
+		want := egressEntry{SourceIP: backend.IP, DestCIDR: "0.0.0.0/0", EgressIP: labVIP.String(), GatewayIP: a.ClusterIP.String()}
+		if !slices.Contains(egressList(t, cfg, n), want) {
+			t.Errorf("%s: cilium-dbg bpf egress list lacks %+v: %+v", n, want, egressList(t, cfg, n))
+		}
+	}
+
+	watch, err := cluster.WatchARP(labVIP, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchStopped := false
+	defer func() {
+		if !watchStopped {
+			watch.Stop()
+		}
+	}()
+	p := startProbe(cfg, "my-ns", "backend", labVIP.String(), 20*time.Millisecond)
+	defer p.finish()
+
+	// Crash of the active node and its recovery: the echo server keeps
+	// seeing the VIP.
+	start := time.Now()
+	if err := cluster.Crash(cfg, a); err != nil {
+		t.Fatal(err)
+	}
+	gw.announced(t, b.Name, macB, p, time.Minute)
+	crashGap := p.gap(start)
+	t.Logf("crash of %s: the VIP moved to %s; traffic gap %s", a.Name, b.Name, crashGap.Round(time.Millisecond))
+	start = time.Now()
+	if err := cluster.Recover(cfg, a); err != nil {
+		t.Fatal(err)
+	}
+	gw.announced(t, a.Name, macA, p, 2*time.Minute)
+	failbackGap := p.gap(start)
+	t.Logf("recovery of %s: the VIP failed back; traffic gap %s", a.Name, failbackGap.Round(time.Millisecond))
+	if got, err := sourceSeen(ctx, cfg, "my-ns", "backend"); err != nil || got != labVIP.String() {
+		t.Fatalf("after recovery the echo server saw %q (error %v), want the VIP %s", got, err, labVIP)
+	}
+
+	// Forced handovers: away from lab-egress-a and back, four ways.
+	handovers := 2 // the crash and the failback above
+	gaps := map[string][]time.Duration{"crash": {crashGap}, "crash-failback": {failbackGap}}
+	move := func(kind string, away, back func()) {
+		start := time.Now()
+		away()
+		gw.announced(t, b.Name, macB, p, 2*time.Minute)
+		gaps[kind] = append(gaps[kind], p.gap(start))
+		start = time.Now()
+		back()
+		gw.announced(t, a.Name, macA, p, 2*time.Minute)
+		gaps[kind+"-failback"] = append(gaps[kind+"-failback"], p.gap(start))
+		handovers += 2
+	}
+	empty := ""
+	for i := 0; i < fencingTrials(t); i++ {
+		move("crash", func() {
+			if err := cluster.Crash(cfg, a); err != nil {
+				t.Fatal(err)
+			}
+		}, func() {
+			if err := cluster.Recover(cfg, a); err != nil {
+				t.Fatal(err)
+			}
+		})
+		move("unlabel", func() { patchLabel(t, cs, a.Name, nil) }, func() { patchLabel(t, cs, a.Name, &empty) })
+		move("cordon", func() { setCordon(t, cs, a.Name, true) }, func() { setCordon(t, cs, a.Name, false) })
+		move("heartbeat-loss", func() {
+			if err := cluster.BlockAPI(a, true); err != nil {
+				t.Fatal(err)
+			}
+		}, func() {
+			if err := cluster.BlockAPI(a, false); err != nil {
+				t.Fatal(err)
+			}
+		})
+		t.Logf("fencing round %d/%d done (%d handovers so far)", i+1, fencingTrials(t), handovers)
+	}
+	p.finish()
+	answers, rounds := watch.Stop()
+	watchStopped = true
+	// A legitimate holder keeps the VIP at least for a probe (60 ms) after
+	// claiming it; a MAC that comes back within 30 ms never stopped.
+	an := cluster.AnalyzeARP(answers, 30*time.Millisecond)
+	t.Logf("fencing: %d handovers; ARP capture: %d request rounds every 10ms, %d answers, %d MAC runs, "+
+		"%d rounds answered by two MACs, %d interleaved runs, shortest switch %s",
+		handovers, rounds, an.Answers, len(an.Runs), an.OverlapSlots, an.Interleaved, an.MinSwitchGap.Round(time.Microsecond))
+	if an.OverlapSlots > 0 || an.Interleaved > 0 {
+		t.Errorf("two MACs answered for %s in an overlapping window: %d rounds, %d interleaved runs (runs: %+v)",
+			labVIP, an.OverlapSlots, an.Interleaved, an.Runs)
+	}
+	// The first holder may not answer before the first crash cuts it off,
+	// so at least one run per handover.
+	if len(an.Runs) < handovers {
+		t.Errorf("capture shows %d MAC runs for %d handovers: the capture missed handovers, so it proves nothing", len(an.Runs), handovers)
+	}
+	for _, r := range an.Runs {
+		if r.MAC != macA && r.MAC != macB {
+			t.Errorf("an unknown MAC %s answered for the VIP: %+v", r.MAC, r)
+		}
+	}
+	gaps["min-switch"] = []time.Duration{an.MinSwitchGap}
+	report(t, "vip-failover", gaps)
+}
+
+func setCordon(t *testing.T, cs kubernetes.Interface, node string, on bool) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"unschedulable":%t}}`, on)
+	if _, err := cs.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}

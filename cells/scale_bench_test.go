@@ -85,6 +85,8 @@ const (
 	// scaleMapMaxEntries holds 100k × 4 entries and the endpoints the
 	// endpoint-added benchmark adds (a power of two, like Cilium's sizes).
 	scaleMapMaxEntries = 1 << 19
+	// scaleMaxEndpoints leaves room in the map for 8,192 added endpoints.
+	scaleMaxEndpoints = (scaleMapMaxEntries - 8192*4) / 4
 	// scaleTimeout bounds the wait for one operation.
 	scaleTimeout = 5 * time.Minute
 
@@ -104,8 +106,8 @@ var scaleDestinations = []string{"198.51.100.0/24", "192.0.2.0/24", "100.64.0.0/
 func scaleEndpoints(tb testing.TB) int {
 	if s := os.Getenv("EGRESSHA_SCALE_ENDPOINTS"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 || n*len(scaleDestinations) > scaleMapMaxEntries/2 {
-			tb.Fatalf("EGRESSHA_SCALE_ENDPOINTS=%q: want a positive number up to %d", s, scaleMapMaxEntries/2/len(scaleDestinations))
+		if err != nil || n <= 0 || n > scaleMaxEndpoints {
+			tb.Fatalf("EGRESSHA_SCALE_ENDPOINTS=%q: want a positive number up to %d", s, scaleMaxEndpoints)
 		}
 		return n
 	}
@@ -378,6 +380,9 @@ type scaleSide interface {
 	steadyResync(ctx context.Context, tb testing.TB)
 	// endpointAdded adds input endpoint i and waits for its entries.
 	endpointAdded(ctx context.Context, tb testing.TB, i int)
+	// settle waits (untimed) until the work an operation set off is over,
+	// so none of it runs into the next timed operation.
+	settle(ctx context.Context, tb testing.TB)
 	// mapEntries counts the entries in the map (untimed checks).
 	mapEntries(tb testing.TB) int
 	close(tb testing.TB)
@@ -435,6 +440,7 @@ func BenchmarkAgentScale(b *testing.B) {
 					m.start()
 					side.steadyResync(ctx, b)
 					m.stop()
+					side.settle(ctx, b)
 				}
 				if got := side.mapEntries(b); got != scaleEntries(n) {
 					b.Fatalf("%d entries in the map after a steady resync, want %d", got, scaleEntries(n))
@@ -452,6 +458,7 @@ func BenchmarkAgentScale(b *testing.B) {
 					m.start()
 					side.endpointAdded(ctx, b, next)
 					m.stop()
+					side.settle(ctx, b)
 					next++
 				}
 				if got := side.mapEntries(b); got != scaleEntries(next) {

@@ -39,6 +39,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,7 +94,9 @@ func settledMemory() (heap, rss float64, err error) {
 }
 
 // TestScaleMemoryChild is the subprocess of BenchmarkAgentScaleMemory; it
-// does nothing unless EGRESSHA_SCALE_MEMORY_SIDE names a side.
+// does nothing unless EGRESSHA_SCALE_MEMORY_SIDE names a side. With
+// EGRESSHA_SCALE_MEMORY_PROFILE=file it also writes a heap profile of the
+// programmed state there.
 func TestScaleMemoryChild(t *testing.T) {
 	name := os.Getenv(scaleMemorySideEnv)
 	if name == "" {
@@ -127,6 +130,7 @@ func TestScaleMemoryChild(t *testing.T) {
 	if err := side.programAll(ctx); err != nil {
 		t.Fatal(err)
 	}
+	side.settle(ctx, t)
 	if got := side.mapEntries(t); got != scaleEntries(len(in.endpoints)) {
 		t.Fatalf("%d entries in the map, want %d", got, scaleEntries(len(in.endpoints)))
 	}
@@ -137,6 +141,17 @@ func TestScaleMemoryChild(t *testing.T) {
 	_, hwm, err := readRSS()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if path := os.Getenv("EGRESSHA_SCALE_MEMORY_PROFILE"); path != "" {
+		// What the side holds, for a look with `go tool pprof -sample_index=inuse_space`.
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
 	}
 	runtime.KeepAlive(in)
 	fmt.Printf("scale-memory side=%s heap=%.0f rss=%.0f peak-rss=%.0f\n", name, heap1-heap0, rss1-rss0, hwm)

@@ -71,8 +71,6 @@ import (
 	"github.com/cilium/cilium/pkg/k8s/resource"
 	slimv1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
-
-	"github.com/egressha/egressha/egressgw/policy"
 )
 
 const (
@@ -383,7 +381,8 @@ type scaleSide interface {
 	// settle waits (untimed) until the work an operation set off is over,
 	// so none of it runs into the next timed operation.
 	settle(ctx context.Context, tb testing.TB)
-	// mapEntries counts the entries in the map (untimed checks).
+	// mapEntries counts the entries in the map (untimed checks); an entry
+	// with another value than the side must write fails tb.
 	mapEntries(tb testing.TB) int
 	close(tb testing.TB)
 }
@@ -502,9 +501,4 @@ func waitUntil(ctx context.Context, what string, cond func() bool) error {
 		}
 	}
 	return nil
-}
-
-// keyOf is the map key of endpoint i and destination d.
-func (in *scaleInput) keyOf(i int, d netip.Prefix) policy.Key {
-	return policy.Key{Source: scaleEndpointIP(i), Dest: d}
 }

@@ -327,10 +327,21 @@ func (s *ciliumScale) endpointAdded(ctx context.Context, b testing.TB, i int) {
 
 }
 
+// mapEntries counts the entries; each must send to the gateway node with
+// no egress IP, what Cilium writes on every node but the gateway.
 func (s *ciliumScale) mapEntries(b testing.TB) int {
-	n := 0
-	if err := s.pm.IterateWithCallback(func(*egressmap.EgressPolicyKey4, *egressmap.EgressPolicyVal4) { n++ }); err != nil {
+	gateway := netip.MustParseAddr(scaleGatewayNodeIP)
+	n, wrong := 0, 0
+	if err := s.pm.IterateWithCallback(func(_ *egressmap.EgressPolicyKey4, v *egressmap.EgressPolicyVal4) {
+		n++
+		if !v.Match(egressgateway.EgressIPNotFoundIPv4, gateway) {
+			wrong++
+		}
+	}); err != nil {
 		b.Fatal(err)
+	}
+	if wrong > 0 {
+		b.Fatalf("%d of %d map entries do not send to %s", wrong, n, gateway)
 	}
 	return n
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"testing"
 
 	"github.com/cilium/hive/cell"
@@ -258,9 +259,18 @@ func (s *egresshaScale) endpointAdded(ctx context.Context, b testing.TB, i int) 
 func (s *egresshaScale) settle(context.Context, testing.TB) {}
 
 func (s *egresshaScale) mapEntries(b testing.TB) int {
-	n := 0
-	if err := s.pm.IterateWithCallback(func(policy.Key, policy.Value) { n++ }); err != nil {
+	want := policy.Value{EgressIP: netip.MustParseAddr(scaleEgressIP), GatewayIP: netip.MustParseAddr(scaleGatewayNodeIP)}
+	n, wrong := 0, 0
+	if err := s.pm.IterateWithCallback(func(_ policy.Key, v policy.Value) {
+		n++
+		if v != want {
+			wrong++
+		}
+	}); err != nil {
 		b.Fatal(err)
+	}
+	if wrong > 0 {
+		b.Fatalf("%d of %d map entries do not hold %s", wrong, n, want)
 	}
 	return n
 }

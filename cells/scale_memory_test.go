@@ -100,7 +100,20 @@ func settledMemory() (heap, rss float64, err error) {
 func TestScaleMemoryChild(t *testing.T) {
 	name := os.Getenv(scaleMemorySideEnv)
 	if name == "" {
-		t.Skip("run by BenchmarkAgentScaleMemory only")
+		// Not the benchmark's subprocess: check that the subprocess
+		// machinery works end to end at a small size, for both sides, so
+		// `make bench` cannot be the first to find it broken.
+		requirePrivilegedBench(t)
+		for _, side := range []string{scaleSideEgressha, scaleSideCilium} {
+			m, err := runScaleMemoryChild(context.Background(), side, 200)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.rss <= 0 && m.heap <= 0 {
+				t.Errorf("%s side: no memory growth measured for 800 programmed entries: %+v", side, m)
+			}
+		}
+		return
 	}
 	requirePrivilegedBench(t)
 	var side scaleSide

@@ -80,7 +80,9 @@ func TestSelect(t *testing.T) {
 	}
 	x := map[string]string{"egress": "x"}
 	y := map[string]string{"egress": "y"}
-	expired := func(n *selection.Node) { n.Heartbeat = &heartbeat.Heartbeat{RenewTime: now.Add(-time.Minute), Duration: 4 * time.Second} }
+	expired := func(n *selection.Node) {
+		n.Heartbeat = &heartbeat.Heartbeat{RenewTime: now.Add(-time.Minute), Duration: 4 * time.Second}
+	}
 	cordoned := func(n *selection.Node) { n.Cordoned = true }
 	notReady := func(n *selection.Node) { n.Ready = false }
 	for _, tc := range []struct {

@@ -102,6 +102,31 @@ spec:
       matchLabels: {{app: backend}}
 '''
 
+def cegp(name, annotation=None):
+    ann = f"\n  annotations:\n    egressha.io/gateway-nodes: '{annotation}'" if annotation else ''
+    return f'''apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata:
+  name: {name}{ann}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels:
+        app: nginx
+        io.kubernetes.pod.namespace: default
+  destinationCIDRs: ["0.0.0.0/0", "::/0"]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {{kubernetes.io/hostname: lab-egress-b}}
+  egressGateways:
+  - nodeSelector:
+      matchLabels: {{{EGRESS}: ""}}
+    interface: eth1
+  - nodeSelector:
+      matchLabels: {{kubernetes.io/hostname: lab-worker}}
+    egressIP: 203.0.113.13
+'''
+
 ALL = ['lab-egress-a', 'lab-egress-b', 'lab-worker']
 
 def base(gws):
@@ -142,6 +167,16 @@ FIXTURES = {
         'policy.yaml': policy('pol', 'gw'), 'policy-missing-gw.yaml': policy('pol-missing', 'no-such-gw'),
         'node-lab-egress-a-notready.yaml': node('lab-egress-a', ready=False),
         'node-lab-egress-b-cordoned.yaml': node('lab-egress-b', cordoned=True)},
+    'cegp.txtar': lambda: {**base([]), 'cegp.yaml': cegp('egress-test'),
+        'lease-lab-egress-b-renewed.yaml': lease('lab-egress-b', {}, renew='2026-01-01T00:00:04.000000Z'),
+        'lease-lab-worker-renewed.yaml': lease('lab-worker', {}, renew='2026-01-01T00:00:04.000000Z'),
+        'lease-lab-egress-a-renewed.yaml': lease('lab-egress-a', {}, renew='2026-01-01T00:00:06.000000Z'),
+        'lease-lab-egress-b-renewed2.yaml': lease('lab-egress-b', {}, renew='2026-01-01T00:00:06.000000Z'),
+        'node-lab-worker-notready.yaml': node('lab-worker', ready=False),
+        'node-lab-egress-b-cordoned.yaml': node('lab-egress-b', cordoned=True)},
+    'cegp-upstream.txtar': lambda: {**base([]), 'cegp.yaml': cegp('egress-test'),
+        'node-lab-worker-notready.yaml': node('lab-worker', ready=False),
+        'node-lab-egress-a-unlabelled.yaml': node('lab-egress-a', egress=False)},
     'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
         'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
         'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},

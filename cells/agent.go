@@ -25,6 +25,7 @@ var Agent = cell.Module(
 	agentCells,
 	crdClientCell,
 	datapathTakeoverCell,
+	cegpLocalCell,
 )
 
 // agentCells are the agent's cells without the API client of our CRDs and

@@ -66,6 +66,9 @@ type heartbeatParams struct {
 	Clientset    k8sClient.Clientset
 	DB           *statedb.DB
 	Gateways     statedb.Table[*tables.EgressGateway]
+	// CEGPs makes a node matching a CiliumEgressGatewayPolicy gateway
+	// entry renew too (cegp_heartbeat.go).
+	CEGPs statedb.Table[*tables.CEGP] `optional:"true"`
 	Devices      statedb.Table[*datapathtables.Device]
 	LocalNode    *node.LocalNodeStore
 	Status       *heartbeat.Status
@@ -151,6 +154,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		report := heartbeat.BuildReport(labels,
 			tables.Objects(statedb.Collect(gateways)),
 			reportDevices(statedb.Collect(devices)))
+		cegpsChanged := h.addCEGPCandidacy(txn, labels, report)
 		h.step(ctx, health, report, due)
 
 		due = false
@@ -160,6 +164,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		case <-ticker.C:
 			due = true
 		case <-gatewaysChanged:
+		case <-cegpsChanged:
 		case <-devicesChanged:
 		case <-h.labels.changed:
 		}
@@ -184,13 +189,15 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		txn := h.p.DB.ReadTxn()
 		gwInit, gwWait := h.p.Gateways.Initialized(txn)
 		devInit, devWait := h.p.Devices.Initialized(txn)
-		if gwInit && devInit && h.labels.seen() {
+		cegpInit, cegpWait := h.cegpsInitialized(txn)
+		if gwInit && devInit && cegpInit && h.labels.seen() {
 			return true
 		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-gwWait:
+		case <-cegpWait:
 		case <-devWait:
 		case <-h.labels.changed:
 		}

@@ -38,4 +38,3 @@ func (h *heartbeatJob) cegpsInitialized(txn statedb.ReadTxn) (bool, <-chan struc
 	}
 	return h.p.CEGPs.Initialized(txn)
 }
-

@@ -68,10 +68,10 @@ type heartbeatParams struct {
 	Gateways     statedb.Table[*tables.EgressGateway]
 	// CEGPs makes a node matching a CiliumEgressGatewayPolicy gateway
 	// entry renew too (cegp_heartbeat.go).
-	CEGPs statedb.Table[*tables.CEGP] `optional:"true"`
-	Devices      statedb.Table[*datapathtables.Device]
-	LocalNode    *node.LocalNodeStore
-	Status       *heartbeat.Status
+	CEGPs     statedb.Table[*tables.CEGP] `optional:"true"`
+	Devices   statedb.Table[*datapathtables.Device]
+	LocalNode *node.LocalNodeStore
+	Status    *heartbeat.Status
 }
 
 // registerHeartbeat adds the heartbeat job. Disabled, or with a

@@ -26,6 +26,7 @@ var Agent = cell.Module(
 	crdClientCell,
 	datapathTakeoverCell,
 	vipResponderCell,
+	cegpLocalCell,
 )
 
 // agentCells are the agent's cells without the API client of our CRDs and

@@ -20,11 +20,14 @@ import (
 
 	"github.com/cilium/cilium/pkg/endpoint"
 	"github.com/cilium/cilium/pkg/endpointmanager"
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 	"github.com/cilium/cilium/pkg/k8s/resource"
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
+	"github.com/cilium/cilium/pkg/k8s/utils"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
+	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -66,8 +69,8 @@ var desiredEntriesCell = cell.Module(
 	"egress-gateway-ha-entries",
 	"Desired egress map entries and EgressGatewayPolicies",
 
-	cell.ProvidePrivate(newPoliciesTableAndReflector),
-	cell.Provide(statedb.RWTable[*tables.Policy].ToTable),
+	cell.ProvidePrivate(newPoliciesTableAndReflector, newCEGPsTableAndReflector),
+	cell.Provide(statedb.RWTable[*tables.Policy].ToTable, statedb.RWTable[*tables.CEGP].ToTable),
 	cell.Invoke(registerDesiredEntries),
 )
 
@@ -399,10 +402,28 @@ func (l *localEndpoints) sync(now time.Time, full bool) (waiting bool) {
 // localEndpointRow is the row of a local endpoint (see
 // tables.NewLocalEndpoint for which endpoints have none).
 func localEndpointRow(ep *endpoint.Endpoint, node string) (*tables.Endpoint, bool) {
-	return tables.NewLocalEndpoint(ep.GetIPv4Address(), ep.GetK8sNamespace(), ep.GetK8sPodName(), node, ep.GetOpLabels())
+	row, ok := tables.NewLocalEndpoint(ep.GetIPv4Address(), ep.GetK8sNamespace(), ep.GetK8sPodName(), node, ep.GetOpLabels())
+	if ok {
+		row.UID = string(ep.GetCiliumEndpointUID())
+	}
+	return row, ok
 }
 
 // --- egress-policies and egress-policy-entries ---
+
+// newCEGPsTableAndReflector creates egress-cegps and its reflector of
+// Cilium's CiliumEgressGatewayPolicies.
+func newCEGPsTableAndReflector(p crdTableParams) (statedb.RWTable[*tables.CEGP], error) {
+	tbl, err := tables.NewCEGPsTable(p.DB)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+		return tbl, nil
+	}
+	lw := utils.ListerWatcherFromTyped[*ciliumv2.CiliumEgressGatewayPolicyList](p.Clientset.CiliumV2().CiliumEgressGatewayPolicies())
+	return tbl, reflectCRD(p, tbl, "ciliumegressgatewaypolicies", "CiliumEgressGatewayPolicy", lw, tables.NewCEGP, nil)
+}
 
 // newPoliciesTableAndReflector creates egress-policies and its reflector.
 // Conditions in the table are this agent's; the reflector keeps them
@@ -430,6 +451,9 @@ type desiredEntriesParams struct {
 	Policies  statedb.RWTable[*tables.Policy]
 	Gateways  statedb.Table[*tables.EgressGateway]
 	Endpoints statedb.Table[*tables.Endpoint]
+	CEGPs     statedb.Table[*tables.CEGP]
+	// CEGPLocal names this node and resolves CEGP egress IPs on it.
+	CEGPLocal *CEGPLocal `optional:"true"`
 	// Entries is provided by the map reconciler's cell.
 	Entries statedb.RWTable[*tables.PolicyEntry]
 }
@@ -454,6 +478,8 @@ func registerDesiredEntries(p desiredEntriesParams) {
 		conflicts:            map[netip.Addr][]policy.Conflict{},
 		conflictRefs:         map[policy.Conflict]int{},
 		lastConflict:         map[string]policy.Condition{},
+		cegps:                map[string]*tables.CEGP{},
+		cegpErrs:             map[string]string{},
 	}
 	p.JobGroup.Add(job.OneShot("desired-entries", j.run))
 }
@@ -487,10 +513,22 @@ type entriesJob struct {
 	conflictRefs     map[policy.Conflict]int
 	conflictsChanged bool // the set of conflicts changed since the last conditions
 	lastConflict     map[string]policy.Condition
+
+	// cegps are the rows of egress-cegps by name; cegpValues the spread
+	// values last computed for each (they depend on this node's devices);
+	// cegpErrs the last resolution errors logged.
+	cegps      map[string]*tables.CEGP
+	cegpValues map[string][]policy.Value
+	cegpErrs   map[string]string
 }
 
 func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
-	wtxn := j.DB.WriteTxn(j.Policies, j.Gateways, j.Endpoints)
+	wtxn := j.DB.WriteTxn(j.Policies, j.Gateways, j.Endpoints, j.CEGPs)
+	cegpChanges, err := j.CEGPs.Changes(wtxn)
+	if err != nil {
+		wtxn.Abort()
+		return err
+	}
 	polChanges, err := j.Policies.Changes(wtxn)
 	if err != nil {
 		wtxn.Abort()
@@ -516,7 +554,7 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		txn := j.DB.ReadTxn()
 		var pending []string
 		var watch <-chan struct{}
-		for _, t := range []statedb.TableMeta{j.Policies, j.Gateways, j.Endpoints} {
+		for _, t := range []statedb.TableMeta{j.Policies, j.Gateways, j.Endpoints, j.CEGPs} {
 			if ok, w := t.Initialized(txn); !ok {
 				pending = append(pending, t.Name())
 				watch = w
@@ -533,13 +571,26 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		}
 	}
 
+	// The egress IP of a CEGP gateway entry served by this node is read
+	// from the node's devices; look again now and then, as an address
+	// can change without any table changing.
+	resolveTicker := time.NewTicker(cegpResolveInterval)
+	defer resolveTicker.Stop()
 	for {
 		wtxn := j.DB.WriteTxn(j.Entries, j.Policies)
+		cg, cegpWatch := cegpChanges.Next(wtxn)
+		for c := range cg {
+			if c.Deleted {
+				delete(j.cegps, c.Object.Name)
+			} else {
+				j.cegps[c.Object.Name] = c.Object
+			}
+		}
 		pol, polWatch := polChanges.Next(wtxn)
 		gw, gwWatch := gwChanges.Next(wtxn)
 		eps, epWatch := epChanges.Next(wtxn)
 
-		full := !j.initialized
+		full := !j.initialized || j.refreshCEGPValues()
 		for c := range pol {
 			if j.policyChanged(c) {
 				full = true
@@ -564,6 +615,11 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 			j.polList = j.polList[:0]
 			for _, name := range slices.Sorted(maps.Keys(j.policies)) {
 				j.polList = append(j.polList, j.policies[name].Policy)
+			}
+			for _, name := range slices.Sorted(maps.Keys(j.cegps)) {
+				p := j.cegps[name].Policy
+				p.Spread = j.cegpValues[name]
+				j.polList = append(j.polList, p)
 			}
 			j.syncAll(wtxn, &n)
 		} else {
@@ -601,8 +657,57 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		case <-polWatch:
 		case <-gwWatch:
 		case <-epWatch:
+		case <-cegpWatch:
+		case <-resolveTicker.C:
 		}
 	}
+}
+
+// cegpResolveInterval is how often the local egress IPs of the CEGP gateway
+// entries this node serves are resolved again without any other trigger.
+const cegpResolveInterval = 10 * time.Second
+
+// refreshCEGPValues recomputes the spread values of every CEGP from the
+// operator's decision and this node's devices, and reports whether any
+// changed (or a CEGP came or went).
+func (j *entriesJob) refreshCEGPValues() bool {
+	changed := len(j.cegpValues) != len(j.cegps)
+	next := make(map[string][]policy.Value, len(j.cegps))
+	node, resolve := "", cegp.Resolver(nil)
+	if j.CEGPLocal != nil {
+		node, resolve = j.CEGPLocal.NodeName(), j.CEGPLocal.Resolve
+	}
+	for name, row := range j.cegps {
+		vals, errs := cegp.Values(row.Selection, row.Entries, node, resolve)
+		next[name] = vals
+		old, had := j.cegpValues[name]
+		if !had || !slices.Equal(old, vals) {
+			changed = true
+			if had || len(vals) > 0 {
+				j.Log.Info("egressha: CiliumEgressGatewayPolicy gateways for this node's entries",
+					"policy", name, "values", fmt.Sprint(vals), "decision", fmt.Sprint(row.Selection))
+			}
+		}
+		msg := errors.Join(errs...)
+		if text := errString(msg); text != j.cegpErrs[name] {
+			if text != "" {
+				j.Log.Warn("egressha: this node serves a CiliumEgressGatewayPolicy gateway entry but cannot resolve its egress IP; "+
+					"the node drops that traffic (egress IP 0.0.0.0), as Cilium does", "policy", name, "error", text)
+			}
+			j.cegpErrs[name] = text
+		}
+		if row.Error != "" && (!had) {
+			j.Log.Warn("egressha: CiliumEgressGatewayPolicy is partly unusable; the rest of it is applied",
+				"policy", name, "error", row.Error)
+		}
+	}
+	for name := range j.cegpErrs {
+		if _, ok := j.cegps[name]; !ok {
+			delete(j.cegpErrs, name)
+		}
+	}
+	j.cegpValues = next
+	return changed
 }
 
 type writeCounts struct {

@@ -3,6 +3,7 @@ package cells
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -30,6 +31,7 @@ import (
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
 	"github.com/cilium/cilium/pkg/k8s/utils"
 
+	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -76,6 +78,12 @@ func TestEntriesScripts(t *testing.T) {
 				),
 				cell.Invoke(func(fc *k8sFake.FakeClientset) {
 					fc.CiliumFakeClientset.PrependReactor("list", "*", faults.react)
+				}),
+				// This node is egress-1; it resolves every CEGP entry it
+				// serves to 172.18.18.21 (the real agent asks netlink).
+				cell.Provide(func() *CEGPLocal {
+					return &CEGPLocal{NodeName: func() string { return "egress-1" },
+						Resolve: func(cegp.GatewayEntry) (netip.Addr, error) { return netip.MustParseAddr("172.18.18.21"), nil }}
 				}),
 				cell.Config(DefaultAgentConfig),
 				gatewaysTableCell,

@@ -67,10 +67,13 @@ type heartbeatParams struct {
 	Clientset    k8sClient.Clientset
 	DB           *statedb.DB
 	Gateways     statedb.Table[*tables.EgressGateway]
-	Devices      statedb.Table[*datapathtables.Device]
-	VIPs         statedb.Table[*tables.VirtualIP]
-	LocalNode    *node.LocalNodeStore
-	Status       *heartbeat.Status
+	// CEGPs makes a node matching a CiliumEgressGatewayPolicy gateway
+	// entry renew too (cegp_heartbeat.go).
+	CEGPs     statedb.Table[*tables.CEGP] `optional:"true"`
+	Devices   statedb.Table[*datapathtables.Device]
+	VIPs      statedb.Table[*tables.VirtualIP]
+	LocalNode *node.LocalNodeStore
+	Status    *heartbeat.Status
 }
 
 // registerHeartbeat adds the heartbeat job. Disabled, or with a
@@ -155,6 +158,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 			tables.Objects(statedb.Collect(gateways)),
 			reportDevices(statedb.Collect(devices)),
 			vipStatuses(vips))
+		cegpsChanged := h.addCEGPCandidacy(txn, labels, report)
 		h.step(ctx, health, report, due)
 
 		due = false
@@ -165,6 +169,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		case <-ticker.C:
 			due = true
 		case <-gatewaysChanged:
+		case <-cegpsChanged:
 		case <-devicesChanged:
 		case <-h.labels.changed:
 		case <-vipsChanged:
@@ -193,13 +198,15 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		txn := h.p.DB.ReadTxn()
 		gwInit, gwWait := h.p.Gateways.Initialized(txn)
 		devInit, devWait := h.p.Devices.Initialized(txn)
-		if gwInit && devInit && h.labels.seen() {
+		cegpInit, cegpWait := h.cegpsInitialized(txn)
+		if gwInit && devInit && cegpInit && h.labels.seen() {
 			return true
 		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-gwWait:
+		case <-cegpWait:
 		case <-devWait:
 		case <-h.labels.changed:
 		}

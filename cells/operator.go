@@ -40,6 +40,10 @@ type OperatorConfig struct {
 	// EgressGatewayHAAgentPodSelector selects the cilium-agent pods in
 	// Cilium's namespace whose readiness makes a node eligible.
 	EgressGatewayHAAgentPodSelector string
+	// EgressGatewayHACEGPUpstreamSelection restores Cilium's own choice of
+	// a CiliumEgressGatewayPolicy's gateway node: the first matching node
+	// whatever its state.
+	EgressGatewayHACEGPUpstreamSelection bool
 }
 
 // DefaultOperatorConfig are the defaults of the operator flags.
@@ -54,6 +58,9 @@ func (def OperatorConfig) Flags(flags *pflag.FlagSet) {
 		"Enable egressha (HA egress gateway): install its CRDs, select active nodes and write EgressGateway status")
 	flags.String("egress-gateway-ha-agent-pod-selector", def.EgressGatewayHAAgentPodSelector,
 		"Label selector of the cilium-agent pods (in Cilium's namespace) whose readiness makes a node eligible")
+	flags.Bool("egress-gateway-ha-cegp-upstream-selection", def.EgressGatewayHACEGPUpstreamSelection,
+		"CiliumEgressGatewayPolicy: serve each gateway entry from the first matching node whatever its state, "+
+			"exactly as Cilium's own egress gateway (no failover)")
 }
 
 type registerCRDsOut struct {
@@ -71,6 +78,13 @@ func newRegisterCRDs(cfg OperatorConfig) registerCRDsOut {
 			return nil
 		}
 		if err := crds.Register(log, cs); err != nil {
+			return fmt.Errorf("egressha: %w", err)
+		}
+		// Cilium installs the CiliumEgressGatewayPolicy CRD only with its
+		// own egress gateway on, which must be off beside egressha; we
+		// serve those policies, so we install it, from the same
+		// pregenerated manifest Cilium would use.
+		if err := registerCEGPCRD(log, cs); err != nil {
 			return fmt.Errorf("egressha: %w", err)
 		}
 		return nil

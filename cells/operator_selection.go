@@ -39,6 +39,7 @@ var selectionCells = cell.Group(
 	),
 	metrics.Metric(operator.NewMetrics),
 	cell.Invoke(registerSelectionController),
+	cegpOperatorCells,
 )
 
 // realClockCell is the clock outside tests.
@@ -100,12 +101,18 @@ func registerSelectionController(p selectionParams) {
 	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
 		return
 	}
+	// egress-gateway-nodes is initialized once Nodes, agent Pods and
+	// Leases have synced; the CEGP controller waits for it.
+	wtxn := p.DB.WriteTxn(p.Nodes)
+	nodesSynced := p.Nodes.RegisterInitializer(wtxn, "egressha-node-facts")
+	wtxn.Commit()
 	p.Jobs.Add(job.OneShot("egress-gateway-selection", func(ctx context.Context, _ cell.Health) error {
 		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.Clientset.CoreV1().Events("")})
 		defer broadcaster.Shutdown()
 		recorder := broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"})
 		c := operator.NewController(p.Log, p.DB, p.Nodes, p.Selection, p.CRDs, p.Metrics, p.Clock, recorder, p.Inputs)
+		c.NodesSynced = nodesSynced
 		return c.Run(ctx)
 	}))
 }

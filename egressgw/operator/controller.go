@@ -72,6 +72,12 @@ type Controller struct {
 	// VirtualIPConflict conditions.
 	vip   map[string]heartbeat.GatewayReport
 	queue workqueue.TypedRateLimitingInterface[string]
+
+	// NodesSynced, when set, is called once in a write transaction of
+	// egress-gateway-nodes when every input has synced, to mark the table
+	// initialized for its other readers (the CiliumEgressGatewayPolicy
+	// controller).
+	NodesSynced func(statedb.WriteTxn)
 }
 
 // NewController creates a controller; Run drives it.
@@ -165,6 +171,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		if !c.ready {
 			c.ready = true
 			c.log.Info("all inputs synced: deciding active nodes", "nodes", len(c.rows), "gateways", len(pending))
+			if c.NodesSynced != nil {
+				txn := c.db.WriteTxn(c.nodesTbl)
+				c.NodesSynced(txn)
+				txn.Commit()
+			}
 		}
 		if len(pending) > 0 {
 			c.recompute(pending, detected)

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Compute returns every desired entry, sorted by key with unique keys, and
@@ -45,6 +47,8 @@ func Compute(policies []Policy, gateways map[string]Gateway, endpoints []Endpoin
 		keyBuf = keyBuf[:0]
 		for _, s := range sel {
 			keyBuf = binary.AppendUvarint(keyBuf, uint64(s))
+			// A spreading policy's value depends on the endpoint.
+			keyBuf = binary.AppendUvarint(keyBuf, uint64(r.picks[s]))
 		}
 		m, ok := cache[string(keyBuf)]
 		if !ok {
@@ -171,18 +175,25 @@ func appendEntries(dst []Entry, src netip.Addr, tmpl []tmplEntry) []Entry {
 }
 
 // resolver holds the policies in name order with their gateway values.
+// For a spreading policy vals and picks hold the value chosen for the
+// endpoint of the last call to selecting.
 type resolver struct {
-	pols []*Policy
-	vals []Value
+	pols  []*Policy
+	vals  []Value
+	picks []int
 }
 
 func newResolver(policies []Policy, gateways map[string]Gateway) *resolver {
-	r := &resolver{pols: make([]*Policy, len(policies)), vals: make([]Value, len(policies))}
+	r := &resolver{pols: make([]*Policy, len(policies)), vals: make([]Value, len(policies)), picks: make([]int, len(policies))}
 	for i := range policies {
 		r.pols[i] = &policies[i]
 	}
 	slices.SortStableFunc(r.pols, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
 	for i, p := range r.pols {
+		if p.Spreads {
+			r.vals[i] = DropValue
+			continue
+		}
 		g, ok := gateways[p.Gateway]
 		if !ok {
 			r.vals[i] = DropValue
@@ -198,11 +209,30 @@ func newResolver(policies []Policy, gateways map[string]Gateway) *resolver {
 func (r *resolver) selecting(ep *Endpoint, lv *labelView, dst []int) []int {
 	lv.m, lv.ns = ep.Labels, ep.Namespace
 	for i, p := range r.pols {
-		if p.selects(lv) {
+		if p.selects(lv) && p.onNode(ep) {
 			dst = append(dst, i)
+			if p.Spreads && len(p.Spread) > 0 {
+				r.picks[i] = SpreadIndex(ep.UID, len(p.Spread))
+				r.vals[i] = p.Spread[r.picks[i]]
+			}
 		}
 	}
 	return dst
+}
+
+// onNode reports whether ep runs on a node the policy's NodeSelectors
+// accept (any node when there are none).
+func (p *Policy) onNode(ep *Endpoint) bool {
+	if len(p.NodeSelectors) == 0 {
+		return true
+	}
+	set := labels.Set(ep.NodeLabels)
+	for _, s := range p.NodeSelectors {
+		if s.Matches(set) {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Policy) selects(lv *labelView) bool {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -52,6 +53,14 @@ func Conditions(policies []Policy, gateways map[string]Gateway, conflicts []Conf
 }
 
 func readyCondition(p Policy, gateways map[string]Gateway) Condition {
+	if p.Spreads {
+		if len(p.Spread) == 0 {
+			return Condition{ConditionReady, StatusFalse, ReasonGatewayNotReady,
+				"no gateway entry has a serving node; traffic of the selected pods to the destination CIDRs is dropped"}
+		}
+		return Condition{ConditionReady, StatusTrue, ReasonReady,
+			fmt.Sprintf("traffic is spread over %d gateway node(s)", len(p.Spread))}
+	}
 	g, ok := gateways[p.Gateway]
 	switch {
 	case !ok:
@@ -95,6 +104,13 @@ func conflictCondition(name string, cs []Conflict, gatewayOf map[string]string) 
 }
 
 func conflictMessage(self string, c Conflict, gatewayOf map[string]string) string {
+	gatewayOf = maps.Clone(gatewayOf)
+	for name, gw := range gatewayOf {
+		if gw == "" {
+			// A CiliumEgressGatewayPolicy names no EgressGateway.
+			gatewayOf[name] = "none: a CiliumEgressGatewayPolicy"
+		}
+	}
 	switch c.Reason {
 	case ReasonOverlappingPolicies:
 		if self == c.Winner {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"strings"
 
@@ -78,6 +79,13 @@ type Endpoint struct {
 	// Node is the node the pod runs on. Entries never depend on it; it is
 	// carried for the caller's bookkeeping.
 	Node string
+	// UID is the endpoint's CiliumEndpoint UID, the key of upstream's
+	// endpoint hash that spreads the endpoints of a policy with several
+	// gateways (Policy.Spread); "" while not known.
+	UID string
+	// NodeLabels are the labels of the node the pod runs on, for a
+	// policy's NodeSelectors; nil when not known.
+	NodeLabels map[string]string
 }
 
 // Gateway is what the map needs of one EgressGateway's status.
@@ -151,6 +159,33 @@ type Policy struct {
 	Destinations []netip.Prefix
 	Exclusions   []netip.Prefix
 	Selectors    []Selector
+
+	// The fields below serve CiliumEgressGatewayPolicies (egressgw/cegp).
+
+	// NodeSelectors, when not empty, restrict the policy to endpoints on
+	// nodes whose labels match at least one of them (upstream: the
+	// nodeSelector of spec.selectors, ORed over the selectors and ANDed
+	// with the endpoint selectors).
+	NodeSelectors []labels.Selector
+	// Spreads says Gateway is not used: the policy's value comes from
+	// Spread instead.
+	Spreads bool
+	// Spread are the values of the policy's gateway entries that have a
+	// serving node, in upstream's order (by gateway IP). An endpoint gets
+	// Spread[SpreadIndex(UID, len(Spread))]; with none the policy drops.
+	Spread []Value
+}
+
+// SpreadIndex is upstream's assignment of an endpoint to one of n gateways
+// (pkg/egressgateway computeEndpointHash): FNV-1a 32 of the CiliumEndpoint
+// UID, modulo n.
+func SpreadIndex(uid string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(uid))
+	return int(h.Sum32() % uint32(n))
 }
 
 // Key is a map key: the pod IP, matched exactly, and a destination CIDR.

@@ -166,22 +166,8 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 	}
 	// At most six reasons; collect on the stack and allocate once.
 	var buf [6]string
-	r := buf[:0]
-	if !n.Ready {
-		r = append(r, v1alpha1.CandidateNodeNotReady)
-	}
-	if n.Cordoned {
-		r = append(r, v1alpha1.CandidateCordoned)
-	}
-	if !n.AgentReady {
-		r = append(r, v1alpha1.CandidateCiliumAgentNotReady)
-	}
-	if hb := n.Heartbeat; hb == nil {
-		r = append(r, heartbeat.ReasonHeartbeatMissing)
-	} else {
-		if !hb.Fresh(now) {
-			r = append(r, heartbeat.ReasonHeartbeatExpired)
-		}
+	r := appendNodeReasons(buf[:0], n, now)
+	if hb := n.Heartbeat; hb != nil {
 		rep, ok := hb.Gateways[gw.Name]
 		switch {
 		case !ok:
@@ -205,6 +191,41 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 		c.Reasons = slices.Clone(r)
 	}
 	return c
+}
+
+// appendNodeReasons appends the reasons that keep n from serving any
+// gateway, whatever the gateway: NodeNotReady, Cordoned,
+// CiliumAgentNotReady, then HeartbeatMissing or HeartbeatExpired.
+func appendNodeReasons(r []string, n *Node, now time.Time) []string {
+	if !n.Ready {
+		r = append(r, v1alpha1.CandidateNodeNotReady)
+	}
+	if n.Cordoned {
+		r = append(r, v1alpha1.CandidateCordoned)
+	}
+	if !n.AgentReady {
+		r = append(r, v1alpha1.CandidateCiliumAgentNotReady)
+	}
+	if hb := n.Heartbeat; hb == nil {
+		r = append(r, heartbeat.ReasonHeartbeatMissing)
+	} else if !hb.Fresh(now) {
+		r = append(r, heartbeat.ReasonHeartbeatExpired)
+	}
+	return r
+}
+
+// EvaluateNode applies the node-level part of Evaluate: whether n may
+// serve traffic at all at now (Node Ready, not cordoned, cilium-agent Ready,
+// heartbeat fresh), and if not, why, in Evaluate's order. It ignores what
+// the node reported per EgressGateway; CiliumEgressGatewayPolicy gateway
+// entries, which have no such report, use it.
+func EvaluateNode(n *Node, now time.Time) (eligible bool, reasons []string) {
+	var buf [4]string
+	r := appendNodeReasons(buf[:0], n, now)
+	if len(r) == 0 {
+		return true, nil
+	}
+	return false, slices.Clone(r)
 }
 
 // usableEgressIP reports whether s is an IPv4 address traffic can be SNATed

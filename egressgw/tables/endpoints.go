@@ -54,7 +54,7 @@ type Endpoint struct {
 // Equal reports whether two rows hold the same values.
 func (e *Endpoint) Equal(o *Endpoint) bool {
 	return e.IP == o.IP && e.Namespace == o.Namespace && e.Node == o.Node && e.Name == o.Name &&
-		e.Origin == o.Origin && maps.Equal(e.Labels, o.Labels)
+		e.Origin == o.Origin && e.UID == o.UID && maps.Equal(e.Labels, o.Labels)
 }
 
 // TableHeader implements statedb.TableWritable.
@@ -138,7 +138,7 @@ func EndpointsFromCiliumEndpoint(cep *k8sTypes.CiliumEndpoint) []*Endpoint {
 			continue
 		}
 		out = append(out, &Endpoint{
-			Endpoint: policy.Endpoint{IP: ip, Namespace: cep.Namespace, Labels: lbls, Node: cep.Networking.NodeIP},
+			Endpoint: policy.Endpoint{IP: ip, Namespace: cep.Namespace, Labels: lbls, Node: cep.Networking.NodeIP, UID: string(cep.UID)},
 			Name:     cep.Name,
 			Origin:   OriginCiliumEndpoint,
 		})
@@ -278,6 +278,19 @@ func (w *EndpointWriter) winner(ip netip.Addr) *Endpoint {
 		bl, rl := best.Origin == OriginLocal, r.Origin == OriginLocal
 		if (rl && !bl) || (rl == bl && cmp.Less(k, bestKey)) {
 			best, bestKey = r, k
+		}
+	}
+	if best != nil && best.UID == "" {
+		// A local endpoint learns its CiliumEndpoint's UID (the key of the
+		// spread over a CiliumEgressGatewayPolicy's gateways) late; take it
+		// from the CiliumEndpoint of the same pod, so every node hashes
+		// the pod alike.
+		for _, r := range w.byIP[ip] {
+			if r.UID != "" && r.Origin == OriginCiliumEndpoint && r.Namespace == best.Namespace && r.Name == best.Name {
+				cp := *best
+				cp.UID = r.UID
+				return &cp
+			}
 		}
 	}
 	return best

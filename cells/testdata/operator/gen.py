@@ -131,6 +131,31 @@ spec:
       matchLabels: {{app: backend}}
 '''
 
+def cegp(name, annotation=None):
+    ann = f"\n  annotations:\n    egressha.io/gateway-nodes: '{annotation}'" if annotation else ''
+    return f'''apiVersion: cilium.io/v2
+kind: CiliumEgressGatewayPolicy
+metadata:
+  name: {name}{ann}
+spec:
+  selectors:
+  - podSelector:
+      matchLabels:
+        app: nginx
+        io.kubernetes.pod.namespace: default
+  destinationCIDRs: ["0.0.0.0/0", "::/0"]
+  egressGateway:
+    nodeSelector:
+      matchLabels: {{kubernetes.io/hostname: lab-egress-b}}
+  egressGateways:
+  - nodeSelector:
+      matchLabels: {{{EGRESS}: ""}}
+    interface: eth1
+  - nodeSelector:
+      matchLabels: {{kubernetes.io/hostname: lab-worker}}
+    egressIP: 203.0.113.13
+'''
+
 ALL = ['lab-egress-a', 'lab-egress-b', 'lab-worker']
 
 def base(gws):
@@ -183,6 +208,16 @@ FIXTURES = {
             message='waiting for lab-egress-a (its Lease expires in 3.2s) to withdraw the virtual IP'),
         'lease-lab-egress-b-announcing.yaml': vip_lease('lab-egress-b', '2026-01-01T00:00:03.500000Z', announcing=True),
         'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True)},
+    'cegp.txtar': lambda: {**base([]), 'cegp.yaml': cegp('egress-test'),
+        'lease-lab-egress-b-renewed.yaml': lease('lab-egress-b', {}, renew='2026-01-01T00:00:04.000000Z'),
+        'lease-lab-worker-renewed.yaml': lease('lab-worker', {}, renew='2026-01-01T00:00:04.000000Z'),
+        'lease-lab-egress-a-renewed.yaml': lease('lab-egress-a', {}, renew='2026-01-01T00:00:06.000000Z'),
+        'lease-lab-egress-b-renewed2.yaml': lease('lab-egress-b', {}, renew='2026-01-01T00:00:06.000000Z'),
+        'node-lab-worker-notready.yaml': node('lab-worker', ready=False),
+        'node-lab-egress-b-cordoned.yaml': node('lab-egress-b', cordoned=True)},
+    'cegp-upstream.txtar': lambda: {**base([]), 'cegp.yaml': cegp('egress-test'),
+        'node-lab-worker-notready.yaml': node('lab-worker', ready=False),
+        'node-lab-egress-a-unlabelled.yaml': node('lab-egress-a', egress=False)},
     'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
         'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
         'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},

@@ -137,9 +137,12 @@ func startOperator(cfg Config) error {
 		"--enable-gops=false",
 		"--operator-api-serve-addr=127.0.0.1:9234",
 		"--egress-gateway-ha-enabled=" + fmt.Sprint(cfg.Mode != ModeStock),
-		// In the operator this flag only installs the CiliumEgressGatewayPolicy
-		// CRD, which both modes serve.
-		"--enable-egress-gateway=true",
+	}
+	if cfg.Mode == ModeStock {
+		// Stock Cilium's operator installs the CiliumEgressGatewayPolicy
+		// CRD only with its egress gateway on; egressha's operator
+		// installs it itself (it serves those policies).
+		argv = append(argv, "--enable-egress-gateway=true")
 	}
 	_, err := startDetached(cfg.operatorPidFile(), cfg.OperatorLog(), nil, argv...)
 	return err

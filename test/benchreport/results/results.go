@@ -79,6 +79,13 @@ type Trial struct {
 	// Requests sent by the prober during the trial and how many failed.
 	Sent   int `json:"sent"`
 	Failed int `json:"failed"`
+	// LateOldReplies counts replies through the old node more than
+	// 200 ms after the disruption (they shorten the gap; see the log).
+	LateOldReplies int `json:"lateOldReplies,omitempty"`
+	// WrongSourceReplies counts replies (failover and failback) whose
+	// SNAT address and sender MAC name different nodes: one node SNATed
+	// to the other's address while the maps were being updated.
+	WrongSourceReplies int `json:"wrongSourceReplies,omitempty"`
 }
 
 // Pod is one new pod of the coverage case.

@@ -69,6 +69,9 @@ func run(resultsDir, goBenchFile, goBenchCmd, labCmd, out, plotPath, repo string
 		}
 		series = append(series, s)
 	}
+	if err := os.MkdirAll(filepath.Dir(plotPath), 0o755); err != nil {
+		return err
+	}
 	if err := writePlot(plotPath, series); err != nil {
 		return fmt.Errorf("plot: %w", err)
 	}

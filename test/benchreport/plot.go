@@ -30,7 +30,7 @@ const (
 	plotW, plotH             = 960, 520
 	marginL, marginR         = 80, 20
 	marginT, marginB         = 20, 50
-	yMinMS, yMaxMS   float64 = 10, 100_000
+	yMinMS, yMaxMS   float64 = 1, 100_000
 )
 
 // writePlot draws a strip plot of every trial's gap per case (dots), the

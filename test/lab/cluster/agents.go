@@ -99,11 +99,17 @@ func StopAgent(cfg Config, n Node, kill bool) {
 	stopPid(readPid(cfg.agentPidFile(n.Name)), sig, 20*time.Second)
 }
 
-// Crash simulates a hard failure of a node: its agent is SIGKILLed and its
-// links are cut, so it neither forwards nor talks to the API server.
+// Crash simulates a hard failure of a node: its links are cut and its
+// agent is SIGKILLed, so it neither forwards nor talks to the API server.
+// The links go first, as on a power loss where the kubelet dies with the
+// node: killing the agent first would let the lab's kubelet, which probes
+// the agent every second while the links are up, report the agent Pod
+// NotReady in the window between the two, a signal a real hard crash
+// never gives.
 func Crash(cfg Config, n Node) error {
+	err := setNodeLinks(n, false)
 	StopAgent(cfg, n, true)
-	return setNodeLinks(n, false)
+	return err
 }
 
 // Recover reconnects a crashed node and starts its agent again.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -70,7 +69,11 @@ func RunDaemon(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("echo server in %s: %w", EchoNetns, err)
 	}
-	echo := &http.Server{Handler: http.HandlerFunc(echoHandler), ReadHeaderTimeout: 5 * time.Second}
+	macs, err := startPeerCapture(ctx)
+	if err != nil {
+		return fmt.Errorf("echo server capture on br1: %w", err)
+	}
+	echo := &http.Server{Handler: echoHandler(macs), ReadHeaderTimeout: 5 * time.Second}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -101,17 +104,6 @@ func RunDaemon(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return cause
 	}
 	return nil
-}
-
-// echoHandler answers with the source address it saw and nothing else.
-func echoHandler(w http.ResponseWriter, r *http.Request) {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain")
-	io.WriteString(w, ap.Addr().Unmap().String())
 }
 
 func proxyTCP(ctx context.Context, ln net.Listener, target string) {

@@ -85,6 +85,9 @@ func (k *kubelets) sync(ctx context.Context, n Node) {
 		}
 	}
 	healthy := probeAgent(ctx, n)
+	if !healthy && !NodeLinksUp(n) {
+		return // crashed while probing: a dead kubelet reports nothing
+	}
 	if st.podReady == nil || *st.podReady != healthy {
 		if err := k.setAgentPodReady(ctx, n, healthy); err == nil {
 			st.podReady = &healthy

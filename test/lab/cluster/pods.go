@@ -28,6 +28,9 @@ type Pod struct {
 	Netns       string `json:"netns"`
 	ContainerID string `json:"containerID"`
 	IP          string `json:"ip"`
+	// CNIAddStart is when the CNI ADD was started (benchmarks time the
+	// datapath from there).
+	CNIAddStart time.Time `json:"cniAddStart"`
 }
 
 func (c Config) podFile(ns, name string) string { return c.path("pods", ns+"_"+name+".json") }
@@ -76,6 +79,7 @@ func AddPod(ctx context.Context, cfg Config, node, ns, name string, labels map[s
 	if err := ip(p.Netns, "link", "set", "lo", "up"); err != nil {
 		return p, err
 	}
+	p.CNIAddStart = time.Now()
 	out, err := cni(cfg, "ADD", p)
 	if err != nil {
 		_ = ip("", "netns", "del", p.Netns)

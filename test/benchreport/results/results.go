@@ -1,0 +1,192 @@
+// Package results is the file format between the lab benchmarks
+// (test/e2e, EGRESSHA_BENCH=1) and the report generator (test/benchreport):
+// one JSON file per benchmark case in $EGRESSHA_RESULTS_DIR.
+package results
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Kinds of case.
+const (
+	// KindFailover: traffic gap when the active gateway goes away, with
+	// egressha failing over by itself.
+	KindFailover = "failover"
+	// KindStockFailover: the same disruption with stock Cilium's
+	// CiliumEgressGatewayPolicy, which does not fail over until someone
+	// relabels a node.
+	KindStockFailover = "stock-failover"
+	// KindNewPods: first-packet coverage and entry latency for new pods.
+	KindNewPods = "new-pods"
+)
+
+// Disruptions.
+const (
+	DisruptionCrash   = "crash"
+	DisruptionPlanned = "planned"
+)
+
+// Case is one benchmark case's results.
+type Case struct {
+	Name  string `json:"name"`  // file name too: crash-basic, unlabel, ...
+	Title string `json:"title"` // "hard crash, basic mode"
+	Kind  string `json:"kind"`
+	Mode  string `json:"mode"` // lab mode: egressha or stock
+	// Disruption: DisruptionCrash or DisruptionPlanned (failover kinds).
+	Disruption string `json:"disruption,omitempty"`
+	// Command reproduces these figures.
+	Command  string            `json:"command"`
+	Started  time.Time         `json:"started"`
+	Finished time.Time         `json:"finished"`
+	Settings map[string]string `json:"settings,omitempty"`
+	// TargetMS is the issue's target for the gap's p99 (0: none).
+	TargetMS float64  `json:"targetMS,omitempty"`
+	Trials   []Trial  `json:"trials,omitempty"`
+	Pods     []Pod    `json:"pods,omitempty"`
+	Notes    []string `json:"notes,omitempty"`
+}
+
+// Trial is one disruption. Durations are in milliseconds; -1 means the
+// event was not observed.
+type Trial struct {
+	// GapMS: last reply through the old gateway to the first reply
+	// through the new one.
+	GapMS float64 `json:"gapMS"`
+	// ToStatusMS: disruption to the EgressGateway's status naming the new
+	// active node (egressha only): the control-plane share of the gap.
+	ToStatusMS float64 `json:"toStatusMS"`
+	// StatusToTrafficMS: status naming the new node to the first reply
+	// through it: the datapath share.
+	StatusToTrafficMS float64 `json:"statusToTrafficMS"`
+	// FailbackGapMS: the gap when the disruption is undone and traffic
+	// goes back to the first node (a planned move), -1 if not measured.
+	FailbackGapMS float64 `json:"failbackGapMS"`
+	// Stock only: whether any reply came back within WaitMS of the
+	// crash, and the time from the human's relabel of the Nodes to the
+	// first reply through the other node (-1: it did not help).
+	WaitMS             float64 `json:"waitMS,omitempty"`
+	ResumedWithinWait  bool    `json:"resumedWithinWait,omitempty"`
+	RelabelToTrafficMS float64 `json:"relabelToTrafficMS,omitempty"`
+	// Stock only: when the relabel did not help (-1 above), the time from
+	// the human editing the policy's nodeSelector to the first reply.
+	PolicyEditToTrafficMS float64 `json:"policyEditToTrafficMS,omitempty"`
+	// Requests sent by the prober during the trial and how many failed.
+	Sent   int `json:"sent"`
+	Failed int `json:"failed"`
+	// LateOldReplies counts replies through the old node more than
+	// 200 ms after the disruption (they shorten the gap; see the log).
+	LateOldReplies int `json:"lateOldReplies,omitempty"`
+	// WrongSourceReplies counts replies (failover and failback) whose
+	// SNAT address and sender MAC name different nodes: one node SNATed
+	// to the other's address while the maps were being updated.
+	WrongSourceReplies int `json:"wrongSourceReplies,omitempty"`
+}
+
+// Pod is one new pod of the coverage case.
+type Pod struct {
+	Name string `json:"name"`
+	IP   string `json:"ip"`
+	// FirstSource is the source address the echo server saw for the
+	// pod's first request ("" if it failed); SNATed says whether it was
+	// the egress address.
+	FirstSource string `json:"firstSource"`
+	FirstError  string `json:"firstError,omitempty"`
+	SNATed      bool   `json:"snated"`
+	// CNIAddMS is how long the CNI ADD (and the Pod status update) took.
+	CNIAddMS float64 `json:"cniAddMS"`
+	// EntryNodeMS / EntryGatewayMS: CNI ADD start to the pod's entry in
+	// the egress map of its node / of the gateway node; -1 if never seen.
+	EntryNodeMS    float64 `json:"entryNodeMS"`
+	EntryGatewayMS float64 `json:"entryGatewayMS"`
+}
+
+// MS converts a duration to milliseconds.
+func MS(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Write stores c as dir/<c.Name>.json.
+func Write(dir string, c Case) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, c.Name+".json"), append(data, '\n'), 0o644)
+}
+
+// ReadDir loads every case file in dir, sorted by start time.
+func ReadDir(dir string) ([]Case, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Case
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var c Case
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		if c.Kind == "" || c.Name == "" {
+			continue // not ours
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Case) int { return a.Started.Compare(b.Started) })
+	return out, nil
+}
+
+// Percentile returns the nearest-rank p-th percentile (0 < p <= 100) of
+// v; NaN-free inputs only. It returns -1 for an empty slice.
+func Percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return -1
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	rank := int(p/100*float64(len(s)) + 0.999999)
+	return s[min(max(rank, 1), len(s))-1]
+}
+
+// Observed keeps the values >= 0 (-1 marks "not observed").
+func Observed(v []float64) []float64 {
+	var out []float64
+	for _, x := range v {
+		if x >= 0 {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Series extracts one figure from every trial.
+func Series(ts []Trial, f func(Trial) float64) []float64 {
+	out := make([]float64, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, f(t))
+	}
+	return out
+}
+
+// Slug makes a case name safe for a file name.
+func Slug(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, s)
+}

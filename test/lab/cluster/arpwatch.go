@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -177,21 +176,6 @@ func AnalyzeARP(answers []ARPAnswer, window time.Duration) ARPAnalysis {
 		}
 	}
 	return a
-}
-
-// LinkMAC is the MAC address of a node's interface.
-func LinkMAC(n Node, dev string) (string, error) {
-	out, err := run("ip", "-n", n.Name, "-j", "link", "show", dev)
-	if err != nil {
-		return "", err
-	}
-	var links []struct {
-		Address string `json:"address"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		return "", fmt.Errorf("ip link show %s on %s: %q", dev, n.Name, out)
-	}
-	return links[0].Address, nil
 }
 
 // EchoNeighbour is the MAC the echo server's namespace has for ip ("" if

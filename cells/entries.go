@@ -28,6 +28,8 @@ import (
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
 	"github.com/egressha/egressha/egressgw/cegp"
+	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -454,6 +456,9 @@ type desiredEntriesParams struct {
 	CEGPs     statedb.Table[*tables.CEGP]
 	// CEGPLocal names this node and resolves CEGP egress IPs on it.
 	CEGPLocal *CEGPLocal `optional:"true"`
+	// Heartbeat gives this node's own egress IP per gateway it is a
+	// candidate of (see localEgressIPs).
+	Heartbeat *heartbeat.Status `optional:"true"`
 	// Entries is provided by the map reconciler's cell.
 	Entries statedb.RWTable[*tables.PolicyEntry]
 }
@@ -474,6 +479,8 @@ func registerDesiredEntries(p desiredEntriesParams) {
 		initDone:             done,
 		policies:             map[string]*tables.Policy{},
 		gateways:             map[string]policy.Gateway{},
+		fromStatus:           map[string]policy.Gateway{},
+		basic:                map[string]bool{},
 		gatewayErrs:          map[string]string{},
 		conflicts:            map[netip.Addr][]policy.Conflict{},
 		conflictRefs:         map[policy.Conflict]int{},
@@ -504,6 +511,12 @@ type entriesJob struct {
 	policies map[string]*tables.Policy
 	polList  []policy.Policy
 	gateways map[string]policy.Gateway
+	// fromStatus are the gateways as their status says (before
+	// localEgressIPs); basic the names of basic-mode gateways; local this
+	// node's last heartbeat report.
+	fromStatus map[string]policy.Gateway
+	basic      map[string]bool
+	local      heartbeat.Report
 	// gatewayErrs are the last conversion errors logged, per gateway.
 	gatewayErrs map[string]string
 	// conflicts are the overlap conflicts of each endpoint (policy.Resolve);
@@ -597,9 +610,14 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 			}
 		}
 		for c := range gw {
-			if j.gatewayChanged(c) {
-				full = true
-			}
+			j.gatewayChanged(c)
+		}
+		var localWatch <-chan struct{}
+		if j.Heartbeat != nil {
+			j.local, localWatch = j.Heartbeat.LocalReport()
+		}
+		if j.localEgressIPs() {
+			full = true
 		}
 		dirty := map[netip.Addr]*tables.Endpoint{}
 		for c := range eps {
@@ -658,9 +676,37 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		case <-gwWatch:
 		case <-epWatch:
 		case <-cegpWatch:
+		case <-localWatch:
 		case <-resolveTicker.C:
 		}
 	}
+}
+
+// localEgressIPs sets j.gateways from the gateways' status, except that on
+// a candidate node of a basic-mode gateway the egress IP is the one this
+// node resolved for itself (its interface's primary IPv4). The datapath
+// SNATs to the egress IP of the entry on whichever node a packet reaches,
+// without checking that the node is the gateway; during a switch the pods'
+// nodes and the gateway nodes update their maps at different moments, so a
+// standby holding the active node's address would, for some milliseconds,
+// send traffic out with another node's source address. With its own address
+// it sends it out correctly. It reports whether any value changed.
+func (j *entriesJob) localEgressIPs() bool {
+	changed := len(j.gateways) != len(j.fromStatus)
+	next := make(map[string]policy.Gateway, len(j.fromStatus))
+	for name, g := range j.fromStatus {
+		if r, ok := j.local[name]; ok && j.basic[name] && r.Ready && g.ActiveNode != "" {
+			if ip, err := netip.ParseAddr(r.EgressIP); err == nil && ip.Is4() {
+				g.EgressIP = ip
+			}
+		}
+		if old, ok := j.gateways[name]; !ok || old != g {
+			changed = true
+		}
+		next[name] = g
+	}
+	j.gateways = next
+	return changed
 }
 
 // cegpResolveInterval is how often the local egress IPs of the CEGP gateway
@@ -745,19 +791,19 @@ func specChanged(old, cur *tables.Policy) bool {
 	return !equality.Semantic.DeepEqual(old.Object.Spec, cur.Object.Spec)
 }
 
-// gatewayChanged records a change of egress-gateways and reports whether a
-// gateway's map value (name, active node, its InternalIP, egress IP)
-// changed; the rest of its status does not matter here.
-func (j *entriesJob) gatewayChanged(c statedb.Change[*tables.EgressGateway]) bool {
+// gatewayChanged records a change of egress-gateways in j.fromStatus;
+// localEgressIPs then derives j.gateways (name, active node, its
+// InternalIP, egress IP: the rest of the status does not matter here).
+func (j *entriesJob) gatewayChanged(c statedb.Change[*tables.EgressGateway]) {
 	name := c.Object.Name
-	old, had := j.gateways[name]
 	if c.Deleted {
-		delete(j.gateways, name)
+		delete(j.fromStatus, name)
+		delete(j.basic, name)
 		delete(j.gatewayErrs, name)
-		return had
+		return
 	}
 	if c.Object.Object == nil {
-		return false
+		return
 	}
 	g, err := policy.GatewayFromObject(c.Object.Object)
 	if msg := errString(err); msg != j.gatewayErrs[name] {
@@ -767,8 +813,8 @@ func (j *entriesJob) gatewayChanged(c statedb.Change[*tables.EgressGateway]) boo
 		}
 		j.gatewayErrs[name] = msg
 	}
-	j.gateways[name] = g
-	return !had || old != g
+	j.fromStatus[name] = g
+	j.basic[name] = c.Object.Mode == v1alpha1.SourceIPModePrimaryIP
 }
 
 func errString(err error) string {
@@ -887,7 +933,7 @@ func (j *entriesJob) syncConditions(wtxn statedb.WriteTxn, full bool, n *writeCo
 	}
 	j.conflictsChanged = false
 	conflicts := slices.Collect(maps.Keys(j.conflictRefs))
-	conds := policy.Conditions(j.polList, j.gateways, conflicts)
+	conds := policy.Conditions(j.polList, j.fromStatus, conflicts)
 	for name, row := range j.policies {
 		want := conds[name]
 		if slices.Equal(row.Conditions, want) {

@@ -159,6 +159,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 			reportDevices(statedb.Collect(devices)),
 			vipStatuses(vips))
 		cegpsChanged := h.addCEGPCandidacy(txn, labels, report)
+		h.p.Status.SetReport(report)
 		h.step(ctx, health, report, due)
 
 		due = false

@@ -1,6 +1,8 @@
 package heartbeat
 
 import (
+	"maps"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -24,10 +26,44 @@ type Renewal struct {
 // it. The zero value is ready to use and reports no renewal.
 type Status struct {
 	last atomic.Pointer[Renewal]
+
+	mu      sync.Mutex
+	report  Report
+	changed chan struct{}
 }
 
 // NewStatus returns an empty Status.
 func NewStatus() *Status { return &Status{} }
+
+// SetReport records what this node currently resolves for its gateways,
+// whether or not the Lease write carrying it succeeded. Only the heartbeat
+// job calls it.
+func (s *Status) SetReport(r Report) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.report != nil && maps.Equal(s.report, r) {
+		return
+	}
+	s.report = r
+	if s.changed != nil {
+		close(s.changed)
+	}
+	s.changed = make(chan struct{})
+}
+
+// LocalReport returns the node's current report (nil before the first) and
+// a channel closed when it changes. The datapath programs a standby
+// gateway node with its own egress IP from it, so a packet that reaches
+// the node before its map learns that it became active is SNATed to the
+// node's own address, never to the previous node's.
+func (s *Status) LocalReport() (Report, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.report, s.changed
+}
 
 // ValidUntil is the last successful renewal time plus the expiry; the zero
 // time when the Lease was never renewed by this agent. A caller holding a

@@ -50,9 +50,10 @@ echo $$ > %[2]s/egressha-lab/$node/cgroup.procs
 exec ip netns exec "$node" unshare --cgroup sh -ec '
   mount --bind "$0/run" /run/cilium
   mount --bind "$0/bpffs" /sys/fs/bpf
-  # Only this node's bpffs may be visible: Cilium tools other than the agent
-  # open pinned maps under the FIRST bpf mount in mountinfo, which would
-  # otherwise be another node's.
+  # Only the bpffs of this node may be visible: Cilium tools other than the
+  # agent open pinned maps under the FIRST bpf mount in mountinfo, which
+  # would otherwise be the bpffs of another node. (No quote characters in
+  # this block: it is single-quoted.)
   grep " bpf " /proc/self/mounts | while read -r _ m _; do
     [ "$m" = /sys/fs/bpf ] || umount -l "$m"
   done

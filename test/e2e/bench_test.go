@@ -62,22 +62,12 @@ type gapCase struct {
 
 // gapCases are the failover cases, run in order on one lab.
 //
-// VIP-MODE HOOK (issue 6): once VirtualIPAddress mode lands, add
-//
-//	{name: "crash-vip", title: "hard crash, VIP mode", disruption: results.DisruptionCrash, gatewayYAML: vipGateway,
-//	 via: func(t *testing.T, e *benchEnv) viaFunc { return viaSourceMAC(t, e.cfg) },
-//	 disrupt: crashA, restore: recoverA, targetMS: 3000, restoreTimeout: 5 * time.Minute,
-//	 sharedSourceIP: true},
-//
-// with vipGateway = basicGateway but sourceIP.mode VirtualIPAddress and
-// virtualIPAddress.ip a free public address (e.g. 203.0.113.50). Both
-// nodes SNAT to the VIP, so the source address cannot tell them apart;
-// viaSourceMAC reads the Ethernet source the echo server's capture on the
-// public bridge saw (cluster.EchoL2URL), i.e. which node's eth1 sent the
-// frame. The basic cases already cross-check viaSourceMAC against
-// viaSourceIP on every reply. Note the echo server's neighbour entry for
-// the VIP must follow the GARP for replies to reach the new node; the gap
-// measured by the prober includes that.
+// crash-vip runs the spec's VirtualIPAddress gateway (vipGateway, VIP
+// 203.0.113.50 on eth1): both nodes SNAT to the VIP, so the source address
+// cannot tell them apart; viaSourceMAC reads the Ethernet source the echo
+// server's capture on the public bridge saw, i.e. which node's eth1 sent
+// the frame. Replies reach the new node only once the echo server's
+// neighbour entry for the VIP follows its GARP; the gap includes that.
 func gapCases() []gapCase {
 	basicVia := func(t *testing.T, e *benchEnv) viaFunc { return viaAddrAndMAC(e.ipVia, e.macVia) }
 	return []gapCase{
@@ -86,6 +76,14 @@ func gapCases() []gapCase {
 			gatewayYAML: basicGateway, via: basicVia,
 			disrupt: crashA, restore: recoverA,
 			targetMS: 3000, restoreTimeout: 5 * time.Minute,
+		},
+		{
+			name: "crash-vip", title: "hard crash (cut links + SIGKILL agent), VIP mode", disruption: results.DisruptionCrash,
+			gatewayYAML: vipGateway,
+			via:         func(t *testing.T, e *benchEnv) viaFunc { return viaSourceMAC(t, e.cfg) },
+			disrupt:     crashA, restore: recoverA,
+			targetMS: 3000, restoreTimeout: 5 * time.Minute,
+			sharedSourceIP: true,
 		},
 		{
 			name: "unlabel", title: "planned: remove the egress label from the active node", disruption: results.DisruptionPlanned,
@@ -366,7 +364,7 @@ func TestBenchEgressHA(t *testing.T) {
 			Command: benchCommand(t), Started: time.Now(), TargetMS: c.targetMS,
 			Settings: map[string]string{
 				"probe":      fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probeInterval, probeTimeout, e.worker.Name),
-				"heartbeat":  "agent defaults: renew 1s, expiry 4s",
+				"heartbeat":  "agent defaults: renew 500ms, expiry 2s",
 				"failback":   "Immediate (default)",
 				"gap":        "last reply through the old gateway to the first reply through the new one",
 				"from -> to": e.a.Name + " -> " + e.b.Name,

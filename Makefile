@@ -69,7 +69,7 @@ test-unit: ## Go tests of the product module (privileged ones need root).
 # take it down; they need root and everything `make lab` builds.
 test-e2e: lab-deps build cilium-tools lab-bin ## End-to-end tests against the lab (root).
 	@mkdir -p $(OUT)
-	cd test && $(LAB_ENV) $(GOTESTSUM) --format standard-verbose --jsonfile $(abspath $(OUT))/test-e2e.json -- -count=1 -timeout 30m ./...
+	cd test && $(LAB_ENV) $(GOTESTSUM) --format standard-verbose --jsonfile $(abspath $(OUT))/test-e2e.json -- -count=1 -timeout 45m -skip '^TestBench' ./...
 
 test: verify-generate lint build test-unit test-e2e ## Everything CI runs.
 	@hack/test-summary $(OUT)/test-unit.json $(OUT)/test-e2e.json

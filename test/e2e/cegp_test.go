@@ -96,9 +96,7 @@ func TestCEGPFailover(t *testing.T) {
 	}
 	for _, n := range []cluster.Node{worker, a, b} {
 		// Every node tunnels to the serving node; the gateway node SNATs
-		// to its eth1 address. (The egress IP on the other nodes is not
-		// read by the datapath; upstream and our tables put 0.0.0.0 there,
-		// see the report for what the lab's maps show.)
+		// to its eth1 address; the other nodes hold 0.0.0.0, as upstream.
 		got := egressList(t, cfg, n.Name)
 		t.Logf("cilium-dbg bpf egress list on %s: %+v", n.Name, got)
 		i := slices.IndexFunc(got, func(e egressEntry) bool { return e.SourceIP == pod.IP && e.DestCIDR == "0.0.0.0/0" })
@@ -109,6 +107,8 @@ func TestCEGPFailover(t *testing.T) {
 			t.Errorf("%s: gateway IP %s, want %s", n.Name, got[i].GatewayIP, a.ClusterIP)
 		case n.Name == a.Name && got[i].EgressIP != a.PublicIP.String():
 			t.Errorf("%s: egress IP %s, want %s", n.Name, got[i].EgressIP, a.PublicIP)
+		case n.Name != a.Name && got[i].EgressIP != "0.0.0.0":
+			t.Errorf("%s: egress IP %s, want 0.0.0.0 (as upstream, only the serving node has one)", n.Name, got[i].EgressIP)
 		}
 	}
 	ann := runKubectl(t, cfg, nil, "get", "ciliumegressgatewaypolicies", "egress-test", "-o", `jsonpath={.metadata.annotations.egressha\.io/gateway-nodes}`)

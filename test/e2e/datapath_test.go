@@ -85,10 +85,18 @@ func TestEgressHADatapath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{worker.Name, a.Name, b.Name} {
-		want := egressEntry{SourceIP: backend.IP, DestCIDR: "0.0.0.0/0", EgressIP: a.PublicIP.String(), GatewayIP: a.ClusterIP.String()}
-		if !slices.Contains(egressList(t, cfg, n), want) {
-			t.Errorf("%s: cilium-dbg bpf egress list lacks %+v: %+v", n, want, egressList(t, cfg, n))
+	// Every node tunnels to the active node. The egress IP is the active
+	// node's address, except on the standby candidate, which holds its own:
+	// a packet reaching it before it learns it became active leaves with
+	// its own source address, never with another node's.
+	for _, n := range []cluster.Node{worker, a, b} {
+		egress := a.PublicIP
+		if n.Name == b.Name {
+			egress = b.PublicIP
+		}
+		want := egressEntry{SourceIP: backend.IP, DestCIDR: "0.0.0.0/0", EgressIP: egress.String(), GatewayIP: a.ClusterIP.String()}
+		if got := egressList(t, cfg, n.Name); !slices.Contains(got, want) {
+			t.Errorf("%s: cilium-dbg bpf egress list lacks %+v: %+v", n.Name, want, got)
 		}
 	}
 

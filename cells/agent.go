@@ -58,7 +58,7 @@ type AgentConfig struct {
 
 // DefaultAgentConfig are the defaults of the agent flags.
 var DefaultAgentConfig = AgentConfig{
-	EgressGatewayHAEnabled:                true,
+	EgressGatewayHAEnabled: true,
 	// A hard crash is detected within the expiry (plus up to one renew
 	// interval less): 1.5-2 s, so traffic resumes within the 3 s the
 	// benchmarks target; three renewals may fail in a row (1.5 s of API

@@ -27,8 +27,8 @@ import (
 	"github.com/cilium/cilium/pkg/k8s/utils"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
-	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/tables"

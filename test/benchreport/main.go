@@ -595,10 +595,29 @@ func (r *report) newPods() {
 var goBenchItems = []struct {
 	item, title string
 	re          *regexp.Regexp
+	// note explains what is measured and, where ours is behind, what
+	// dominates (from CPU and heap profiles of the same benchmarks).
+	note string
 }{
-	{"3", "Operator scale: selection after one node event, 5,000 nodes × 500 gateways", regexp.MustCompile(`^Benchmark(Recompute|InitialLoad)`)},
-	{"4", "Agent scale: desired entries and map reconcile, 100k endpoints × 4 CIDRs, vs Cilium v1.18's manager", regexp.MustCompile(`^Benchmark(AgentScale|Compute100k|ForEndpoint|Reconcile)`)},
-	{"5", "Memory: agent RSS over stock Cilium with 100k entries", regexp.MustCompile(`^Benchmark(Memory|RSS)`)},
+	{"3", "Operator scale: selection after one node event, 5,000 nodes × 500 gateways", regexp.MustCompile(`^Benchmark(Recompute|InitialLoad)`), ""},
+	{"4", "Agent scale: desired entries and map reconcile, 100k endpoints × 4 CIDRs, vs Cilium v1.18's manager",
+		regexp.MustCompile(`^BenchmarkAgentScale/|^Benchmark(Compute100k|ForEndpoint|Reconcile)`),
+		"Same input for both sides in one process: 100,000 CiliumEndpoints over 1,000 identities, one policy with 4 destination CIDRs " +
+			"(400,000 entries), a remote gateway; each side writes a real private LPM map with Cilium's spec. Ours runs the agent's real " +
+			"cells (reflectors, egress-policy-entries, statedb reconciler); Cilium's is `egressgateway.NewEgressGatewayManager` as the agent " +
+			"builds it (trigger interval 1 ms, as in its own tests). `ratio/*` = egressha ÷ Cilium. **One endpoint added is proportional to " +
+			"the change on our side** (≈1.2 ms and ≈800 allocs at 10k and at 100k endpoints; about 1 ms of it is the reconciler's round " +
+			"rate limiter) while Cilium's manager recomputes everything (seconds). **A full resync is ≈6× slower than Cilium's**: a CPU " +
+			"profile puts ≈70% in statedb writes (the reconciler writing each row's status back in rounds of 1,000 rows, and inserting 400k " +
+			"rows into a table with four indexes), ≈20% in GC; the BPF map writes cost the same on both sides (≈2.5 s). Cutting rows to one " +
+			"per endpoint instead of one per (endpoint, CIDR), dropping indexes nobody queries and larger reconciler rounds are the known fixes."},
+	{"5", "Memory: agent RSS over stock Cilium with 100k entries", regexp.MustCompile(`^Benchmark(AgentScaleMemory|Memory|RSS)`),
+		"Measured in process, each side in its own subprocess: growth of the live heap (after GC) and of VmRSS from \"started, empty " +
+			"map\" to \"400,000 entries programmed\". The input objects (CiliumEndpoints in the shared informer, identities) exist on both " +
+			"sides and are counted for neither; the BPF map is kernel memory, outside RSS on both sides; everything else in the agent is the " +
+			"same binary either way. This is therefore the agent RSS egressha adds over stock Cilium for this load, not a whole-agent RSS " +
+			"taken in the lab. A heap profile puts it in the statedb trees of egress-policy-entries (≈2.5 KB per entry: 400k rows × " +
+			"several indexes, plus row clones)."},
 }
 
 func (r *report) goBenchmarks() {
@@ -639,6 +658,10 @@ func (r *report) goBenchmarks() {
 		}
 		r.benchTable(found, true)
 		r.p("")
+		if it.note != "" {
+			r.p("%s", it.note)
+			r.p("")
+		}
 		var ratios []string
 		for _, b := range found {
 			for _, m := range b.Metrics {

@@ -25,6 +25,7 @@ import (
 	"github.com/cilium/cilium/pkg/k8s/resource"
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
 	"github.com/cilium/cilium/pkg/k8s/utils"
+	"github.com/cilium/cilium/pkg/node"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
@@ -35,7 +36,7 @@ import (
 )
 
 // entriesCells computes egress-policy-entries, the desired contents of
-// Cilium's egress policy map, from three inputs:
+// Cilium's egress policy map, from these inputs:
 //
 //   - egress-policies: EgressGatewayPolicies, reflected from the API server;
 //   - egress-gateways: EgressGateway status (active node, its InternalIP,
@@ -45,6 +46,10 @@ import (
 //     endpoints of this node straight from Cilium's endpoint manager, so a
 //     new local pod is covered as soon as its identity labels are known,
 //     not a CiliumEndpoint round trip later.
+//
+// and, for the nodeSelector of CiliumEgressGatewayPolicy selectors, the
+// labels of the node each endpoint runs on (nodeLabelSource: Cilium's
+// CiliumNode resource and this node's LocalNodeStore).
 //
 // The table egress-policy-entries itself belongs to the map reconciler's
 // cell. Its initializer is only marked done once all inputs have synced and
@@ -454,6 +459,13 @@ type desiredEntriesParams struct {
 	Gateways  statedb.Table[*tables.EgressGateway]
 	Endpoints statedb.Table[*tables.Endpoint]
 	CEGPs     statedb.Table[*tables.CEGP]
+	// CiliumNodes is the agent's shared CiliumNode resource (the one
+	// Cilium's egress gateway follows): the labels of the nodes the
+	// endpoints run on, for CEGP selectors with a nodeSelector.
+	CiliumNodes resource.Resource[*ciliumv2.CiliumNode]
+	// LocalNode gives the labels of this node, for the endpoints of the
+	// endpoint manager; optional so test hives can do without it.
+	LocalNode *node.LocalNodeStore `optional:"true"`
 	// CEGPLocal names this node and resolves CEGP egress IPs on it.
 	CEGPLocal *CEGPLocal `optional:"true"`
 	// Heartbeat gives this node's own egress IP per gateway it is a
@@ -467,16 +479,21 @@ type desiredEntriesParams struct {
 // and the job that fills it. The initializer is registered even when
 // egressha is disabled and then never marked done: nothing may prune the
 // map on the strength of a table that nobody fills.
-func registerDesiredEntries(p desiredEntriesParams) {
+func registerDesiredEntries(p desiredEntriesParams) error {
 	wtxn := p.DB.WriteTxn(p.Entries)
 	done := p.Entries.RegisterInitializer(wtxn, desiredEntriesInitializer)
 	wtxn.Commit()
 	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
-		return
+		return nil
 	}
+	if p.CiliumNodes == nil {
+		return errors.New("egressha: Cilium's CiliumNode resource is not available")
+	}
+	nodes := newNodeLabelSource(p.CiliumNodes, p.LocalNode)
 	j := &entriesJob{
 		desiredEntriesParams: p,
 		initDone:             done,
+		nodes:                nodes,
 		policies:             map[string]*tables.Policy{},
 		gateways:             map[string]policy.Gateway{},
 		fromStatus:           map[string]policy.Gateway{},
@@ -488,7 +505,9 @@ func registerDesiredEntries(p desiredEntriesParams) {
 		cegps:                map[string]*tables.CEGP{},
 		cegpErrs:             map[string]string{},
 	}
+	p.JobGroup.Add(job.OneShot("node-labels", nodes.run))
 	p.JobGroup.Add(job.OneShot("desired-entries", j.run))
+	return nil
 }
 
 // entriesJob keeps egress-policy-entries equal to the union of
@@ -500,10 +519,14 @@ func registerDesiredEntries(p desiredEntriesParams) {
 // endpoint. Either way a row is only written when its entry changes, so
 // the reconciler never redoes work for an unchanged row, and a new value
 // for an existing key (a failover) replaces the row in place instead of
-// deleting it.
+// deleting it. A change of a node's labels recomputes the endpoints on
+// that node only (egress-endpoints' node index), and only when some policy
+// has a nodeSelector.
 type entriesJob struct {
 	desiredEntriesParams
 	initDone func(statedb.WriteTxn)
+	// nodes are the labels of the endpoints' nodes.
+	nodes *nodeLabelSource
 
 	initialized bool
 	// policies are the current rows of egress-policies by name; polList
@@ -573,6 +596,10 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 				watch = w
 			}
 		}
+		if !j.nodes.ready() {
+			pending = append(pending, "node labels")
+			watch = j.nodes.changed
+		}
 		if len(pending) == 0 {
 			break
 		}
@@ -619,6 +646,9 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		if j.localEgressIPs() {
 			full = true
 		}
+		// Taken before any label is read: a change after this is seen
+		// again in the next round.
+		nodeKeys := j.nodes.take()
 		dirty := map[netip.Addr]*tables.Endpoint{}
 		for c := range eps {
 			if c.Deleted {
@@ -641,6 +671,17 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 			}
 			j.syncAll(wtxn, &n)
 		} else {
+			// Endpoints on a node whose labels changed; only a policy
+			// with a nodeSelector can depend on them.
+			if len(nodeKeys) > 0 && j.anyNodeSelectors() {
+				for _, key := range nodeKeys {
+					for ep := range j.Endpoints.List(wtxn, tables.EndpointsByNode(key)) {
+						if _, ok := dirty[ep.IP]; !ok {
+							dirty[ep.IP] = ep
+						}
+					}
+				}
+			}
 			for ip, ep := range dirty {
 				j.syncEndpoint(wtxn, ip, ep, &n)
 			}
@@ -676,6 +717,7 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		case <-gwWatch:
 		case <-epWatch:
 		case <-cegpWatch:
+		case <-j.nodes.changed:
 		case <-localWatch:
 		case <-resolveTicker.C:
 		}
@@ -754,6 +796,17 @@ func (j *entriesJob) refreshCEGPValues() bool {
 	}
 	j.cegpValues = next
 	return changed
+}
+
+// anyNodeSelectors reports whether a policy selects endpoints by the
+// labels of their node.
+func (j *entriesJob) anyNodeSelectors() bool {
+	for i := range j.polList {
+		if len(j.polList[i].NodeSelectors) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 type writeCounts struct {
@@ -852,7 +905,9 @@ func (j *entriesJob) syncEndpoint(wtxn statedb.WriteTxn, ip netip.Addr, ep *tabl
 	var want []policy.Entry
 	var conflicts []policy.Conflict
 	if ep != nil {
-		want, conflicts = policy.Resolve(j.polList, j.gateways, ep.Endpoint)
+		e := ep.Endpoint
+		e.NodeLabels = j.nodes.labels(ep)
+		want, conflicts = policy.Resolve(j.polList, j.gateways, e)
 	}
 	j.setConflicts(ip, conflicts)
 

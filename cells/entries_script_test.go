@@ -55,6 +55,7 @@ func TestEntriesScripts(t *testing.T) {
 			h := hive.New(
 				k8sFake.FakeClientCell(),
 				provideCiliumEndpointResource(),
+				provideCiliumNodeResource(),
 				cell.Provide(
 					func(fc *k8sFake.FakeClientset) *client.Clientset {
 						return client.NewForFake(&fc.CiliumFakeClientset.Fake)
@@ -106,6 +107,12 @@ func provideCiliumEndpointResource() cell.Cell {
 			resource.WithLazyTransform(func() runtime.Object { return &ciliumv2.CiliumEndpoint{} }, k8s.TransformToCiliumEndpoint),
 			resource.WithMetric("CiliumEndpoint"))
 	})
+}
+
+// provideCiliumNodeResource provides the CiliumNode resource as the agent
+// does (daemon/k8s.ResourcesCell provides k8s.CiliumNodeResource).
+func provideCiliumNodeResource() cell.Cell {
+	return cell.Provide(k8s.CiliumNodeResource)
 }
 
 // listFaults makes the fake API server fail the list requests of chosen

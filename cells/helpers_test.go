@@ -30,6 +30,7 @@ func provideAgentDependencies() cell.Cell {
 		k8sFake.FakeClientCell(),
 		provideDatapathDependencies(),
 		provideCiliumEndpointResource(),
+		provideCiliumNodeResource(),
 		cell.Provide(
 			func() *node.LocalNodeStore { return node.NewTestLocalNodeStore(node.LocalNode{}) },
 			datapathtables.NewDeviceTable,

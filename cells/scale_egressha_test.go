@@ -68,6 +68,7 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 	s.ceps = newFakeResource[*k8sTypes.CiliumEndpoint]()
 	s.h = hive.New(
 		k8sFake.FakeClientCell(),
+		provideCiliumNodeResource(),
 		cell.Provide(
 			func(fc *k8sFake.FakeClientset) *client.Clientset {
 				return client.NewForFake(&fc.CiliumFakeClientset.Fake)

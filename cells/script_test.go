@@ -75,6 +75,7 @@ func TestHeartbeatScripts(t *testing.T) {
 			h := hive.New(
 				k8sFake.FakeClientCell(),
 				provideCiliumEndpointResource(),
+				provideCiliumNodeResource(),
 				node.LocalNodeStoreCell,
 				cell.Provide(
 					// The "*" object tracker, where k8s/add puts our types.

@@ -155,3 +155,61 @@ func TestValuesAndChangeReason(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeSelector: selectors[].nodeSelector restricts the policy to
+// endpoints whose node's labels match, as in Cilium's egress gateway
+// (pkg/egressgateway/policy.go: ParseCEGP collects the nodeSelectors of all
+// selectors into one list; matchesNodeLabels accepts the endpoint when any
+// of them matches the labels of its node, and every node when the list is
+// empty). Unknown node labels (nil) match no nodeSelector.
+func TestNodeSelector(t *testing.T) {
+	cegp := func(sels ...ciliumv2.EgressRule) *ciliumv2.CiliumEgressGatewayPolicy {
+		o := &ciliumv2.CiliumEgressGatewayPolicy{}
+		o.Name = "p"
+		o.Spec.DestinationCIDRs = []ciliumv2.CIDR{"0.0.0.0/0"}
+		o.Spec.Selectors = sels
+		o.Spec.EgressGateway = &ciliumv2.EgressGateway{NodeSelector: sel("egress", "a"), Interface: "eth1"}
+		return o
+	}
+	withNode := cegp(
+		ciliumv2.EgressRule{PodSelector: sel("app", "nginx"), NodeSelector: sel("role", "a")},
+		ciliumv2.EgressRule{PodSelector: sel("app", "web"), NodeSelector: &slimv1.LabelSelector{
+			MatchExpressions: []slimv1.LabelSelectorRequirement{{Key: "zone", Operator: slimv1.LabelSelectorOpIn, Values: []string{"x", "y"}}}}},
+	)
+	withoutNode := cegp(ciliumv2.EgressRule{PodSelector: sel("app", "nginx")})
+	onlyNode := cegp(ciliumv2.EgressRule{NodeSelector: sel("role", "a")})
+
+	for _, tc := range []struct {
+		name       string
+		obj        *ciliumv2.CiliumEgressGatewayPolicy
+		app        string
+		nodeLabels map[string]string
+		want       bool
+	}{
+		{"pod and node match", withNode, "nginx", map[string]string{"role": "a", "other": "x"}, true},
+		{"node does not match", withNode, "nginx", map[string]string{"role": "b"}, false},
+		{"node labels unknown", withNode, "nginx", nil, false},
+		{"expression matches", withNode, "nginx", map[string]string{"zone": "y"}, true},
+		// Upstream keeps one list of nodeSelectors for the whole policy, not
+		// one per selector: web pods on a role=a node are selected too.
+		{"other selector's nodeSelector", withNode, "web", map[string]string{"role": "a"}, true},
+		{"pod does not match", withNode, "other", map[string]string{"role": "a"}, false},
+		{"no nodeSelector, node unknown", withoutNode, "nginx", nil, true},
+		{"no nodeSelector, any node", withoutNode, "nginx", map[string]string{"role": "b"}, true},
+		// A selector with only a nodeSelector selects no pod (upstream
+		// rejects the whole policy; egressha ignores that selector).
+		{"nodeSelector only", onlyNode, "nginx", map[string]string{"role": "a"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _, _ := PolicyFromObject(tc.obj)
+			p.Spread = []policy.Value{{GatewayIP: netip.MustParseAddr("10.0.0.1"), EgressIP: netip.MustParseAddr("203.0.113.1")}}
+			ep := policy.Endpoint{IP: netip.MustParseAddr("10.244.0.1"), Namespace: "default", UID: "u",
+				Labels:     map[string]string{"app": tc.app, policy.PodNamespaceLabel: "default"},
+				NodeLabels: tc.nodeLabels}
+			entries, _ := policy.Resolve([]policy.Policy{p}, nil, ep)
+			if got := len(entries) > 0; got != tc.want {
+				t.Errorf("selected = %v (%v), want %v", got, entries, tc.want)
+			}
+		})
+	}
+}

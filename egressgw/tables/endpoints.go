@@ -43,7 +43,9 @@ type Endpoint struct {
 	// IP, Namespace and Labels (identity labels, "k8s:" stripped) are what
 	// policy.ForEndpoint matches. Node is the node name for local
 	// endpoints and the node IP (status.networking.node) for
-	// CiliumEndpoints, which carry no node name; entries never depend on it.
+	// CiliumEndpoints, which carry no node name; the agent finds the
+	// labels of the endpoint's node by it (see EndpointNodeIndex), as
+	// Cilium's egress gateway finds them by the CiliumEndpoint's node IP.
 	policy.Endpoint
 	// Name is the pod's name (local) or the CiliumEndpoint's name, which is
 	// the pod's name.
@@ -162,10 +164,28 @@ func EndpointByIP(ip netip.Addr) statedb.Query[*Endpoint] {
 	return EndpointIPIndex.Query(ip)
 }
 
+// EndpointNodeIndex indexes endpoints by Node (the node name of local
+// endpoints, the node IP of CiliumEndpoints), so a change of a node's
+// labels re-evaluates only the endpoints on that node.
+var EndpointNodeIndex = statedb.Index[*Endpoint, string]{
+	Name: "node",
+	FromObject: func(e *Endpoint) index.KeySet {
+		return index.NewKeySet(index.String(e.Node))
+	},
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     false,
+}
+
+// EndpointsByNode queries the endpoints whose Node is node.
+func EndpointsByNode(node string) statedb.Query[*Endpoint] {
+	return EndpointNodeIndex.Query(node)
+}
+
 // NewEndpointsTable creates the egress-endpoints table and registers it
 // with db.
 func NewEndpointsTable(db *statedb.DB) (statedb.RWTable[*Endpoint], error) {
-	tbl, err := statedb.NewTable(EndpointsTableName, EndpointIPIndex)
+	tbl, err := statedb.NewTable(EndpointsTableName, EndpointIPIndex, EndpointNodeIndex)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,172 @@
+package cells
+
+import (
+	"context"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+
+	"github.com/cilium/hive/cell"
+
+	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
+	"github.com/cilium/cilium/pkg/k8s/resource"
+	"github.com/cilium/cilium/pkg/node"
+	nodeTypes "github.com/cilium/cilium/pkg/node/types"
+
+	"github.com/egressha/egressha/egressgw/tables"
+)
+
+// nodeLabelSource knows the labels of the node each endpoint runs on, for
+// the nodeSelector of a CiliumEgressGatewayPolicy's selectors. It does
+// what Cilium's egress gateway does (pkg/egressgateway/manager.go,
+// handleNodeEvent): it follows the agent's shared CiliumNode resource (no
+// watch of its own) and keeps each node's labels under the node's IPv4 and
+// IPv6 addresses (nodeTypes.ParseCiliumNode, GetNodeIP), which a
+// CiliumEndpoint names as status.networking.node. Endpoints of this node
+// from the endpoint manager carry this node's name instead; their labels
+// are this node's, from the LocalNodeStore.
+//
+// The keys whose labels changed since the last take are collected, so the
+// entries job re-evaluates only the endpoints on those nodes.
+type nodeLabelSource struct {
+	res       resource.Resource[*ciliumv2.CiliumNode]
+	localNode *node.LocalNodeStore // nil: no local endpoints (test hives)
+	localName func() string
+
+	mu        sync.Mutex
+	byIP      map[string]map[string]string // node IP -> labels (never mutated)
+	ipsOf     map[string][]string          // CiliumNode name -> its keys in byIP
+	local     map[string]string
+	localSeen bool
+	synced    bool
+	dirty     map[string]struct{} // endpoint Node values whose labels changed
+	changed   chan struct{}
+}
+
+func newNodeLabelSource(res resource.Resource[*ciliumv2.CiliumNode], lns *node.LocalNodeStore) *nodeLabelSource {
+	return &nodeLabelSource{
+		res:       res,
+		localNode: lns,
+		localName: nodeTypes.GetName,
+		byIP:      map[string]map[string]string{},
+		ipsOf:     map[string][]string{},
+		dirty:     map[string]struct{}{},
+		changed:   make(chan struct{}, 1),
+	}
+}
+
+func (s *nodeLabelSource) signal() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// ready reports whether the CiliumNode listing and this node's labels
+// (when there is a LocalNodeStore) have been seen: before that, a
+// nodeSelector would be matched against labels not known yet.
+func (s *nodeLabelSource) ready() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.synced && (s.localNode == nil || s.localSeen)
+}
+
+// take returns the endpoint Node values whose node labels changed since
+// the last call.
+func (s *nodeLabelSource) take() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.dirty) == 0 {
+		return nil
+	}
+	keys := slices.Collect(maps.Keys(s.dirty))
+	clear(s.dirty)
+	return keys
+}
+
+// labels returns the labels of the node ep runs on; nil when not known.
+// The map must not be modified.
+func (s *nodeLabelSource) labels(ep *tables.Endpoint) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ep.Origin == tables.OriginLocal {
+		return s.local
+	}
+	return s.byIP[ep.Node]
+}
+
+func (s *nodeLabelSource) run(ctx context.Context, health cell.Health) error {
+	if s.localNode != nil {
+		s.localNode.Observe(ctx, s.setLocal, func(error) {})
+	}
+	health.OK("Waiting for the CiliumNode listing")
+	for ev := range s.res.Events(ctx) {
+		switch ev.Kind {
+		case resource.Sync:
+			s.mu.Lock()
+			s.synced = true
+			s.mu.Unlock()
+			health.OK("Synced")
+		case resource.Upsert:
+			n := nodeTypes.ParseCiliumNode(ev.Object)
+			s.setNode(n.Name, nodeIPKeys(n.GetNodeIP(false), n.GetNodeIP(true)), n.Labels)
+		case resource.Delete:
+			s.setNode(ev.Key.Name, nil, nil)
+		}
+		s.signal()
+		ev.Done(nil)
+	}
+	return nil
+}
+
+// setLocal records this node's labels; it runs under the LocalNodeStore's
+// lock and never blocks.
+func (s *nodeLabelSource) setLocal(n node.LocalNode) {
+	s.mu.Lock()
+	changed := !s.localSeen || !maps.Equal(s.local, n.Labels)
+	if changed {
+		s.local, s.localSeen = maps.Clone(n.Labels), true
+		s.dirty[s.localName()] = struct{}{}
+	}
+	s.mu.Unlock()
+	if changed {
+		s.signal()
+	}
+}
+
+// setNode replaces the keys and labels of the CiliumNode name (none: the
+// node is gone) and marks the keys whose labels changed.
+func (s *nodeLabelSource) setNode(name string, keys []string, lbls map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range s.ipsOf[name] {
+		if !slices.Contains(keys, k) {
+			delete(s.byIP, k)
+			s.dirty[k] = struct{}{}
+		}
+	}
+	if len(keys) == 0 {
+		delete(s.ipsOf, name)
+		return
+	}
+	s.ipsOf[name] = keys
+	for _, k := range keys {
+		if old, ok := s.byIP[k]; !ok || !maps.Equal(old, lbls) {
+			s.byIP[k] = maps.Clone(lbls)
+			s.dirty[k] = struct{}{}
+		}
+	}
+}
+
+// nodeIPKeys are the keys of a node's addresses, as a CiliumEndpoint's
+// status.networking.node spells them.
+func nodeIPKeys(ips ...net.IP) []string {
+	var keys []string
+	for _, ip := range ips {
+		if ip != nil {
+			keys = append(keys, ip.String())
+		}
+	}
+	return keys
+}

@@ -536,10 +536,10 @@ type entriesJob struct {
 	gateways map[string]policy.Gateway
 	// fromStatus are the gateways as their status says (before
 	// localEgressIPs); basic the names of basic-mode gateways; local this
-	// node's last heartbeat report.
+	// node's own egress address per basic-mode gateway.
 	fromStatus map[string]policy.Gateway
 	basic      map[string]bool
-	local      heartbeat.Report
+	local      map[string]string
 	// gatewayErrs are the last conversion errors logged, per gateway.
 	gatewayErrs map[string]string
 	// conflicts are the overlap conflicts of each endpoint (policy.Resolve);
@@ -641,7 +641,7 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		}
 		var localWatch <-chan struct{}
 		if j.Heartbeat != nil {
-			j.local, localWatch = j.Heartbeat.LocalReport()
+			j.local, localWatch = j.Heartbeat.LocalEgressIPs()
 		}
 		if j.localEgressIPs() {
 			full = true
@@ -724,21 +724,23 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 	}
 }
 
-// localEgressIPs sets j.gateways from the gateways' status, except that on
-// a candidate node of a basic-mode gateway the egress IP is the one this
-// node resolved for itself (its interface's primary IPv4). The datapath
-// SNATs to the egress IP of the entry on whichever node a packet reaches,
-// without checking that the node is the gateway; during a switch the pods'
-// nodes and the gateway nodes update their maps at different moments, so a
-// standby holding the active node's address would, for some milliseconds,
-// send traffic out with another node's source address. With its own address
-// it sends it out correctly. It reports whether any value changed.
+// localEgressIPs sets j.gateways from the gateways' status, except that a
+// node that has a basic-mode gateway's interface with an IPv4 address
+// programs that address as the egress IP. The datapath SNATs to the egress
+// IP of the entry on whichever node a packet leaves, without checking that
+// the node is the gateway; during a switch the pods' nodes and the gateway
+// nodes update their maps at different moments, so a node holding the
+// active node's address would, for some milliseconds, send traffic out
+// with another node's source address (the new gateway on a crash, the old
+// one on a planned move). With its own address it sends it out correctly.
+// So `cilium-dbg bpf egress list` shows, on each node, the address that
+// node would use. It reports whether any value changed.
 func (j *entriesJob) localEgressIPs() bool {
 	changed := len(j.gateways) != len(j.fromStatus)
 	next := make(map[string]policy.Gateway, len(j.fromStatus))
 	for name, g := range j.fromStatus {
-		if r, ok := j.local[name]; ok && j.basic[name] && r.Ready && g.ActiveNode != "" {
-			if ip, err := netip.ParseAddr(r.EgressIP); err == nil && ip.Is4() {
+		if own, ok := j.local[name]; ok && j.basic[name] && g.ActiveNode != "" {
+			if ip, err := netip.ParseAddr(own); err == nil && ip.Is4() {
 				g.EgressIP = ip
 			}
 		}

@@ -159,7 +159,8 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 			reportDevices(statedb.Collect(devices)),
 			vipStatuses(vips))
 		cegpsChanged := h.addCEGPCandidacy(txn, labels, report)
-		h.p.Status.SetReport(report)
+		h.p.Status.SetLocalEgressIPs(heartbeat.LocalEgressIPs(
+			tables.Objects(statedb.Collect(h.p.Gateways.All(txn))), reportDevices(statedb.Collect(h.p.Devices.All(txn)))))
 		h.step(ctx, health, report, due)
 
 		due = false

@@ -182,6 +182,28 @@ func interfaceReport(name string, devices map[string]*Device) GatewayReport {
 	return GatewayReport{Ready: true, EgressIP: d.IPv4[0].String()}
 }
 
+// LocalEgressIPs returns, for every basic-mode gateway whose interface
+// this node has with a usable IPv4 address, that address: what this node
+// SNATs to if traffic of the gateway leaves through it, whether or not it
+// is (still, or already) a candidate. Pure.
+func LocalEgressIPs(gateways []*v1alpha1.EgressGateway, devices []Device) map[string]string {
+	byName := make(map[string]*Device, len(devices))
+	for i := range devices {
+		byName[devices[i].Name] = &devices[i]
+	}
+	out := map[string]string{}
+	for _, gw := range gateways {
+		p := gw.Spec.SourceIP.PrimaryIPFromEgressGatewayNodeInterface
+		if gw.Spec.SourceIP.Mode != v1alpha1.SourceIPModePrimaryIP || p == nil {
+			continue
+		}
+		if r := interfaceReport(string(p.InterfaceName), byName); r.Ready {
+			out[gw.Name] = r.EgressIP
+		}
+	}
+	return out
+}
+
 // Candidates returns the sorted names of the gateways in the report.
 func (r Report) Candidates() []string {
 	return slices.Sorted(maps.Keys(r))

@@ -309,3 +309,19 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("Last = %+v, %v", r, ok)
 	}
 }
+
+// Every node that has a basic-mode gateway's interface resolves its own
+// egress address for it, candidate or not; VIP gateways and nodes without
+// the interface (or without an address on it) get none.
+func TestLocalEgressIPs(t *testing.T) {
+	got := LocalEgressIPs([]*v1alpha1.EgressGateway{
+		basicGW("egw", "eth1", egressSel),
+		basicGW("elsewhere", "eth1", map[string]string{"zone": "b"}),
+		basicGW("missing", "eth9", egressSel),
+		vipGW("vip", "198.51.100.10", egressSel),
+	}, []Device{eth1Good})
+	want := map[string]string{"egw": "203.0.113.11", "elsewhere": "203.0.113.11"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("LocalEgressIPs = %v, want %v", got, want)
+	}
+}

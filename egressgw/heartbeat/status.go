@@ -28,41 +28,40 @@ type Status struct {
 	last atomic.Pointer[Renewal]
 
 	mu      sync.Mutex
-	report  Report
+	local   map[string]string
 	changed chan struct{}
 }
 
 // NewStatus returns an empty Status.
 func NewStatus() *Status { return &Status{} }
 
-// SetReport records what this node currently resolves for its gateways,
-// whether or not the Lease write carrying it succeeded. Only the heartbeat
-// job calls it.
-func (s *Status) SetReport(r Report) {
+// SetLocalEgressIPs records, per basic-mode gateway, the address this node
+// would SNAT to (LocalEgressIPs). Only the heartbeat job calls it.
+func (s *Status) SetLocalEgressIPs(ips map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.report != nil && maps.Equal(s.report, r) {
+	if s.local != nil && maps.Equal(s.local, ips) {
 		return
 	}
-	s.report = r
+	s.local = ips
 	if s.changed != nil {
 		close(s.changed)
 	}
 	s.changed = make(chan struct{})
 }
 
-// LocalReport returns the node's current report (nil before the first) and
-// a channel closed when it changes. The datapath programs a standby
-// gateway node with its own egress IP from it, so a packet that reaches
-// the node before its map learns that it became active is SNATed to the
-// node's own address, never to the previous node's.
-func (s *Status) LocalReport() (Report, <-chan struct{}) {
+// LocalEgressIPs returns the last SetLocalEgressIPs (nil before the first)
+// and a channel closed when it changes. The datapath programs every node
+// that has a gateway's interface with its own address there, so a packet
+// that leaves a node which is not (or no longer, or not yet) the active
+// one is SNATed to that node's own address, never to another node's.
+func (s *Status) LocalEgressIPs() (map[string]string, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.changed == nil {
 		s.changed = make(chan struct{})
 	}
-	return s.report, s.changed
+	return s.local, s.changed
 }
 
 // ValidUntil is the last successful renewal time plus the expiry; the zero

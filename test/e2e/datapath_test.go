@@ -85,16 +85,12 @@ func TestEgressHADatapath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Every node tunnels to the active node. The egress IP is the active
-	// node's address, except on the standby candidate, which holds its own:
-	// a packet reaching it before it learns it became active leaves with
-	// its own source address, never with another node's.
+	// Every node tunnels to the active node. The egress IP is each node's
+	// own eth1 address: a packet leaving a node that is not (or no longer,
+	// or not yet) the active one leaves with that node's source address,
+	// never with another node's.
 	for _, n := range []cluster.Node{worker, a, b} {
-		egress := a.PublicIP
-		if n.Name == b.Name {
-			egress = b.PublicIP
-		}
-		want := egressEntry{SourceIP: backend.IP, DestCIDR: "0.0.0.0/0", EgressIP: egress.String(), GatewayIP: a.ClusterIP.String()}
+		want := egressEntry{SourceIP: backend.IP, DestCIDR: "0.0.0.0/0", EgressIP: n.PublicIP.String(), GatewayIP: a.ClusterIP.String()}
 		if got := egressList(t, cfg, n.Name); !slices.Contains(got, want) {
 			t.Errorf("%s: cilium-dbg bpf egress list lacks %+v: %+v", n.Name, want, got)
 		}

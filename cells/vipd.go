@@ -665,7 +665,7 @@ func (p *peerLeases) start(cs k8sClient.Clientset, ns string) error {
 		return nil
 	}
 	if ns == "" {
-		return errors.New("Cilium's namespace (--k8s-namespace) is not set")
+		return errors.New("the Cilium namespace (--k8s-namespace) is not set")
 	}
 	lw := utils.ListerWatcherWithModifiers(
 		utils.ListerWatcherFromTyped[*coordinationv1.LeaseList](cs.CoordinationV1().Leases(ns)),

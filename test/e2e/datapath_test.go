@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -193,16 +191,7 @@ func measureGap(t *testing.T, cfg cluster.Config, ns, pod, want string, action f
 
 // newPods is how many new pods the first-packet check creates:
 // EGRESSHA_NEW_PODS, default 20.
-func newPods(t *testing.T) int {
-	if v := os.Getenv("EGRESSHA_NEW_PODS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("EGRESSHA_NEW_PODS=%q", v)
-		}
-		return n
-	}
-	return 20
-}
+func newPods(t *testing.T) int { return envInt(t, "EGRESSHA_NEW_PODS", 20) }
 
 // restartAgentWatched restarts node's agent while dumping its egress map
 // and sending requests from the pod every 100 ms; any entry removed or

@@ -38,16 +38,7 @@ spec:
 
 // trials is how many failovers each case runs: EGRESSHA_FAILOVER_TRIALS,
 // default 3 in `make test`; `make bench` runs more to report percentiles.
-func trials(t *testing.T) int {
-	if v := os.Getenv("EGRESSHA_FAILOVER_TRIALS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("EGRESSHA_FAILOVER_TRIALS=%q", v)
-		}
-		return n
-	}
-	return 3
-}
+func trials(t *testing.T) int { return envInt(t, "EGRESSHA_FAILOVER_TRIALS", 3) }
 
 type gatewayWatcher struct {
 	dyn  dynamic.Interface

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -151,16 +149,7 @@ func readyReason(u *unstructured.Unstructured) string {
 // fencingTrials is how many rounds of the four forced handovers (each
 // round moves the VIP away and back: 8 handovers) the fencing check runs:
 // EGRESSHA_FENCING_TRIALS, default 7 (56 handovers).
-func fencingTrials(t *testing.T) int {
-	if v := os.Getenv("EGRESSHA_FENCING_TRIALS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("EGRESSHA_FENCING_TRIALS=%q", v)
-		}
-		return n
-	}
-	return 7
-}
+func fencingTrials(t *testing.T) int { return envInt(t, "EGRESSHA_FENCING_TRIALS", 7) }
 
 // TestVirtualIPMode runs the spec's VirtualIPAddress gateway in the lab:
 // the echo server sees the VIP before and after a crash of the active node

@@ -61,28 +61,69 @@ var PolicyEntryKeyIndex = statedb.Index[*PolicyEntry, policy.Key]{
 
 // PolicyEntrySourceIndex finds the entries of one endpoint IP.
 var PolicyEntrySourceIndex = statedb.Index[*PolicyEntry, netip.Addr]{
-	Name: "source",
-	FromObject: func(e *PolicyEntry) index.KeySet {
-		a := e.Source.As4()
-		return index.NewKeySet(a[:])
-	},
-	FromKey: func(a netip.Addr) index.Key { b := a.As4(); return b[:] },
-	Unique:  false,
-}
-
-// PolicyEntryPolicyIndex finds the entries a policy owns.
-var PolicyEntryPolicyIndex = statedb.Index[*PolicyEntry, string]{
-	Name:       "policy",
-	FromObject: func(e *PolicyEntry) index.KeySet { return index.NewKeySet(index.String(e.Policy)) },
-	FromKey:    index.String,
-	FromString: index.FromString,
+	Name:       "source",
+	FromObject: sourceKeySet,
+	FromKey:    func(a netip.Addr) index.Key { b := a.As4(); return b[:] },
 	Unique:     false,
 }
 
-// NewPolicyEntriesTable creates egress-policy-entries.
+// sourceKeySet is the source index key of e, in one allocation: the key
+// and the one-element slice index.NewKeySet keeps. statedb only copies the
+// key (into its non-unique key), so nothing stays referenced.
+func sourceKeySet(e *PolicyEntry) index.KeySet {
+	ks := &struct {
+		ip   [4]byte
+		keys [1]index.Key
+	}{ip: e.Source.As4()}
+	ks.keys[0] = ks.ip[:]
+	return index.NewKeySet(ks.keys[:]...)
+}
+
+// PolicyEntryStatusIndex is the reconciler's status index: the same name
+// ("status") and keys as reconciler.NewStatusIndex, so its queries (and
+// reconciler.WaitForReconciliation) work unchanged, but sparse: a row that is
+// Done is not in it. Only the rows still to do (Pending, Refreshing) or
+// failed (Error) are, which are the ones anybody looks for; in the
+// programmed steady state the index is empty instead of holding one entry
+// per row, and a row turning Done only deletes from it. A query for
+// StatusKindDone finds nothing: look for the absence of the others.
+var PolicyEntryStatusIndex = statedb.Index[*PolicyEntry, reconciler.StatusKind]{
+	Name:       "status",
+	FromObject: statusKeySet,
+	FromKey:    reconciler.StatusKind.Key,
+	Unique:     false,
+}
+
+// The status index keys, built once: every write of a row computes them,
+// for the old row and the new one.
+var (
+	pendingKeySet    = index.NewKeySet(reconciler.StatusKindPending.Key())
+	refreshingKeySet = index.NewKeySet(reconciler.StatusKindRefreshing.Key())
+	errorKeySet      = index.NewKeySet(reconciler.StatusKindError.Key())
+)
+
+func statusKeySet(e *PolicyEntry) index.KeySet {
+	switch e.Status.Kind {
+	case reconciler.StatusKindDone:
+		return index.KeySet{}
+	case reconciler.StatusKindPending:
+		return pendingKeySet
+	case reconciler.StatusKindRefreshing:
+		return refreshingKeySet
+	case reconciler.StatusKindError:
+		return errorKeySet
+	}
+	return index.NewKeySet(e.Status.Kind.Key())
+}
+
+// NewPolicyEntriesTable creates egress-policy-entries. Each index costs a
+// tree entry per row, rewritten on every write of the row (including each
+// status write of the reconciler), so the table has only those that are
+// queried: the key, the source (the entries of one endpoint) and the
+// sparse status.
 func NewPolicyEntriesTable(db *statedb.DB) (statedb.RWTable[*PolicyEntry], error) {
-	tbl, err := statedb.NewTable("egress-policy-entries", PolicyEntryKeyIndex, PolicyEntrySourceIndex, PolicyEntryPolicyIndex,
-		reconciler.NewStatusIndex((*PolicyEntry).GetStatus))
+	tbl, err := statedb.NewTable("egress-policy-entries", PolicyEntryKeyIndex, PolicyEntrySourceIndex,
+		PolicyEntryStatusIndex)
 	if err != nil {
 		return nil, err
 	}

@@ -154,13 +154,11 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		devices, devicesChanged := h.p.Devices.AllWatch(txn)
 		vips, vipsChanged := h.p.VIPs.AllWatch(txn)
 		labels := h.labels.get()
-		report := heartbeat.BuildReport(labels,
-			tables.Objects(statedb.Collect(gateways)),
-			reportDevices(statedb.Collect(devices)),
-			vipStatuses(vips))
+		gws := tables.Objects(statedb.Collect(gateways))
+		devs := reportDevices(statedb.Collect(devices))
+		report := heartbeat.BuildReport(labels, gws, devs, vipStatuses(vips))
 		cegpsChanged := h.addCEGPCandidacy(txn, labels, report)
-		h.p.Status.SetLocalEgressIPs(heartbeat.LocalEgressIPs(
-			tables.Objects(statedb.Collect(h.p.Gateways.All(txn))), reportDevices(statedb.Collect(h.p.Devices.All(txn)))))
+		h.p.Status.SetLocalEgressIPs(heartbeat.LocalEgressIPs(gws, devs))
 		h.step(ctx, health, report, due)
 
 		due = false

@@ -79,10 +79,7 @@ type VIPStatus struct {
 //
 // BuildReport is pure: it reads only its arguments.
 func BuildReport(nodeLabels map[string]string, gateways []*v1alpha1.EgressGateway, devices []Device, vips map[string]VIPStatus) Report {
-	byName := make(map[string]*Device, len(devices))
-	for i := range devices {
-		byName[devices[i].Name] = &devices[i]
-	}
+	byName := devicesByName(devices)
 	r := Report{}
 	for _, gw := range gateways {
 		if !IsCandidate(nodeLabels, gw) {
@@ -187,10 +184,7 @@ func interfaceReport(name string, devices map[string]*Device) GatewayReport {
 // SNATs to if traffic of the gateway leaves through it, whether or not it
 // is (still, or already) a candidate. Pure.
 func LocalEgressIPs(gateways []*v1alpha1.EgressGateway, devices []Device) map[string]string {
-	byName := make(map[string]*Device, len(devices))
-	for i := range devices {
-		byName[devices[i].Name] = &devices[i]
-	}
+	byName := devicesByName(devices)
 	out := map[string]string{}
 	for _, gw := range gateways {
 		p := gw.Spec.SourceIP.PrimaryIPFromEgressGatewayNodeInterface
@@ -202,6 +196,14 @@ func LocalEgressIPs(gateways []*v1alpha1.EgressGateway, devices []Device) map[st
 		}
 	}
 	return out
+}
+
+func devicesByName(devices []Device) map[string]*Device {
+	byName := make(map[string]*Device, len(devices))
+	for i := range devices {
+		byName[devices[i].Name] = &devices[i]
+	}
+	return byName
 }
 
 // Candidates returns the sorted names of the gateways in the report.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -156,6 +157,28 @@ func (p *prober) lastBefore(before time.Time, match func(probeSample) bool) (pro
 		}
 	}
 	return best, found
+}
+
+// longestGap is the longest time between two consecutive successful
+// replies for which match holds, from the last such reply before since
+// on: the traffic gap a disruption at since caused.
+func (p *prober) longestGap(since time.Time, match func(probeSample) bool) time.Duration {
+	var replies []time.Time
+	for _, s := range p.snapshot() {
+		if s.ok() && match(s) {
+			replies = append(replies, s.Replied)
+		}
+	}
+	slices.SortFunc(replies, time.Time.Compare)
+	var longest time.Duration
+	var prev time.Time
+	for _, t := range replies {
+		if !t.Before(since) && !prev.IsZero() {
+			longest = max(longest, t.Sub(prev))
+		}
+		prev = t
+	}
+	return longest
 }
 
 // count returns how many requests were sent in [from, to) and how many of

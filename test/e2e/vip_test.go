@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,77 +36,14 @@ spec:
       interfaces: [eth1]
 `, labVIP)
 
-// probe sends a request from a pod every interval and records each answer.
-type probe struct {
-	once sync.Once
-	mu   sync.Mutex
-	ok   []time.Time // answers seen with the wanted source
-	bad  int         // answers with another source
-	stop chan struct{}
-	done chan struct{}
-}
-
-func startProbe(cfg cluster.Config, ns, pod, want string, interval time.Duration) *probe {
-	p := &probe{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		for {
-			select {
-			case <-p.stop:
-				return
-			default:
-			}
-			got, err := cluster.Curl(context.Background(), cfg, ns, pod, cluster.EchoURL(), 300*time.Millisecond)
-			now := time.Now()
-			p.mu.Lock()
-			switch {
-			case err == nil && got == want:
-				p.ok = append(p.ok, now)
-			case err == nil:
-				p.bad++
-			}
-			p.mu.Unlock()
-			time.Sleep(interval)
-		}
-	}()
-	return p
-}
-
-func (p *probe) finish() { p.once.Do(func() { close(p.stop) }); <-p.done }
-
-// gap is the longest time between two consecutive good answers after
-// since (or between since's last answer before and the first after).
-func (p *probe) gap(since time.Time) time.Duration {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var longest time.Duration
-	prev := time.Time{}
-	for _, t := range p.ok {
-		if t.Before(since) {
-			prev = t
-			continue
-		}
-		if !prev.IsZero() && t.Sub(prev) > longest {
-			longest = t.Sub(prev)
-		}
-		prev = t
-	}
-	return longest
-}
-
-func (p *probe) lastOK() time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.ok) == 0 {
-		return time.Time{}
-	}
-	return p.ok[len(p.ok)-1]
-}
+// isVIP matches the replies the echo server saw coming from the VIP.
+func isVIP(s probeSample) bool { return s.Source == labVIP.String() }
 
 // announced waits until the gateway's active node is want, its Ready
 // condition says the VIP is announced, the echo server's neighbour entry
-// for the VIP is want's MAC and the probe got an answer after that.
-func (w gatewayWatcher) announced(t *testing.T, want, mac string, p *probe, timeout time.Duration) time.Time {
+// for the VIP is want's MAC and the prober got an answer from the VIP after
+// that.
+func (w gatewayWatcher) announced(t *testing.T, want, mac string, p *prober, timeout time.Duration) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -120,12 +56,14 @@ func (w gatewayWatcher) announced(t *testing.T, want, mac string, p *probe, time
 			last = fmt.Sprintf("active=%s ready=%s neighbour=%s", active, reason, neigh)
 			if active == want && reason == "ElectionSucceededAndVirtualIPAnnounced" && neigh == mac {
 				at := time.Now()
-				for time.Now().Before(deadline) {
-					if p == nil || p.lastOK().After(at) {
-						return at
-					}
-					time.Sleep(20 * time.Millisecond)
+				if p == nil {
+					return at
 				}
+				if _, ok := p.waitFor(at, time.Until(deadline), isVIP); ok {
+					return at
+				}
+				last += "; no reply from the VIP since"
+				break
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -206,8 +144,8 @@ func TestVirtualIPMode(t *testing.T) {
 			watch.Stop()
 		}
 	}()
-	p := startProbe(cfg, "my-ns", "backend", labVIP.String(), 20*time.Millisecond)
-	defer p.finish()
+	p := startProber(cfg, "my-ns", "backend")
+	defer p.stop()
 
 	// Crash of the active node and its recovery: the echo server keeps
 	// seeing the VIP.
@@ -216,14 +154,14 @@ func TestVirtualIPMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw.announced(t, b.Name, macB, p, time.Minute)
-	crashGap := p.gap(start)
+	crashGap := p.longestGap(start, isVIP)
 	t.Logf("crash of %s: the VIP moved to %s; traffic gap %s", a.Name, b.Name, crashGap.Round(time.Millisecond))
 	start = time.Now()
 	if err := cluster.Recover(cfg, a); err != nil {
 		t.Fatal(err)
 	}
 	gw.announced(t, a.Name, macA, p, 2*time.Minute)
-	failbackGap := p.gap(start)
+	failbackGap := p.longestGap(start, isVIP)
 	t.Logf("recovery of %s: the VIP failed back; traffic gap %s", a.Name, failbackGap.Round(time.Millisecond))
 	if got, err := sourceSeen(ctx, cfg, "my-ns", "backend"); err != nil || got != labVIP.String() {
 		t.Fatalf("after recovery the echo server saw %q (error %v), want the VIP %s", got, err, labVIP)
@@ -236,11 +174,11 @@ func TestVirtualIPMode(t *testing.T) {
 		start := time.Now()
 		away()
 		gw.announced(t, b.Name, macB, p, 2*time.Minute)
-		gaps[kind] = append(gaps[kind], p.gap(start))
+		gaps[kind] = append(gaps[kind], p.longestGap(start, isVIP))
 		start = time.Now()
 		back()
 		gw.announced(t, a.Name, macA, p, 2*time.Minute)
-		gaps[kind+"-failback"] = append(gaps[kind+"-failback"], p.gap(start))
+		gaps[kind+"-failback"] = append(gaps[kind+"-failback"], p.longestGap(start, isVIP))
 		handovers += 2
 	}
 	empty := ""
@@ -267,7 +205,7 @@ func TestVirtualIPMode(t *testing.T) {
 		})
 		t.Logf("fencing round %d/%d done (%d handovers so far)", i+1, fencingTrials(t), handovers)
 	}
-	p.finish()
+	p.stop()
 	answers, rounds := watch.Stop()
 	watchStopped = true
 	// A legitimate holder keeps the VIP at least for a probe (60 ms) after

@@ -71,6 +71,8 @@ import (
 	"github.com/cilium/cilium/pkg/k8s/resource"
 	slimv1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
+
+	"github.com/egressha/egressha/internal/privileged"
 )
 
 const (
@@ -115,21 +117,14 @@ func scaleEndpoints(tb testing.TB) int {
 	return scaleDefaultEndpoints
 }
 
-// requirePrivilegedBench fails a benchmark that needs BPF maps when not
-// root, unless EGRESSHA_SKIP_PRIVILEGED=1 asks to skip it, and lifts the
-// memlock limit (older kernels charge maps to it).
+// requirePrivilegedBench applies privileged.Require and lifts the memlock
+// limit (older kernels charge maps to it).
 func requirePrivilegedBench(tb testing.TB) {
 	tb.Helper()
-	if os.Geteuid() == 0 {
-		if err := rlimit.RemoveMemlock(); err != nil {
-			tb.Fatalf("removing the memlock limit: %v", err)
-		}
-		return
+	privileged.Require(tb, "creates BPF maps")
+	if err := rlimit.RemoveMemlock(); err != nil {
+		tb.Fatalf("removing the memlock limit: %v", err)
 	}
-	if os.Getenv("EGRESSHA_SKIP_PRIVILEGED") == "1" {
-		tb.Skip("EGRESSHA_SKIP_PRIVILEGED=1: skipping a privileged benchmark (it creates BPF maps and needs root)")
-	}
-	tb.Fatal("this benchmark creates BPF maps and needs root: run it as root, or set EGRESSHA_SKIP_PRIVILEGED=1 to skip it")
 }
 
 // scaleLogger logs warnings and errors of both sides to stderr: a

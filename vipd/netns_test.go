@@ -20,20 +20,13 @@ import (
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netns"
+
+	"github.com/egressha/egressha/internal/privileged"
 )
 
-// requirePrivileged fails the test when not root, so CI (which runs tests
-// as root) cannot pass without running it, unless EGRESSHA_SKIP_PRIVILEGED=1
-// asks to skip it.
 func requirePrivileged(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("EGRESSHA_SKIP_PRIVILEGED") == "1" {
-		t.Skip("EGRESSHA_SKIP_PRIVILEGED=1: skipping a privileged test (it creates network namespaces and needs root)")
-	}
-	t.Fatal("this test creates network namespaces and needs root: run it as root, or set EGRESSHA_SKIP_PRIVILEGED=1 to skip it")
+	privileged.Require(t, "creates network namespaces")
 }
 
 // l2 is a small Ethernet segment: a bridge in its own namespace, and one

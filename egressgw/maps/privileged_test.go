@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -19,23 +18,17 @@ import (
 	"github.com/cilium/cilium/pkg/maps/egressmap"
 
 	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/internal/privileged"
 )
 
-// requirePrivileged fails the test when not root, so CI (which runs tests
-// as root) cannot pass without running it, unless EGRESSHA_SKIP_PRIVILEGED=1
-// asks to skip it.
+// requirePrivileged applies privileged.Require and lifts the memlock limit
+// (older kernels charge maps to it).
 func requirePrivileged(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		if err := rlimit.RemoveMemlock(); err != nil {
-			t.Fatalf("removing the memlock limit: %v", err)
-		}
-		return
+	privileged.Require(t, "creates BPF maps")
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatalf("removing the memlock limit: %v", err)
 	}
-	if os.Getenv("EGRESSHA_SKIP_PRIVILEGED") == "1" {
-		t.Skip("EGRESSHA_SKIP_PRIVILEGED=1: skipping a privileged test (it creates BPF maps and needs root)")
-	}
-	t.Fatal("this test creates BPF maps and needs root: run it as root, or set EGRESSHA_SKIP_PRIVILEGED=1 to skip it")
 }
 
 // newUnpinnedMap creates a real, unpinned cilium_egress_gw_policy_v4 with

@@ -181,14 +181,34 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.recompute(pending, detected)
 			clear(pending)
 		}
-		if next := c.engine.NextExpiry(c.clock.Now()); !next.IsZero() {
-			if timer != nil {
-				timer.Stop()
+		c.armExpiry(&timer, &timerC, pending)
+	}
+}
+
+// armExpiry sets the timer for the next heartbeat expiry. A timer is armed
+// relative to the clock at the moment it is created, so an expiry the clock
+// passes while this runs (between reading the time and arming, or during
+// the round before) is acted on here, at once, not left to a timer whose
+// instant is already gone.
+func (c *Controller) armExpiry(timer *clock.Timer, timerC *<-chan time.Time, pending map[string]struct{}) {
+	for range 3 {
+		now := c.clock.Now()
+		next := c.engine.NextExpiry(now)
+		if next.IsZero() {
+			return
+		}
+		if next.After(now) {
+			if *timer != nil {
+				(*timer).Stop()
 			}
 			// A hair after the expiry instant, so Fresh() is false then.
-			timer = c.clock.NewTimer(next.Sub(c.clock.Now()) + time.Millisecond)
-			timerC = timer.C()
+			*timer = c.clock.NewTimer(next.Sub(now) + time.Millisecond)
+			*timerC = (*timer).C()
+			if next.After(c.clock.Now()) {
+				return
+			}
 		}
+		c.recompute(pending, c.clock.Now())
 	}
 }
 

@@ -11,25 +11,14 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 
-# Version stamps. Cilium's line keeps the exact 3-field format its tooling
-# parses ("<version> <revision> <date>"); ours is separate.
-CILIUM_MOD      := github.com/cilium/cilium
-CILIUM_INFO      = $(shell $(GO) mod download -json $(CILIUM_MOD) | sed -n 's/.*"Info": "\(.*\)".*/\1/p')
-CILIUM_VERSION   = $(shell $(GO) list -m -f '{{.Version}}' $(CILIUM_MOD) | sed 's/^v//')
-CILIUM_REVISION  = $(shell sed -n 's/.*"Hash":"\([0-9a-f]\{10\}\).*/\1/p' $(CILIUM_INFO))
-CILIUM_DATE      = $(shell sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' $(CILIUM_INFO))
-EGRESSHA_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-EGRESSHA_COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
-LDFLAGS = -s -w \
-	-X '$(CILIUM_MOD)/pkg/version.ciliumVersion=$(CILIUM_VERSION) $(CILIUM_REVISION) $(CILIUM_DATE)' \
-	-X 'github.com/egressha/egressha/internal/version.Version=$(EGRESSHA_VERSION)' \
-	-X 'github.com/egressha/egressha/internal/version.Commit=$(EGRESSHA_COMMIT)'
+# Version stamps come from hack/ldflags at recipe run time: nothing here may
+# run go while make reads this file (`make check-fresh`).
 # As upstream: static binaries; the operator needs its IPAM provider tag.
 BUILD_ENV   := CGO_ENABLED=0
 AGENT_TAGS  := osusergo
 OPER_TAGS   := osusergo,ipam_provider_operator
 
-.PHONY: help build agent operator cilium-tools lab-bin lab-deps lab lab-down lab-status generate verify-generate test test-unit test-e2e lint bench clean
+.PHONY: check-fresh kubectl help build agent operator cilium-tools lab-bin lab-deps lab lab-down lab-status generate verify-generate test test-unit test-e2e lint bench clean
 
 help: ## List targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -40,11 +29,11 @@ build: agent operator ## Build both binaries into _output/bin.
 # other keeps peak memory at one link (~3.3 GiB) and reuses the build cache.
 agent: ## Build the custom cilium-agent.
 	@mkdir -p $(BIN)
-	$(BUILD_ENV) $(GO) build -tags $(AGENT_TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/cilium-agent ./images/cilium-agent
+	ldflags=$$(GO=$(GO) hack/ldflags) && $(BUILD_ENV) $(GO) build -tags $(AGENT_TAGS) -ldflags "$$ldflags" -o $(BIN)/cilium-agent ./images/cilium-agent
 
 operator: ## Build the custom cilium-operator-generic.
 	@mkdir -p $(BIN)
-	$(BUILD_ENV) $(GO) build -tags $(OPER_TAGS) -ldflags "$(LDFLAGS)" -o $(BIN)/cilium-operator-generic ./images/cilium-operator
+	ldflags=$$(GO=$(GO) hack/ldflags) && $(BUILD_ENV) $(GO) build -tags $(OPER_TAGS) -ldflags "$$ldflags" -o $(BIN)/cilium-operator-generic ./images/cilium-operator
 
 generate: ## Regenerate deepcopy and CRD manifests from egressgw/api.
 	$(CONTROLLER_GEN) object paths=./egressgw/api/... crd:crdVersions=v1 output:crd:artifacts:config=crds
@@ -71,15 +60,33 @@ test-e2e: lab-deps build cilium-tools lab-bin ## End-to-end tests against the la
 	@mkdir -p $(OUT)
 	cd test && $(LAB_ENV) $(GOTESTSUM) --format standard-verbose --jsonfile $(abspath $(OUT))/test-e2e.json -- -count=1 -timeout 45m -skip '^TestBench' ./...
 
-test: verify-generate lint build test-unit test-e2e ## Everything CI runs.
+# CI's machine has every module cached, so a value that make computes with go
+# while reading this file (e.g. a module's directory from `go list -m`) works
+# there and is empty on a fresh machine, where no module has been downloaded
+# yet. This dry run replaces go by hack/no-go, which records every call: make
+# itself must not run go, only recipes may (hack/cilium-dir, hack/ldflags).
+FRESH_TARGETS := build lab lab-status lab-down test-unit test-e2e lint bench kubectl
+check-fresh: ## Fail if make runs go before a recipe could download modules (the fresh-machine bug class).
+	@log=$$(mktemp); rc=0; \
+	NO_GO_LOG=$$log $(MAKE) --no-print-directory -n GO=$(CURDIR)/hack/no-go $(FRESH_TARGETS) >/dev/null || rc=$$?; \
+	if [ -s $$log ] || [ $$rc -ne 0 ]; then \
+		echo "check-fresh: make ran go while expanding the Makefile (exit $$rc); on a fresh machine these values are empty:" >&2; \
+		sed 's/^/    /' $$log >&2; rm -f $$log; exit 1; \
+	fi; rm -f $$log; echo "check-fresh: make runs go only inside recipes"
+
+test: check-fresh verify-generate lint build test-unit test-e2e ## Everything CI runs.
 	@hack/test-summary $(OUT)/test-unit.json $(OUT)/test-e2e.json
 
 # ---- The lab: a real Cilium cluster in network namespaces (test/lab) ----
 # Tools the agents need at run time: LLVM 19 (the version Cilium v1.18's
 # images ship) to compile the datapath, iptables/ipset, kmod.
 LAB_APT := clang-19 llvm-19 iptables ipset kmod
-CILIUM_DIR = $(shell $(GO) list -m -f '{{.Dir}}' $(CILIUM_MOD))
-LAB_ENV = EGRESSHA_LAB_BIN=$(abspath $(BIN)) EGRESSHA_LAB_BPF=$(CILIUM_DIR)/bpf
+# The Cilium module's directory is looked up by the shell when the recipe line
+# runs, after the builds before it have downloaded the modules: a make-time
+# $(shell go list ...) is expanded before any recipe line runs and is empty on
+# a fresh machine (`make check-fresh` guards this).
+LAB_ENV = EGRESSHA_LAB_BIN=$(abspath $(BIN)) EGRESSHA_LAB_CILIUM="$$($(CURDIR)/hack/cilium-dir)"
+
 LAB := $(BIN)/egressha-lab
 
 lab-deps: ## Install the lab's apt packages if missing.

@@ -113,7 +113,11 @@ func DefaultConfig() Config {
 			bin = filepath.Dir(exe)
 		}
 	}
-	return Config{Dir: dir, BinDir: bin, BPFDir: os.Getenv("EGRESSHA_LAB_BPF"), Mode: ModeEgressHA, Nodes: DefaultNodes()}
+	bpf := os.Getenv("EGRESSHA_LAB_BPF")
+	if ciliumDir := os.Getenv("EGRESSHA_LAB_CILIUM"); bpf == "" && ciliumDir != "" {
+		bpf = filepath.Join(ciliumDir, "bpf")
+	}
+	return Config{Dir: dir, BinDir: bin, BPFDir: bpf, Mode: ModeEgressHA, Nodes: DefaultNodes()}
 }
 
 // Node returns the node called name.

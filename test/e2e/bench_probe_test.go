@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,216 +15,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/probe"
 )
 
-// probeInterval and probeTimeout: the prober starts one request (a new TCP
-// connection) every 20 ms and gives each up to one second.
-const (
-	probeInterval = 20 * time.Millisecond
-	probeTimeout  = time.Second
-)
-
-// probeSample is one request of the prober.
-type probeSample struct {
-	Sent, Replied time.Time
-	// Source and MAC: the echo server's view of the sender (the address
-	// after SNAT and the Ethernet source on the public bridge).
-	Source, MAC string
-	Err         error
-}
-
-func (s probeSample) ok() bool { return s.Err == nil }
-
-// prober sends a request from inside a pod to the echo server every
-// probeInterval, without waiting for earlier ones, and records every
-// answer. Samples are kept in the order the requests finished.
-type prober struct {
-	cfg     cluster.Config
-	ns, pod string
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	samples []probeSample
-}
-
-func startProber(cfg cluster.Config, ns, pod string) *prober {
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &prober{cfg: cfg, ns: ns, pod: pod, cancel: cancel}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		tick := time.NewTicker(probeInterval)
-		defer tick.Stop()
-		for {
-			p.wg.Add(1)
-			go p.once(ctx)
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return p
-}
-
-func (p *prober) once(ctx context.Context) {
-	defer p.wg.Done()
-	s := probeSample{Sent: time.Now()}
-	body, err := cluster.Curl(ctx, p.cfg, p.ns, p.pod, cluster.EchoL2URL(), probeTimeout)
-	s.Replied = time.Now()
-	if ctx.Err() != nil {
-		return // stopped: not a datapath failure
-	}
-	if err != nil {
-		s.Err = err
-	} else {
-		f := strings.Fields(body)
-		if len(f) > 0 {
-			s.Source = f[0]
-		}
-		if len(f) > 1 {
-			s.MAC = f[1]
-		}
-	}
-	p.mu.Lock()
-	p.samples = append(p.samples, s)
-	p.mu.Unlock()
-}
-
-// stop ends the prober and returns every sample.
-func (p *prober) stop() []probeSample {
-	p.cancel()
-	p.wg.Wait()
-	return p.snapshot()
-}
-
-func (p *prober) snapshot() []probeSample {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]probeSample(nil), p.samples...)
-}
-
-// waitFor returns the first successful sample answered after after for
-// which match holds, waiting up to timeout for one.
-func (p *prober) waitFor(after time.Time, timeout time.Duration, match func(probeSample) bool) (probeSample, bool) {
-	deadline := time.Now().Add(timeout)
-	seen := 0
-	for {
-		all := p.snapshot()
-		for _, s := range all[seen:] {
-			if s.ok() && s.Replied.After(after) && match(s) {
-				return s, true
-			}
-		}
-		seen = len(all)
-		if time.Now().After(deadline) {
-			return probeSample{}, false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// waitSteady waits until the last n samples all succeeded and match.
-func (p *prober) waitSteady(n int, timeout time.Duration, match func(probeSample) bool) bool {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		all := p.snapshot()
-		if len(all) >= n {
-			good := true
-			for _, s := range all[len(all)-n:] {
-				good = good && s.ok() && match(s)
-			}
-			if good {
-				return true
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
-}
-
-// lastBefore returns the latest successful sample answered before before
-// for which match holds.
-func (p *prober) lastBefore(before time.Time, match func(probeSample) bool) (probeSample, bool) {
-	var best probeSample
-	found := false
-	for _, s := range p.snapshot() {
-		if s.ok() && s.Replied.Before(before) && match(s) && (!found || s.Replied.After(best.Replied)) {
-			best, found = s, true
-		}
-	}
-	return best, found
-}
-
-// longestGap is the longest time between two consecutive successful
-// replies for which match holds, from the last such reply before since
-// on: the traffic gap a disruption at since caused.
-func (p *prober) longestGap(since time.Time, match func(probeSample) bool) time.Duration {
-	var replies []time.Time
-	for _, s := range p.snapshot() {
-		if s.ok() && match(s) {
-			replies = append(replies, s.Replied)
-		}
-	}
-	slices.SortFunc(replies, time.Time.Compare)
-	var longest time.Duration
-	var prev time.Time
-	for _, t := range replies {
-		if !t.Before(since) && !prev.IsZero() {
-			longest = max(longest, t.Sub(prev))
-		}
-		prev = t
-	}
-	return longest
-}
-
-// count returns how many requests were sent in [from, to) and how many of
-// those failed.
-func (p *prober) count(from, to time.Time) (sent, failed int) {
-	for _, s := range p.snapshot() {
-		if !s.Sent.Before(from) && s.Sent.Before(to) {
-			sent++
-			if !s.ok() {
-				failed++
-			}
-		}
-	}
-	return sent, failed
-}
-
-// viaFunc tells which node a reply left the cluster through ("" when it
-// cannot tell).
-type viaFunc func(probeSample) string
-
-// viaSourceIP tells gateways apart by the SNAT address the echo server
-// saw: each node's eth1 address (basic mode).
-func viaSourceIP(cfg cluster.Config) viaFunc {
-	byIP := map[string]string{}
-	for _, n := range cfg.Nodes {
-		byIP[n.PublicIP.String()] = n.Name
-	}
-	return func(s probeSample) string { return byIP[s.Source] }
-}
-
-// viaSourceMAC tells gateways apart by the Ethernet source address of the
-// request on the public bridge: each node's eth1 MAC. It works when every
-// gateway SNATs to the same virtual IP (VIP mode).
-func viaSourceMAC(t *testing.T, cfg cluster.Config) viaFunc {
+// viaSourceMAC is probe.ViaSourceMAC for a test: it fails the test when a
+// node's MAC cannot be read.
+func viaSourceMAC(t *testing.T, cfg cluster.Config) probe.Via {
 	t.Helper()
-	byMAC := map[string]string{}
-	for _, n := range cfg.Nodes {
-		mac, err := cluster.LinkMAC(n, "eth1")
-		if err != nil {
-			t.Fatalf("eth1 MAC of %s: %v", n.Name, err)
-		}
-		byMAC[mac.String()] = n.Name
+	via, err := probe.ViaSourceMAC(cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return func(s probeSample) string { return byMAC[s.MAC] }
-}
-
-func isVia(via viaFunc, node string) func(probeSample) bool {
-	return func(s probeSample) bool { return via(s) == node }
+	return via
 }
 
 // egressMapWatcher dumps a node's pinned egress policy map (read directly

@@ -16,6 +16,8 @@ import (
 
 	"github.com/egressha/egressha/test/benchreport/results"
 	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/demo"
+	"github.com/egressha/egressha/test/lab/probe"
 )
 
 // The lab benchmarks of issue 8 (`make bench`; EGRESSHA_BENCH=1):
@@ -45,10 +47,10 @@ type gapCase struct {
 	// disruption is results.DisruptionCrash or results.DisruptionPlanned.
 	disruption string
 	// gatewayYAML is applied before the case (the EgressGateway is always
-	// called my-egressgw, which specPolicy names).
+	// called my-egressgw, which demo.Policy names).
 	gatewayYAML string
 	// via builds the function that tells which node carried a reply.
-	via func(t *testing.T, e *benchEnv) viaFunc
+	via func(t *testing.T, e *benchEnv) probe.Via
 	// disrupt takes the active node a out of service; restore undoes it.
 	disrupt, restore func(t *testing.T, e *benchEnv)
 	// targetMS is the issue's target for the p99 gap.
@@ -62,32 +64,32 @@ type gapCase struct {
 
 // gapCases are the failover cases, run in order on one lab.
 //
-// crash-vip runs the spec's VirtualIPAddress gateway (vipGateway, VIP
+// crash-vip runs the spec's VirtualIPAddress gateway (demo.VIPGateway, VIP
 // 203.0.113.50 on eth1): both nodes SNAT to the VIP, so the source address
 // cannot tell them apart; viaSourceMAC reads the Ethernet source the echo
 // server's capture on the public bridge saw, i.e. which node's eth1 sent
 // the frame. Replies reach the new node only once the echo server's
 // neighbour entry for the VIP follows its GARP; the gap includes that.
 func gapCases() []gapCase {
-	basicVia := func(t *testing.T, e *benchEnv) viaFunc { return viaAddrAndMAC(e.ipVia, e.macVia) }
+	basicVia := func(t *testing.T, e *benchEnv) probe.Via { return viaAddrAndMAC(e.ipVia, e.macVia) }
 	return []gapCase{
 		{
 			name: "crash-basic", title: "hard crash (cut links + SIGKILL agent), basic mode", disruption: results.DisruptionCrash,
-			gatewayYAML: basicGateway, via: basicVia,
+			gatewayYAML: demo.BasicGateway, via: basicVia,
 			disrupt: crashA, restore: recoverA,
 			targetMS: 3000, restoreTimeout: 5 * time.Minute,
 		},
 		{
 			name: "crash-vip", title: "hard crash (cut links + SIGKILL agent), VIP mode", disruption: results.DisruptionCrash,
-			gatewayYAML: vipGateway,
-			via:         func(t *testing.T, e *benchEnv) viaFunc { return viaSourceMAC(t, e.cfg) },
+			gatewayYAML: demo.VIPGateway,
+			via:         func(t *testing.T, e *benchEnv) probe.Via { return viaSourceMAC(t, e.cfg) },
 			disrupt:     crashA, restore: recoverA,
 			targetMS: 3000, restoreTimeout: 5 * time.Minute,
 			sharedSourceIP: true,
 		},
 		{
 			name: "unlabel", title: "planned: remove the egress label from the active node", disruption: results.DisruptionPlanned,
-			gatewayYAML: basicGateway, via: basicVia,
+			gatewayYAML: demo.BasicGateway, via: basicVia,
 			disrupt: func(t *testing.T, e *benchEnv) { patchLabel(t, e.cs, e.a.Name, nil) },
 			restore: func(t *testing.T, e *benchEnv) {
 				empty := ""
@@ -97,7 +99,7 @@ func gapCases() []gapCase {
 		},
 		{
 			name: "cordon", title: "planned: cordon the active node", disruption: results.DisruptionPlanned,
-			gatewayYAML: basicGateway, via: basicVia,
+			gatewayYAML: demo.BasicGateway, via: basicVia,
 			disrupt:  func(t *testing.T, e *benchEnv) { setUnschedulable(t, e.cs, e.a.Name, true) },
 			restore:  func(t *testing.T, e *benchEnv) { setUnschedulable(t, e.cs, e.a.Name, false) },
 			targetMS: 300, restoreTimeout: time.Minute,
@@ -108,8 +110,8 @@ func gapCases() []gapCase {
 // viaAddrAndMAC names a node only when the SNAT address and the sender
 // MAC agree on it (basic mode): a reply SNATed by one node to the other's
 // address was carried by neither as configured.
-func viaAddrAndMAC(ipVia, macVia viaFunc) viaFunc {
-	return func(s probeSample) string {
+func viaAddrAndMAC(ipVia, macVia probe.Via) probe.Via {
+	return func(s probe.Sample) string {
 		if n := ipVia(s); n != "" && n == macVia(s) {
 			return n
 		}
@@ -140,7 +142,7 @@ type benchEnv struct {
 	// ipVia and macVia tell nodes apart by SNAT address and by eth1
 	// MAC; measureSwitch cross-checks them when crossCheck is set (every
 	// case where each node SNATs to its own address).
-	ipVia, macVia viaFunc
+	ipVia, macVia probe.Via
 	crossCheck    bool
 }
 
@@ -161,7 +163,7 @@ func newBenchEnv(t *testing.T, mode cluster.Mode) *benchEnv {
 		resultsDir: os.Getenv("EGRESSHA_RESULTS_DIR"),
 	}
 	e.gw = gatewayWatcher{dyn: e.dyn, name: "my-egressgw"}
-	e.ipVia, e.macVia, e.crossCheck = viaSourceIP(cfg), viaSourceMAC(t, cfg), true
+	e.ipVia, e.macVia, e.crossCheck = probe.ViaSourceIP(cfg), viaSourceMAC(t, cfg), true
 	return e
 }
 
@@ -239,11 +241,11 @@ type switchResult struct {
 // status naming to. fromDead says action takes from down (a crash): a
 // reply through it long after is then logged as suspect. It fails the test if traffic does not arrive through
 // to within timeout: a liveness bound, not a performance assertion.
-func measureSwitch(t *testing.T, e *benchEnv, pod string, via viaFunc, from, to string, fromDead, statusWatch bool, timeout time.Duration, action func()) switchResult {
+func measureSwitch(t *testing.T, e *benchEnv, pod string, via probe.Via, from, to string, fromDead, statusWatch bool, timeout time.Duration, action func()) switchResult {
 	t.Helper()
-	p := startProber(e.cfg, benchNS, pod)
-	defer p.stop()
-	if !p.waitSteady(10, 3*time.Minute, isVia(via, from)) {
+	p := probe.Start(e.cfg, benchNS, pod)
+	defer p.Stop()
+	if !p.WaitSteady(10, 3*time.Minute, probe.IsVia(via, from)) {
 		t.Fatalf("traffic from %s/%s never steadily left through %s (last samples: %s)", benchNS, pod, from, lastSamples(p, via, 5))
 	}
 	statusAt := make(chan time.Time, 1)
@@ -268,14 +270,14 @@ func measureSwitch(t *testing.T, e *benchEnv, pod string, via viaFunc, from, to 
 	}
 	t0 := time.Now()
 	action()
-	first, ok := p.waitFor(t0, timeout, isVia(via, to))
+	first, ok := p.WaitFor(t0, timeout, probe.IsVia(via, to))
 	if !ok {
 		close(stopStatus)
 		t.Fatalf("traffic from %s/%s did not reach the echo server through %s within %s (last samples: %s)",
 			benchNS, pod, to, timeout, lastSamples(p, via, 5))
 	}
 	r := switchResult{gap: -1, toStatus: -1, statusToTraffic: -1}
-	if last, ok := p.lastBefore(first.Replied, isVia(via, from)); ok {
+	if last, ok := p.LastBefore(first.Replied, probe.IsVia(via, from)); ok {
 		r.gap = first.Replied.Sub(last.Replied)
 	}
 	if statusWatch {
@@ -291,7 +293,7 @@ func measureSwitch(t *testing.T, e *benchEnv, pod string, via viaFunc, from, to 
 		}
 	}
 	close(stopStatus)
-	r.sent, r.failed = p.count(t0, first.Replied)
+	r.sent, r.failed = p.Count(t0, first.Replied)
 	// Replies through a crashed node long after the crash shorten the
 	// gap by definition; log them with what the echo server saw. In
 	// basic mode the MAC should name the same node as the address; a
@@ -301,8 +303,8 @@ func measureSwitch(t *testing.T, e *benchEnv, pod string, via viaFunc, from, to 
 	// pod's node and the gateways update their maps at different moments
 	// a node can SNAT to the other's address). Such replies count for
 	// neither node (viaAddrAndMAC) and are reported.
-	for _, s := range p.snapshot() {
-		if e.crossCheck && s.ok() && e.macVia(s) != e.ipVia(s) {
+	for _, s := range p.Snapshot() {
+		if e.crossCheck && s.OK() && e.macVia(s) != e.ipVia(s) {
 			r.mismatched++
 			if r.mismatched <= 3 {
 				t.Logf("  wrong source: reply %s after the action (sent at %s): source %s (%s) but MAC %s (%s)",
@@ -310,7 +312,7 @@ func measureSwitch(t *testing.T, e *benchEnv, pod string, via viaFunc, from, to 
 					s.Source, e.ipVia(s), s.MAC, e.macVia(s))
 			}
 		}
-		if fromDead && s.ok() && via(s) == from && s.Replied.After(t0.Add(200*time.Millisecond)) && s.Replied.Before(first.Replied) {
+		if fromDead && s.OK() && via(s) == from && s.Replied.After(t0.Add(200*time.Millisecond)) && s.Replied.Before(first.Replied) {
 			r.lateOld++
 			if r.lateOld <= 3 {
 				t.Logf("  reply through %s %s after the disruption (sent at %s): source %s, MAC %s; first through %s at %s",
@@ -322,12 +324,12 @@ func measureSwitch(t *testing.T, e *benchEnv, pod string, via viaFunc, from, to 
 	return r
 }
 
-func lastSamples(p *prober, via viaFunc, n int) string {
-	all := p.snapshot()
+func lastSamples(p *probe.Prober, via probe.Via, n int) string {
+	all := p.Snapshot()
 	all = all[max(0, len(all)-n):]
 	var out []string
 	for _, s := range all {
-		if s.ok() {
+		if s.OK() {
 			out = append(out, fmt.Sprintf("%s/%s(%s)", s.Source, s.MAC, via(s)))
 		} else {
 			out = append(out, "error: "+s.Err.Error())
@@ -351,7 +353,7 @@ func TestBenchEgressHA(t *testing.T) {
 	if _, err := cluster.AddPod(context.Background(), e.cfg, e.worker.Name, benchNS, "prober", map[string]string{"app": "backend"}); err != nil {
 		t.Fatal(err)
 	}
-	kubectlApply(t, e.cfg, specPolicy)
+	kubectlApply(t, e.cfg, demo.Policy)
 	n := envInt(t, "EGRESSHA_BENCH_TRIALS", 20)
 
 	for _, c := range gapCases() {
@@ -363,7 +365,7 @@ func TestBenchEgressHA(t *testing.T) {
 			Name: c.name, Title: c.title, Kind: results.KindFailover, Mode: string(cluster.ModeEgressHA), Disruption: c.disruption,
 			Command: benchCommand(t), Started: time.Now(), TargetMS: c.targetMS,
 			Settings: map[string]string{
-				"probe":      fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probeInterval, probeTimeout, e.worker.Name),
+				"probe":      fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probe.Interval, probe.Timeout, e.worker.Name),
 				"heartbeat":  "agent defaults: renew 500ms, expiry 2s",
 				"failback":   "Immediate (default)",
 				"gap":        "last reply through the old gateway to the first reply through the new one",
@@ -475,7 +477,7 @@ func TestBenchStock(t *testing.T) {
 		Kind: results.KindStockFailover, Mode: string(cluster.ModeStock), Disruption: results.DisruptionCrash,
 		Command: benchCommand(t), Started: time.Now(),
 		Settings: map[string]string{
-			"probe":  fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probeInterval, probeTimeout, e.worker.Name),
+			"probe":  fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probe.Interval, probe.Timeout, e.worker.Name),
 			"policy": "CiliumEgressGatewayPolicy, nodeSelector " + stockGatewayLabel + "=true (on " + e.a.Name + "), interface eth1",
 			"wait":   fmt.Sprintf("%s after the crash for traffic to resume by itself (the lab marks a silent node Unknown after 40s)", wait),
 			"human fix 1": fmt.Sprintf("when the wait ends: remove %s from %s, set it on %s (two API patches); %s to take effect",
@@ -484,8 +486,8 @@ func TestBenchStock(t *testing.T) {
 		},
 	}
 	for i := range n {
-		p := startProber(e.cfg, benchNS, "prober")
-		if !p.waitSteady(10, 3*time.Minute, isVia(via, e.a.Name)) {
+		p := probe.Start(e.cfg, benchNS, "prober")
+		if !p.WaitSteady(10, 3*time.Minute, probe.IsVia(via, e.a.Name)) {
 			t.Fatalf("stock: traffic never steadily left through %s (last: %s)", e.a.Name, lastSamples(p, via, 5))
 		}
 		t0 := time.Now()
@@ -494,8 +496,8 @@ func TestBenchStock(t *testing.T) {
 		// wait; requests sent before the crash may still be answered.
 		time.Sleep(wait)
 		resumed := false
-		for _, s := range p.snapshot() {
-			if s.ok() && s.Sent.After(t0.Add(50*time.Millisecond)) {
+		for _, s := range p.Snapshot() {
+			if s.OK() && s.Sent.After(t0.Add(50*time.Millisecond)) {
 				if !resumed {
 					t.Logf("  stock: a request sent %s after the crash was answered: source %s (%s), MAC %s (%s)",
 						s.Sent.Sub(t0).Round(time.Millisecond), s.Source, e.ipVia(s), s.MAC, e.macVia(s))
@@ -511,25 +513,25 @@ func TestBenchStock(t *testing.T) {
 		// dead node keeps the label, so this is expected not to help.
 		t1 := time.Now()
 		moveStockGateway(t, e.cs, e.a.Name, e.b.Name)
-		first, ok := p.waitFor(t1, relabelWait, isVia(via, e.b.Name))
+		first, ok := p.WaitFor(t1, relabelWait, probe.IsVia(via, e.b.Name))
 		if ok {
 			tr.RelabelToTrafficMS = ms(first.Replied.Sub(t1))
 		} else {
 			// The fix that works: point the policy at the other node.
 			t2 := time.Now()
 			kubectlApply(t, e.cfg, stockPolicyOn("kubernetes.io/hostname", e.b.Name))
-			first, ok = p.waitFor(t2, 2*time.Minute, isVia(via, e.b.Name))
+			first, ok = p.WaitFor(t2, 2*time.Minute, probe.IsVia(via, e.b.Name))
 			if !ok {
-				p.stop()
+				p.Stop()
 				t.Fatalf("stock: traffic never left through %s after the policy edit (last: %s)", e.b.Name, lastSamples(p, via, 5))
 			}
 			tr.PolicyEditToTrafficMS = ms(first.Replied.Sub(t2))
 		}
-		if last, ok := p.lastBefore(first.Replied, isVia(via, e.a.Name)); ok {
+		if last, ok := p.LastBefore(first.Replied, probe.IsVia(via, e.a.Name)); ok {
 			tr.GapMS = ms(first.Replied.Sub(last.Replied))
 		}
-		tr.Sent, tr.Failed = p.count(t0, first.Replied)
-		p.stop()
+		tr.Sent, tr.Failed = p.Count(t0, first.Replied)
+		p.Stop()
 		t.Logf("stock crash %d/%d: resumed by itself within %s: %v; node relabel -> traffic %.0fms (-1: not within %s); policy edit -> traffic %.0fms; gap %.0fms",
 			i+1, n, wait, resumed, tr.RelabelToTrafficMS, relabelWait, tr.PolicyEditToTrafficMS, tr.GapMS)
 
@@ -557,7 +559,7 @@ func TestBenchStock(t *testing.T) {
 		Kind: results.KindFailover, Mode: string(cluster.ModeStock), Disruption: results.DisruptionPlanned,
 		Command: benchCommand(t), Started: time.Now(),
 		Settings: map[string]string{
-			"probe":      fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probeInterval, probeTimeout, e.worker.Name),
+			"probe":      fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probe.Interval, probe.Timeout, e.worker.Name),
 			"gap":        "last reply through the old gateway to the first reply through the new one",
 			"from -> to": e.a.Name + " -> " + e.b.Name,
 		},

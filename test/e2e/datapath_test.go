@@ -10,24 +10,8 @@ import (
 	"time"
 
 	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/demo"
 )
-
-// The spec's policy example, selecting app=backend in my-ns.
-const specPolicy = `
-apiVersion: network.deckhouse.io/v1alpha1
-kind: EgressGatewayPolicy
-metadata:
-  name: my-egressgw-policy
-spec:
-  destinationCIDRs:
-  - 0.0.0.0/0
-  egressGatewayName: my-egressgw
-  selectors:
-  - podSelector:
-      matchLabels:
-        app: backend
-        io.kubernetes.pod.namespace: my-ns
-`
 
 type egressEntry struct{ SourceIP, DestCIDR, EgressIP, GatewayIP string }
 
@@ -71,8 +55,8 @@ func TestEgressHADatapath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	kubectlApply(t, cfg, basicGateway)
-	kubectlApply(t, cfg, specPolicy)
+	kubectlApply(t, cfg, demo.BasicGateway)
+	kubectlApply(t, cfg, demo.Policy)
 
 	took := eventuallySource(t, cfg, "my-ns", "backend", a.PublicIP.String(), time.Minute)
 	t.Logf("policy in effect after %s: backend leaves as %s", took.Round(time.Millisecond), a.PublicIP)
@@ -124,7 +108,7 @@ spec:
       matchLabels: {app: backend, io.kubernetes.pod.namespace: my-ns}
 `)
 	eventuallySource(t, cfg, "my-ns", "backend", worker.PublicIP.String(), 30*time.Second)
-	kubectlApply(t, cfg, specPolicy)
+	kubectlApply(t, cfg, demo.Policy)
 	eventuallySource(t, cfg, "my-ns", "backend", a.PublicIP.String(), 30*time.Second)
 
 	// Restart the worker's agent: not one entry may be removed or changed

@@ -17,24 +17,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/demo"
 )
 
 var egressGatewaysGVR = schema.GroupVersionResource{Group: "network.deckhouse.io", Version: "v1alpha1", Resource: "egressgateways"}
-
-// The spec's basic-mode example, with the lab's interface.
-const basicGateway = `
-apiVersion: network.deckhouse.io/v1alpha1
-kind: EgressGateway
-metadata:
-  name: my-egressgw
-spec:
-  nodeSelector:
-    node-role.deckhouse.io/egress: ""
-  sourceIP:
-    mode: PrimaryIPFromEgressGatewayNodeInterface
-    primaryIPFromEgressGatewayNodeInterface:
-      interfaceName: eth1
-`
 
 // trials is how many failovers each case runs: EGRESSHA_FAILOVER_TRIALS,
 // default 3 in `make test`; `make bench` runs more to report percentiles.
@@ -89,7 +75,7 @@ func TestOperatorFailover(t *testing.T) {
 	cs := kubernetes.NewForConfigOrDie(rc)
 	a, b := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b")
 
-	kubectlApply(t, cfg, basicGateway)
+	kubectlApply(t, cfg, demo.BasicGateway)
 	gw := gatewayWatcher{dyn: dyn, name: "my-egressgw"}
 	gw.waitActive(t, a.Name, time.Minute)
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -15,35 +14,18 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/demo"
+	"github.com/egressha/egressha/test/lab/probe"
 )
 
-// The spec's VirtualIPAddress example with a VIP in the lab's public subnet
-// and the interface listed, named like the spec's policy expects.
-var labVIP = netip.MustParseAddr("203.0.113.50")
-
-var vipGateway = fmt.Sprintf(`
-apiVersion: network.deckhouse.io/v1alpha1
-kind: EgressGateway
-metadata:
-  name: my-egressgw
-spec:
-  nodeSelector:
-    node-role.deckhouse.io/egress: ""
-  sourceIP:
-    mode: VirtualIPAddress
-    virtualIPAddress:
-      ip: %s
-      interfaces: [eth1]
-`, labVIP)
-
 // isVIP matches the replies the echo server saw coming from the VIP.
-func isVIP(s probeSample) bool { return s.Source == labVIP.String() }
+func isVIP(s probe.Sample) bool { return s.Source == demo.VIP.String() }
 
 // announced waits until the gateway's active node is want, its Ready
 // condition says the VIP is announced, the echo server's neighbour entry
 // for the VIP is want's MAC and the prober got an answer from the VIP after
 // that.
-func (w gatewayWatcher) announced(t *testing.T, want, mac string, p *prober, timeout time.Duration) time.Time {
+func (w gatewayWatcher) announced(t *testing.T, want, mac string, p *probe.Prober, timeout time.Duration) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -52,14 +34,14 @@ func (w gatewayWatcher) announced(t *testing.T, want, mac string, p *prober, tim
 		if err == nil {
 			active, _, _ := unstructured.NestedString(u.Object, "status", "activeNodeName")
 			reason := readyReason(u)
-			neigh := cluster.EchoNeighbour(labVIP)
+			neigh := cluster.EchoNeighbour(demo.VIP)
 			last = fmt.Sprintf("active=%s ready=%s neighbour=%s", active, reason, neigh)
 			if active == want && reason == "ElectionSucceededAndVirtualIPAnnounced" && neigh == mac {
 				at := time.Now()
 				if p == nil {
 					return at
 				}
-				if _, ok := p.waitFor(at, time.Until(deadline), isVIP); ok {
+				if _, ok := p.WaitFor(at, time.Until(deadline), isVIP); ok {
 					return at
 				}
 				last += "; no reply from the VIP since"
@@ -116,25 +98,25 @@ func TestVirtualIPMode(t *testing.T) {
 	if _, err := cluster.AddPod(ctx, cfg, worker.Name, "my-ns", "backend", map[string]string{"app": "backend"}); err != nil {
 		t.Fatal(err)
 	}
-	kubectlApply(t, cfg, vipGateway)
-	kubectlApply(t, cfg, specPolicy)
+	kubectlApply(t, cfg, demo.VIPGateway)
+	kubectlApply(t, cfg, demo.Policy)
 	gw := gatewayWatcher{dyn: dyn, name: "my-egressgw"}
 
-	took := eventuallySource(t, cfg, "my-ns", "backend", labVIP.String(), time.Minute)
-	t.Logf("VIP policy in effect after %s: backend leaves as %s", took.Round(time.Millisecond), labVIP)
+	took := eventuallySource(t, cfg, "my-ns", "backend", demo.VIP.String(), time.Minute)
+	t.Logf("VIP policy in effect after %s: backend leaves as %s", took.Round(time.Millisecond), demo.VIP)
 	gw.announced(t, a.Name, macA, nil, 30*time.Second)
 	backend, err := cluster.GetPod(cfg, "my-ns", "backend")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{worker.Name, a.Name, b.Name} {
-		want := egressEntry{SourceIP: backend.IP, DestCIDR: "0.0.0.0/0", EgressIP: labVIP.String(), GatewayIP: a.ClusterIP.String()}
+		want := egressEntry{SourceIP: backend.IP, DestCIDR: "0.0.0.0/0", EgressIP: demo.VIP.String(), GatewayIP: a.ClusterIP.String()}
 		if !slices.Contains(egressList(t, cfg, n), want) {
 			t.Errorf("%s: cilium-dbg bpf egress list lacks %+v: %+v", n, want, egressList(t, cfg, n))
 		}
 	}
 
-	watch, err := cluster.WatchARP(labVIP, 10*time.Millisecond)
+	watch, err := cluster.WatchARP(demo.VIP, 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +126,8 @@ func TestVirtualIPMode(t *testing.T) {
 			watch.Stop()
 		}
 	}()
-	p := startProber(cfg, "my-ns", "backend")
-	defer p.stop()
+	p := probe.Start(cfg, "my-ns", "backend")
+	defer p.Stop()
 
 	// Crash of the active node and its recovery: the echo server keeps
 	// seeing the VIP.
@@ -154,17 +136,17 @@ func TestVirtualIPMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	gw.announced(t, b.Name, macB, p, time.Minute)
-	crashGap := p.longestGap(start, isVIP)
+	crashGap := p.LongestGap(start, isVIP)
 	t.Logf("crash of %s: the VIP moved to %s; traffic gap %s", a.Name, b.Name, crashGap.Round(time.Millisecond))
 	start = time.Now()
 	if err := cluster.Recover(cfg, a); err != nil {
 		t.Fatal(err)
 	}
 	gw.announced(t, a.Name, macA, p, 2*time.Minute)
-	failbackGap := p.longestGap(start, isVIP)
+	failbackGap := p.LongestGap(start, isVIP)
 	t.Logf("recovery of %s: the VIP failed back; traffic gap %s", a.Name, failbackGap.Round(time.Millisecond))
-	if got, err := sourceSeen(ctx, cfg, "my-ns", "backend"); err != nil || got != labVIP.String() {
-		t.Fatalf("after recovery the echo server saw %q (error %v), want the VIP %s", got, err, labVIP)
+	if got, err := sourceSeen(ctx, cfg, "my-ns", "backend"); err != nil || got != demo.VIP.String() {
+		t.Fatalf("after recovery the echo server saw %q (error %v), want the VIP %s", got, err, demo.VIP)
 	}
 
 	// Forced handovers: away from lab-egress-a and back, four ways.
@@ -174,11 +156,11 @@ func TestVirtualIPMode(t *testing.T) {
 		start := time.Now()
 		away()
 		gw.announced(t, b.Name, macB, p, 2*time.Minute)
-		gaps[kind] = append(gaps[kind], p.longestGap(start, isVIP))
+		gaps[kind] = append(gaps[kind], p.LongestGap(start, isVIP))
 		start = time.Now()
 		back()
 		gw.announced(t, a.Name, macA, p, 2*time.Minute)
-		gaps[kind+"-failback"] = append(gaps[kind+"-failback"], p.longestGap(start, isVIP))
+		gaps[kind+"-failback"] = append(gaps[kind+"-failback"], p.LongestGap(start, isVIP))
 		handovers += 2
 	}
 	empty := ""
@@ -205,7 +187,7 @@ func TestVirtualIPMode(t *testing.T) {
 		})
 		t.Logf("fencing round %d/%d done (%d handovers so far)", i+1, fencingTrials(t), handovers)
 	}
-	p.stop()
+	p.Stop()
 	answers, rounds := watch.Stop()
 	watchStopped = true
 	// A legitimate holder keeps the VIP at least for a probe (60 ms) after
@@ -216,7 +198,7 @@ func TestVirtualIPMode(t *testing.T) {
 		handovers, rounds, an.Answers, len(an.Runs), an.OverlapSlots, an.Interleaved, an.MinSwitchGap.Round(time.Microsecond))
 	if an.OverlapSlots > 0 || an.Interleaved > 0 {
 		t.Errorf("two MACs answered for %s in an overlapping window: %d rounds, %d interleaved runs (runs: %+v)",
-			labVIP, an.OverlapSlots, an.Interleaved, an.Runs)
+			demo.VIP, an.OverlapSlots, an.Interleaved, an.Runs)
 	}
 	// The first holder may not answer before the first crash cuts it off,
 	// so at least one run per handover.

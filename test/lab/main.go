@@ -13,6 +13,7 @@
 //	egressha-lab crash NODE                   SIGKILL NODE's agent and cut its links
 //	egressha-lab recover NODE                 reconnect NODE and start its agent
 //	egressha-lab restart-agent NODE           SIGTERM NODE's agent and start it again
+//	egressha-lab demo                         the spec's YAML, a crash and a recovery, basic then VIP mode
 package main
 
 import (
@@ -29,6 +30,7 @@ import (
 	"time"
 
 	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/demo"
 )
 
 func main() {
@@ -44,7 +46,7 @@ func main() {
 
 func usage() error {
 	return errors.New("usage: egressha-lab up [--mode egressha|stock] | down | status | pod add NODE NS NAME [k=v,...] | " +
-		"pod del NS NAME | curl NS/NAME URL | kubectl ARGS... | cilium-dbg NODE ARGS... | crash NODE | recover NODE | restart-agent NODE")
+		"pod del NS NAME | curl NS/NAME URL | kubectl ARGS... | cilium-dbg NODE ARGS... | crash NODE | recover NODE | restart-agent NODE | demo")
 }
 
 func run(args []string) error {
@@ -85,6 +87,12 @@ func run(args []string) error {
 		cfg.Dir = *dir
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		return cluster.RunDaemon(ctx, cfg, log)
+	case "demo":
+		if len(args) != 0 {
+			return usage()
+		}
+		_, err := demo.Run(ctx, cfg, os.Stdout)
+		return err
 	case "pod":
 		return podCmd(ctx, cfg, args)
 	case "curl":

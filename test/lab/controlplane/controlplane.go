@@ -49,6 +49,11 @@ type Config struct {
 	BindAddress net.IP
 	// SecurePort is the HTTPS port; 0 picks a free one.
 	SecurePort int
+	// ExtraServingIPs are more addresses the serving certificate names:
+	// those of proxies that forward TCP to the server, as an in-cluster
+	// client (KUBERNETES_SERVICE_HOST) reaches it without a server-name
+	// override.
+	ExtraServingIPs []net.IP
 	// ServiceCIDR is --service-cluster-ip-range; "" means 10.96.0.0/16.
 	ServiceCIDR string
 	// EtcdPort is etcd's client port on 127.0.0.1; 0 picks a free one.

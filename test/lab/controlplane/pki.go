@@ -61,7 +61,7 @@ func ensurePKI(cfg Config, serviceIP net.IP) (*pki, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA: %w", err)
 	}
-	if err := p.writeServingCert(caCert, caKey, servingIPs(cfg.BindAddress, serviceIP)); err != nil {
+	if err := p.writeServingCert(caCert, caKey, append(servingIPs(cfg.BindAddress, serviceIP), cfg.ExtraServingIPs...)); err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
 	}
 	if _, err := os.Stat(p.serviceAccountKey); errors.Is(err, fs.ErrNotExist) {

@@ -56,7 +56,7 @@ test-unit: ## Go tests of the product module (privileged ones need root).
 
 # The e2e tests bring the lab up themselves (same code as `make lab`) and
 # take it down; they need root and everything `make lab` builds.
-test-e2e: lab-deps build cilium-tools lab-bin ## End-to-end tests against the lab (root).
+test-e2e: lab-deps build cilium-tools lab-bin kubectl ## End-to-end tests against the lab (root).
 	@mkdir -p $(OUT)
 	cd test && $(LAB_ENV) $(GOTESTSUM) --format standard-verbose --jsonfile $(abspath $(OUT))/test-e2e.json -- -count=1 -timeout 45m -skip '^TestBench' ./...
 
@@ -85,7 +85,7 @@ LAB_APT := clang-19 llvm-19 iptables ipset kmod
 # runs, after the builds before it have downloaded the modules: a make-time
 # $(shell go list ...) is expanded before any recipe line runs and is empty on
 # a fresh machine (`make check-fresh` guards this).
-LAB_ENV = EGRESSHA_LAB_BIN=$(abspath $(BIN)) EGRESSHA_LAB_CILIUM="$$($(CURDIR)/hack/cilium-dir)"
+LAB_ENV = EGRESSHA_LAB_BIN=$(abspath $(BIN)) EGRESSHA_LAB_REPO=$(CURDIR) EGRESSHA_LAB_CILIUM="$$($(CURDIR)/hack/cilium-dir)"
 
 LAB := $(BIN)/egressha-lab
 
@@ -106,12 +106,23 @@ lab-bin: ## Build the lab CLI (nested module test/: kube-apiserver, etcd).
 	@mkdir -p $(BIN)
 	cd test && $(GO) build -o ../$(LAB) ./lab
 
-lab: lab-deps ## Bring up the lab on this machine: builds what is missing, then `egressha-lab up`.
+# kubectl of the lab's Kubernetes version (test/go.mod's k8s.io/kubernetes),
+# with the version stamps a release build sets.
+KUBE_VERSION_PKG := k8s.io/component-base/version
+kubectl: ## Build kubectl at the lab's Kubernetes version into _output/bin.
+	@mkdir -p $(BIN)
+	cd test && v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubernetes) && minor=$$(echo $$v | cut -d. -f2) && \
+		$(BUILD_ENV) $(GO) build -ldflags "-s -w -X $(KUBE_VERSION_PKG).gitVersion=$$v -X $(KUBE_VERSION_PKG).gitMajor=1 -X $(KUBE_VERSION_PKG).gitMinor=$$minor" \
+		-o ../$(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
+
+lab: lab-deps ## Bring up the lab on this machine (builds what is missing, `egressha-lab up`), then show the demo.
 	@hack/progress "building cilium-agent (cold: about 5 min)" $(MAKE) --no-print-directory agent
 	@hack/progress "building cilium-operator-generic" $(MAKE) --no-print-directory operator
 	@hack/progress "building cilium-cni and cilium-dbg" $(MAKE) --no-print-directory cilium-tools
 	@hack/progress "building the lab (kube-apiserver, etcd; cold: about 4 min)" $(MAKE) --no-print-directory lab-bin
+	@hack/progress "building kubectl" $(MAKE) --no-print-directory kubectl
 	$(LAB_ENV) $(LAB) up $(LAB_ARGS)
+	$(LAB_ENV) $(LAB) demo
 
 lab-status: ## Show the lab's state.
 	@$(LAB_ENV) $(LAB) status
@@ -132,7 +143,7 @@ BENCH_LAB_ENV       = EGRESSHA_BENCH=1 EGRESSHA_BENCH_TRIALS=$(BENCH_TRIALS) EGR
 	EGRESSHA_BENCH_STOCK_WAIT=$(BENCH_STOCK_WAIT) EGRESSHA_BENCH_NEW_PODS=$(BENCH_NEW_PODS) EGRESSHA_RESULTS_DIR=$(BENCH_RESULTS)
 BENCH_LAB_CMD       = $(GO) test -count=1 -timeout 150m -run ^TestBench -v ./e2e/
 
-bench: lab-deps build cilium-tools lab-bin ## Run every benchmark (Go, then the lab vs stock Cilium) and write BENCHMARKS.md (root).
+bench: lab-deps build cilium-tools lab-bin kubectl ## Run every benchmark (Go, then the lab vs stock Cilium) and write BENCHMARKS.md (root).
 	@rm -rf $(BENCH_RESULTS) && mkdir -p $(BENCH_RESULTS)
 	set -o pipefail; $(BENCH_GO_CMD) 2>&1 | tee $(BENCH_RESULTS)/go-bench.txt
 	@echo "==> lab benchmarks (full log: $(BENCH_RESULTS)/lab-bench.log)"

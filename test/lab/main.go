@@ -13,6 +13,7 @@
 //	egressha-lab crash NODE                   SIGKILL NODE's agent and cut its links
 //	egressha-lab recover NODE                 reconnect NODE and start its agent
 //	egressha-lab restart-agent NODE           SIGTERM NODE's agent and start it again
+//	egressha-lab api block|unblock all|operators|NODE   cut (restore) the API server for everyone, the operators or one node
 //	egressha-lab demo                         the spec's YAML, a crash and a recovery, basic then VIP mode
 package main
 
@@ -46,7 +47,8 @@ func main() {
 
 func usage() error {
 	return errors.New("usage: egressha-lab up [--mode egressha|stock] | down | status | pod add NODE NS NAME [k=v,...] | " +
-		"pod del NS NAME | curl NS/NAME URL | kubectl ARGS... | cilium-dbg NODE ARGS... | crash NODE | recover NODE | restart-agent NODE | demo")
+		"pod del NS NAME | curl NS/NAME URL | kubectl ARGS... | cilium-dbg NODE ARGS... | crash NODE | recover NODE | restart-agent NODE | demo | " +
+		"api block|unblock all|operators|NODE")
 }
 
 func run(args []string) error {
@@ -130,9 +132,24 @@ func run(args []string) error {
 		case "recover":
 			return cluster.Recover(cfg, n)
 		default:
-			cluster.StopAgent(cfg, n, false)
-			return cluster.StartAgent(cfg, n)
+			return cluster.RestartAgent(cfg, n)
 		}
+	case "api":
+		if len(args) != 2 || (args[0] != "block" && args[0] != "unblock") {
+			return usage()
+		}
+		block := args[0] == "block"
+		switch args[1] {
+		case "all":
+			return cluster.BlockAPIAll(block)
+		case "operators":
+			return cluster.BlockAPIOperators(cfg, block)
+		}
+		n, err := cfg.Node(args[1])
+		if err != nil {
+			return err
+		}
+		return cluster.BlockAPI(n, block)
 	}
 	return usage()
 }

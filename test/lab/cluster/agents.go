@@ -2,76 +2,189 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/egressha/egressha/test/lab/chart"
 )
 
-// agentArgs are the cilium-agent flags of a lab node: tunnel routing over
-// eth0, kube-proxy replacement and BPF masquerading (what the egress
-// gateway datapath needs), the features a lab does not need turned off.
-func agentArgs(cfg Config, n Node) []string {
-	args := []string{
-		cfg.bin("cilium-agent"),
-		"--k8s-kubeconfig-path=" + cfg.nodeKubeconfig(),
-		"--k8s-namespace=" + CiliumNamespace,
-		"--cluster-name=" + ClusterName,
-		"--cluster-id=1",
-		"--lib-dir=" + cfg.path("lib"),
-		"--ipam=kubernetes",
-		"--k8s-require-ipv4-pod-cidr",
-		"--identity-allocation-mode=crd",
-		"--enable-ipv4=true",
-		"--enable-ipv6=false",
-		"--routing-mode=tunnel",
-		"--tunnel-protocol=vxlan",
-		"--devices=eth0,eth1",
-		"--kube-proxy-replacement=true",
-		"--enable-bpf-masquerade=true",
-		"--enable-ipv4-masquerade=true",
-		"--enable-l7-proxy=false",
-		"--enable-envoy-config=false",
-		"--enable-hubble=false",
-		"--enable-health-checking=false",
-		"--enable-endpoint-health-checking=false",
-		"--enable-gops=false",
-		"--enable-k8s-networkpolicy=false",
-		"--enable-policy=never",
-	}
-	switch cfg.Mode {
-	case ModeStock:
-		args = append(args, "--enable-egress-gateway=true", "--egress-gateway-ha-enabled=false")
-	default:
-		args = append(args, "--enable-egress-gateway=false", "--egress-gateway-ha-enabled=true")
-	}
-	return args
+// podSpecs is what the rendered chart runs: the agent and operator
+// containers (command, args, env as the chart renders them), the operator's
+// replicas and the cilium-config data. `up` renders the chart once and
+// writes this to the lab directory; every later start (the supervisor, the
+// CLI, the tests) reads it back, so a restarted process runs exactly what
+// the bring-up rendered.
+type podSpecs struct {
+	Agent            chart.Container
+	Operator         chart.Container
+	OperatorReplicas int
+	Config           map[string]string
 }
 
-func (c Config) agentPidFile(node string) string { return c.path("nodes", node, "agent.pid") }
+func (c Config) podSpecsFile() string { return c.path("podspecs.json") }
+
+func (c Config) writePodSpecs(r *chart.Release) error {
+	data, err := json.MarshalIndent(podSpecs{Agent: r.Agent, Operator: r.Operator, OperatorReplicas: r.OperatorReplicas, Config: r.Config}, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(c.podSpecsFile(), data, 0o644)
+}
+
+func (c Config) readPodSpecs() (podSpecs, error) {
+	var s podSpecs
+	data, err := os.ReadFile(c.podSpecsFile())
+	if err != nil {
+		return s, fmt.Errorf("the rendered chart of this lab (%s): %w", c.podSpecsFile(), err)
+	}
+	return s, json.Unmarshal(data, &s)
+}
+
+// labAgentFlags are the only cilium-agent flags the lab adds to what the
+// chart renders (they come after the chart's, so they win). Each is a path
+// that a pod gets from its image or a host mount and that several nodes on
+// one machine cannot share:
+//   - --lib-dir: the datapath sources the agent compiles. The image ships
+//     them at /var/lib/cilium/bpf; here they are a copy of the Cilium
+//     module's bpf/ (the same version as the agent's Go code).
+//   - --procfs: the chart mounts the host's /proc at /host/proc; the lab's
+//     agent sees the machine's /proc where it is.
+//   - --write-cni-conf-when-ready: the chart writes the CNI config into the
+//     host's /etc/cni/net.d (mounted at /host/etc/cni/net.d) and, with
+//     cni-exclusive, renames every other config there; the lab's nodes
+//     share the machine's /etc, so each writes into its own directory.
+//
+// Everything else (the node's own /run/cilium, bpffs and cgroup, the
+// ServiceAccount token, cilium-config at the chart's --config-dir) is
+// mounted by on-node and pod-exec where the chart's pod expects it, so the
+// chart's flags stay as rendered.
+func labAgentFlags(cfg Config, node string) []string {
+	return []string{
+		"--lib-dir=" + cfg.path("lib"),
+		"--procfs=/proc",
+		"--write-cni-conf-when-ready=" + cfg.path("nodes", node, "cni", "05-cilium.conflist"),
+	}
+}
+
+// AgentPodName is the name of the cilium-agent Pod of a node.
+func AgentPodName(node string) string { return agentPodPrefix + node }
+
+func (c Config) agentPod(n Node) sysPod {
+	return sysPod{
+		Name: AgentPodName(n.Name), Namespace: CiliumNamespace, Kind: "agent",
+		Node: n.Name, Netns: n.Name, HostIP: n.ClusterIP.String(), ServiceAccount: agentServiceAccount,
+		dir: c.path("nodes", n.Name),
+	}
+}
+
+// The operator replicas run on hosts of their own (network namespaces
+// lab-op-1, lab-op-2 on the cluster network, no Node object), as the
+// chart's anti-affinity spreads them: they do not share ports, and a
+// gateway node's crash does not take an operator with it.
+func operatorHost(i int) string { return fmt.Sprintf("lab-op-%d", i) }
+
+func operatorHostAddr(i int) string { return fmt.Sprintf("198.18.0.%d", 1+i) }
+
+// OperatorPods are the operator replicas' pods (from the rendered chart;
+// none before the lab was brought up).
+func (c Config) operatorPods() []sysPod {
+	s, err := c.readPodSpecs()
+	if err != nil {
+		return nil
+	}
+	var pods []sysPod
+	for i := 1; i <= s.OperatorReplicas; i++ {
+		pods = append(pods, sysPod{
+			Name: fmt.Sprintf("cilium-operator-%d", i), Namespace: CiliumNamespace, Kind: "operator",
+			Netns: operatorHost(i), HostIP: operatorHostAddr(i), ServiceAccount: operatorServiceAccount,
+			dir: c.path("operators", operatorHost(i)),
+		})
+	}
+	return pods
+}
+
+// sysPods are every system pod of the lab: agents, then operators.
+func (c Config) sysPods() []sysPod {
+	var pods []sysPod
+	for _, n := range c.Nodes {
+		pods = append(pods, c.agentPod(n))
+	}
+	return append(pods, c.operatorPods()...)
+}
+
+// podCommand is the argv and environment that start the pod's container:
+// the chart's command, args and env (fieldRefs resolved from the Pod, the
+// ConfigMap refs from cilium-config), inside the pod's network namespace
+// with its volumes mounted (pod-exec).
+func (c Config) podCommand(p sysPod) (argv, env []string, err error) {
+	s, err := c.readPodSpecs()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctr := s.Agent
+	if p.Kind == "operator" {
+		ctr = s.Operator
+	}
+	refs := map[string]string{
+		"metadata.name":           p.Name,
+		"metadata.namespace":      p.Namespace,
+		"spec.nodeName":           p.Node,
+		"spec.serviceAccountName": p.ServiceAccount,
+		// No memory limit: a kubelet gives the node's allocatable.
+		"limits.memory": strconv.FormatUint(memTotal(), 10),
+	}
+	environ, err := ctr.Environ(refs, map[string]map[string]string{"cilium-config": s.Config})
+	if err != nil {
+		return nil, nil, err
+	}
+	cmdline := ctr.Argv("", environ)
+	if len(cmdline) == 0 {
+		return nil, nil, errors.New("the chart's container has no command")
+	}
+	// The images' binaries are ours, next to the lab's.
+	cmdline[0] = c.bin(filepath.Base(cmdline[0]))
+	exec := []string{c.podExec(), p.volumeDir()}
+	switch p.Kind {
+	case "agent":
+		argv = append(append([]string{c.onNode(), p.Node}, exec...), append(cmdline, labAgentFlags(c, p.Node)...)...)
+	default:
+		// Its own UTS namespace: the operator's leader-election identity
+		// starts with the hostname, so the leader Lease names the host.
+		argv = append([]string{"ip", "netns", "exec", p.Netns, "unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`, p.Netns}, append(exec, cmdline...)...)
+	}
+	env = append(environ, "PATH="+c.path("bin")+":"+os.Getenv("PATH"))
+	return argv, env, nil
+}
+
+// memTotal is the machine's memory in bytes.
+func memTotal() uint64 {
+	data, _ := os.ReadFile("/proc/meminfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
 
 // AgentLog is the path of a node's agent log.
 func (c Config) AgentLog(node string) string { return c.path("nodes", node, "agent.log") }
 
-// StartAgent starts the node's cilium-agent in the background.
-func StartAgent(cfg Config, n Node) error {
-	if pid := readPid(cfg.agentPidFile(n.Name)); alive(pid) {
-		return nil
-	}
-	env := []string{
-		"K8S_NODE_NAME=" + n.Name,
-		"PATH=" + cfg.path("bin") + ":" + os.Getenv("PATH"),
-	}
-	argv := append([]string{cfg.onNode(), n.Name}, agentArgs(cfg, n)...)
-	_, err := startDetached(cfg.agentPidFile(n.Name), cfg.AgentLog(n.Name), env, argv...)
-	return err
-}
+// StartAgent starts the node's cilium-agent (and keeps it running: the lab
+// daemon restarts it if it exits on its own).
+func StartAgent(cfg Config, n Node) error { return cfg.startPod(cfg.agentPod(n)) }
 
 // AgentRunning reports whether the node's agent process is alive.
-func AgentRunning(cfg Config, n Node) bool { return alive(readPid(cfg.agentPidFile(n.Name))) }
+func AgentRunning(cfg Config, n Node) bool { return cfg.agentPod(n).running() }
 
 // BPFFSPath is a path inside the node's bpffs, as seen from the root
 // mount namespace (the node sees it under /sys/fs/bpf).
@@ -90,22 +203,24 @@ func WaitAgentHealthy(ctx context.Context, cfg Config, n Node, timeout time.Dura
 	})
 }
 
-// StopAgent stops the node's agent: gracefully, or at once with SIGKILL.
-func StopAgent(cfg Config, n Node, kill bool) {
-	sig := syscall.SIGTERM
-	if kill {
-		sig = syscall.SIGKILL
-	}
-	stopPid(readPid(cfg.agentPidFile(n.Name)), sig, 20*time.Second)
+// StopAgent stops the node's agent, gracefully or at once with SIGKILL,
+// and keeps it stopped until StartAgent.
+func StopAgent(cfg Config, n Node, kill bool) { stopPod(cfg.agentPod(n), kill) }
+
+// RestartAgent stops the node's agent with SIGTERM and starts it again at
+// once, as a rolling upgrade replaces the pod.
+func RestartAgent(cfg Config, n Node) error {
+	StopAgent(cfg, n, false)
+	return StartAgent(cfg, n)
 }
 
 // Crash simulates a hard failure of a node: its links are cut and its
-// agent is SIGKILLed, so it neither forwards nor talks to the API server.
-// The links go first, as on a power loss where the kubelet dies with the
-// node: killing the agent first would let the lab's kubelet, which probes
-// the agent every second while the links are up, report the agent Pod
-// NotReady in the window between the two, a signal a real hard crash
-// never gives.
+// agent is SIGKILLed, so it neither forwards nor talks to the API server;
+// it stays down until Recover. The links go first, as on a power loss
+// where the kubelet dies with the node: killing the agent first would let
+// the lab's kubelet, which probes the agent every second while the links
+// are up, report the agent Pod NotReady in the window between the two, a
+// signal a real hard crash never gives.
 func Crash(cfg Config, n Node) error {
 	err := setNodeLinks(n, false)
 	StopAgent(cfg, n, true)
@@ -120,38 +235,19 @@ func Recover(cfg Config, n Node) error {
 	return StartAgent(cfg, n)
 }
 
-func (c Config) operatorPidFile() string { return c.path("operator.pid") }
+// OperatorLog is the path of an operator replica's log (1-based).
+func (c Config) OperatorLog(replica int) string {
+	return c.path("operators", operatorHost(replica), "operator.log")
+}
 
-// OperatorLog is the path of the operator's log.
-func (c Config) OperatorLog() string { return c.path("operator.log") }
-
-// startOperator runs cilium-operator-generic in lab-cp, where the API
-// proxy listens.
-func startOperator(cfg Config) error {
-	if alive(readPid(cfg.operatorPidFile())) {
-		return nil
+// startOperators starts every operator replica.
+func startOperators(cfg Config) error {
+	for _, p := range cfg.operatorPods() {
+		if err := cfg.startPod(p); err != nil {
+			return err
+		}
 	}
-	argv := []string{
-		"ip", "netns", "exec", CPNetns,
-		cfg.bin("cilium-operator-generic"),
-		"--k8s-kubeconfig-path=" + cfg.nodeKubeconfig(),
-		"--k8s-namespace=" + CiliumNamespace,
-		"--cluster-name=" + ClusterName,
-		"--cluster-id=1",
-		"--identity-allocation-mode=crd",
-		"--ipam=kubernetes",
-		"--enable-gops=false",
-		"--operator-api-serve-addr=127.0.0.1:9234",
-		"--egress-gateway-ha-enabled=" + fmt.Sprint(cfg.Mode != ModeStock),
-	}
-	if cfg.Mode == ModeStock {
-		// Stock Cilium's operator installs the CiliumEgressGatewayPolicy
-		// CRD only with its egress gateway on; egressha's operator
-		// installs it itself (it serves those policies).
-		argv = append(argv, "--enable-egress-gateway=true")
-	}
-	_, err := startDetached(cfg.operatorPidFile(), cfg.OperatorLog(), nil, argv...)
-	return err
+	return nil
 }
 
 // tail returns the last n lines of a file, for error messages.
@@ -165,4 +261,38 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// KillOperators SIGKILLs every operator replica's process, as a node
+// failure or an OOM kill would; they stay wanted, so the lab's kubelets
+// restart them with back-off.
+func KillOperators(cfg Config) []int {
+	var pids []int
+	for _, p := range cfg.operatorPods() {
+		if pid := p.pid(); alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// OperatorStatus is one operator replica as `status` shows it.
+type OperatorStatus struct {
+	Pod, Host string
+	PID       int // 0 when not running
+	Restarts  int
+}
+
+// Operators reports every operator replica.
+func Operators(cfg Config) []OperatorStatus {
+	var out []OperatorStatus
+	for _, p := range cfg.operatorPods() {
+		st := OperatorStatus{Pod: p.Name, Host: p.Netns, Restarts: p.state().Restarts}
+		if p.running() {
+			st.PID = p.pid()
+		}
+		out = append(out, st)
+	}
+	return out
 }

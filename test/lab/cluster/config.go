@@ -53,8 +53,14 @@ type Config struct {
 	BinDir string
 	// BPFDir is Cilium's bpf/ source tree for the agents' runtime compiles.
 	BPFDir string
-	Mode   Mode
-	Nodes  []Node
+	// CiliumDir is the Cilium module's directory: its chart
+	// (install/kubernetes/cilium) is what the lab installs.
+	CiliumDir string
+	// RepoDir is the egressha checkout: patches/ (Helm values, RBAC) and
+	// the lab's values files.
+	RepoDir string
+	Mode    Mode
+	Nodes   []Node
 }
 
 // Fixed lab addresses and names.
@@ -113,11 +119,17 @@ func DefaultConfig() Config {
 			bin = filepath.Dir(exe)
 		}
 	}
+	ciliumDir := os.Getenv("EGRESSHA_LAB_CILIUM")
 	bpf := os.Getenv("EGRESSHA_LAB_BPF")
-	if ciliumDir := os.Getenv("EGRESSHA_LAB_CILIUM"); bpf == "" && ciliumDir != "" {
+	if bpf == "" && ciliumDir != "" {
 		bpf = filepath.Join(ciliumDir, "bpf")
 	}
-	return Config{Dir: dir, BinDir: bin, BPFDir: bpf, Mode: ModeEgressHA, Nodes: DefaultNodes()}
+	repo := os.Getenv("EGRESSHA_LAB_REPO")
+	if repo == "" && bin != "" {
+		// make puts the binaries in <repo>/_output/bin.
+		repo = filepath.Dir(filepath.Dir(bin))
+	}
+	return Config{Dir: dir, BinDir: bin, BPFDir: bpf, CiliumDir: ciliumDir, RepoDir: repo, Mode: ModeEgressHA, Nodes: DefaultNodes()}
 }
 
 // Node returns the node called name.
@@ -147,10 +159,6 @@ func (c Config) bin(name string) string { return filepath.Join(c.BinDir, name) }
 // Kubeconfig is the admin kubeconfig for the apiserver's loopback listener
 // in the root namespace (for the CLI and tests).
 func (c Config) Kubeconfig() string { return c.path("kubeconfig") }
-
-// nodeKubeconfig points at the proxy in lab-cp, reachable from the nodes
-// only over their eth0, so a node whose links are cut loses the API.
-func (c Config) nodeKubeconfig() string { return c.path("kubeconfig-nodes") }
 
 // EchoURL is the echo server's address on the public network.
 func EchoURL() string { return fmt.Sprintf("http://%s:%d", EchoAddr.Addr(), EchoPort) }

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/egressha/egressha/test/lab/controlplane"
 )
 
@@ -33,6 +31,9 @@ func RunDaemon(ctx context.Context, cfg Config, log *slog.Logger) error {
 		BindAddress: net.IPv4(127, 0, 0, 1),
 		SecurePort:  APILocalPort,
 		ServiceCIDR: ServiceCIDR.String(),
+		// In-cluster clients (the chart's k8sServiceHost) reach the server
+		// through the proxy in lab-cp and verify it by this address.
+		ExtraServingIPs: []net.IP{CPAddr.Addr().AsSlice()},
 	}
 	wg.Add(1)
 	go func() {
@@ -47,7 +48,13 @@ func RunDaemon(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := writeKubeconfigs(cfg, cp.KubeconfigPath()); err != nil {
+	// The admin kubeconfig is for the CLI, the tests and the kubelets
+	// only; Cilium's pods use their ServiceAccount tokens.
+	data, err := os.ReadFile(cp.KubeconfigPath())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(cfg.Kubeconfig(), data, 0o600); err != nil {
 		return err
 	}
 	log.Info("control plane ready", "kubeconfig", cfg.Kubeconfig())
@@ -132,26 +139,4 @@ func proxyTCP(ctx context.Context, ln net.Listener, target string) {
 			}
 		}()
 	}
-}
-
-// writeKubeconfigs copies the admin kubeconfig for the CLI and tests, and
-// writes the nodes' one, which points at the proxy in lab-cp. The serving
-// certificate names localhost, so the nodes verify it under that name.
-func writeKubeconfigs(cfg Config, adminPath string) error {
-	data, err := os.ReadFile(adminPath)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(cfg.Kubeconfig(), data, 0o600); err != nil {
-		return err
-	}
-	kc, err := clientcmd.Load(data)
-	if err != nil {
-		return err
-	}
-	for _, cl := range kc.Clusters {
-		cl.Server = fmt.Sprintf("https://%s:%d", CPAddr.Addr(), APIPort)
-		cl.TLSServerName = "localhost"
-	}
-	return clientcmd.WriteToFile(*kc, cfg.nodeKubeconfig())
 }

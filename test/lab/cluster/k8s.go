@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 )
 
 // RESTConfig is the admin client configuration of the lab.
@@ -37,11 +37,8 @@ func (c Config) Clientset() (kubernetes.Interface, error) {
 
 const agentPodPrefix = "cilium-"
 
-// agentPodName is the name of the cilium-agent Pod of a node.
-func agentPodName(node string) string { return agentPodPrefix + node }
-
-// ensureNodeObjects creates the Node and the cilium-agent Pod of each lab
-// node as a kubelet and a DaemonSet would. Their status is the kubelets'.
+// ensureNodeObjects creates the Node object of each lab node, as a kubelet
+// registers its node. Their status is the kubelets'.
 func ensureNodeObjects(ctx context.Context, cs kubernetes.Interface, cfg Config) error {
 	for _, n := range cfg.Nodes {
 		node := &corev1.Node{
@@ -61,43 +58,24 @@ func ensureNodeObjects(ctx context.Context, cs kubernetes.Interface, cfg Config)
 				{Type: corev1.NodeHostName, Address: n.Name},
 			}
 		}); err != nil {
-			return err
-		}
-		if err := ensureServiceAccount(ctx, cs, CiliumNamespace); err != nil {
-			return err
-		}
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{
-				Name:      agentPodName(n.Name),
-				Namespace: CiliumNamespace,
-				Labels:    map[string]string{"k8s-app": "cilium", "app.kubernetes.io/name": "cilium-agent"},
-			},
-			Spec: corev1.PodSpec{
-				NodeName:                     n.Name,
-				HostNetwork:                  true,
-				AutomountServiceAccountToken: new(bool),
-				Containers: []corev1.Container{{
-					Name:  "cilium-agent",
-					Image: "egressha/cilium-agent:lab",
-				}},
-				Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-			},
-		}
-		if _, err := cs.CoreV1().Pods(CiliumNamespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("cilium-agent pod of %s: %w", n.Name, err)
+			return fmt.Errorf("node %s status: %w", n.Name, err)
 		}
 	}
-	return nil
+	return ensureServiceAccount(ctx, cs, CiliumNamespace)
 }
 
+// updateNodeStatus changes a Node's status, retrying update conflicts
+// (kubelets, the lab's bring-up and Cilium all write Nodes).
 func updateNodeStatus(ctx context.Context, cs kubernetes.Interface, name string, mutate func(*corev1.NodeStatus)) error {
-	node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		mutate(&node.Status)
+		_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
 		return err
-	}
-	mutate(&node.Status)
-	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-	return err
+	})
 }
 
 // ensureServiceAccount creates the namespace's default ServiceAccount, as
@@ -121,14 +99,11 @@ func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) er
 	return ensureServiceAccount(ctx, cs, ns)
 }
 
-// KubectlCommand returns kubectl with the lab's kubeconfig: the one next to
-// the lab binaries if there is one, else the one on PATH.
+// KubectlCommand returns the lab's kubectl (built by `make kubectl` at the
+// lab's Kubernetes version, next to the lab binaries; never whatever the
+// machine has on PATH) with the lab's admin kubeconfig.
 func (c Config) KubectlCommand(args ...string) *exec.Cmd {
-	kubectl := c.bin("kubectl")
-	if _, err := os.Stat(kubectl); err != nil {
-		kubectl = "kubectl"
-	}
-	return exec.Command(kubectl, append([]string{"--kubeconfig", c.Kubeconfig()}, args...)...)
+	return exec.Command(c.bin("kubectl"), append([]string{"--kubeconfig", c.Kubeconfig()}, args...)...)
 }
 
 // Kubectl runs kubectl and returns its combined output.

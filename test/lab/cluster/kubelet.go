@@ -34,6 +34,8 @@ type kubelets struct {
 	log   *slog.Logger
 	cs    kubernetes.Interface
 	state map[string]*nodeState
+	// operatorReady is the last readiness posted per operator pod.
+	operatorReady map[string]bool
 }
 
 func newKubelets(cfg Config, log *slog.Logger) (*kubelets, error) {
@@ -41,7 +43,7 @@ func newKubelets(cfg Config, log *slog.Logger) (*kubelets, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &kubelets{cfg: cfg, log: log, cs: cs, state: map[string]*nodeState{}}
+	k := &kubelets{cfg: cfg, log: log, cs: cs, state: map[string]*nodeState{}, operatorReady: map[string]bool{}}
 	for _, n := range cfg.Nodes {
 		k.state[n.Name] = &nodeState{}
 	}
@@ -49,11 +51,15 @@ func newKubelets(cfg Config, log *slog.Logger) (*kubelets, error) {
 }
 
 func (k *kubelets) run(ctx context.Context) {
+	go k.supervise(ctx)
 	t := time.NewTicker(probePeriod)
 	defer t.Stop()
 	for {
 		for _, n := range k.cfg.Nodes {
 			k.sync(ctx, n)
+		}
+		for _, p := range k.cfg.operatorPods() {
+			k.syncOperator(ctx, p)
 		}
 		select {
 		case <-ctx.Done():
@@ -96,14 +102,68 @@ func (k *kubelets) sync(ctx context.Context, n Node) {
 	}
 }
 
+// supervisePeriod is how often the supervisor looks for exited containers
+// (a kubelet's PLEG relists every second).
+const supervisePeriod = 500 * time.Millisecond
+
+// supervise restarts system pods whose process exited on its own and
+// renews their ServiceAccount tokens, as a kubelet does.
+func (k *kubelets) supervise(ctx context.Context) {
+	t := time.NewTicker(supervisePeriod)
+	defer t.Stop()
+	logf := func(msg string, args ...any) { k.log.Info(msg, args...) }
+	for {
+		now := time.Now()
+		pods := k.cfg.sysPods()
+		for _, p := range pods {
+			k.cfg.supervise(p, now, logf)
+		}
+		for _, p := range pods {
+			if tokenDue(p, now) {
+				if err := k.cfg.writePodVolumes(ctx, k.cs, p, nil); err != nil {
+					k.log.Warn("renewing the ServiceAccount token", "pod", p.Name, "error", err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// syncOperator posts an operator pod's readiness: its /healthz, as the
+// chart's readiness probe asks.
+func (k *kubelets) syncOperator(ctx context.Context, p sysPod) {
+	ready := p.running() && probeHTTP(ctx, p.Netns, operatorHealthURL)
+	if last, ok := k.operatorReady[p.Name]; ok && last == ready {
+		return
+	}
+	err := updatePodStatus(ctx, k.cs, p.Namespace, p.Name, func(pod *corev1.Pod) {
+		setPodRunning(pod, p.HostIP, p.HostIP, ready)
+	})
+	if err != nil {
+		k.log.Warn("updating cilium-operator pod status", "pod", p.Name, "error", err)
+		return
+	}
+	k.operatorReady[p.Name] = ready
+	k.log.Info("cilium-operator readiness changed", "pod", p.Name, "ready", ready)
+}
+
+const operatorHealthURL = "http://127.0.0.1:9234/healthz"
+
 // probeAgent is the cilium-agent readiness probe: GET /healthz with
 // "brief: true" on the node's loopback.
-func probeAgent(ctx context.Context, n Node) bool {
+func probeAgent(ctx context.Context, n Node) bool { return probeHTTP(ctx, n.Name, agentHealthURL) }
+
+// probeHTTP is an httpGet probe from inside a network namespace.
+func probeHTTP(ctx context.Context, netns, url string) bool {
 	client := http.Client{
 		Timeout:   time.Second,
-		Transport: &http.Transport{DialContext: DialContextIn(n.Name), DisableKeepAlives: true},
+		Transport: &http.Transport{DialContext: DialContextIn(netns), DisableKeepAlives: true},
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentHealthURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return false
 	}
@@ -146,13 +206,9 @@ func setCondition(conds *[]corev1.NodeCondition, c corev1.NodeCondition) {
 }
 
 func (k *kubelets) setAgentPodReady(ctx context.Context, n Node, ready bool) error {
-	pods := k.cs.CoreV1().Pods(CiliumNamespace)
-	pod, err := pods.Get(ctx, agentPodName(n.Name), metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	setPodRunning(pod, n, n.ClusterIP.String(), ready)
-	_, err = pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{})
+	err := updatePodStatus(ctx, k.cs, CiliumNamespace, AgentPodName(n.Name), func(pod *corev1.Pod) {
+		setPodRunning(pod, n.ClusterIP.String(), n.ClusterIP.String(), ready)
+	})
 	if err != nil {
 		k.log.Warn("updating cilium-agent pod status", "node", n.Name, "error", err)
 	}
@@ -161,7 +217,7 @@ func (k *kubelets) setAgentPodReady(ctx context.Context, n Node, ready bool) err
 
 // setPodRunning fills a Pod's status as a kubelet does for a running pod
 // with one container whose readiness is ready.
-func setPodRunning(pod *corev1.Pod, n Node, podIP string, ready bool) {
+func setPodRunning(pod *corev1.Pod, hostIP, podIP string, ready bool) {
 	status := corev1.ConditionFalse
 	if ready {
 		status = corev1.ConditionTrue
@@ -169,7 +225,7 @@ func setPodRunning(pod *corev1.Pod, n Node, podIP string, ready bool) {
 	now := metav1.Now()
 	st := &pod.Status
 	st.Phase = corev1.PodRunning
-	st.HostIP = n.ClusterIP.String()
+	st.HostIP = hostIP
 	st.HostIPs = []corev1.HostIP{{IP: st.HostIP}}
 	st.PodIP = podIP
 	st.PodIPs = []corev1.PodIP{{IP: podIP}}

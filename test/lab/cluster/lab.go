@@ -18,6 +18,8 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/egressha/egressha/test/lab/chart"
 )
 
 // Timeouts of the bring-up steps; generous for a cold 2-core machine.
@@ -68,7 +70,12 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err := prepareHost(cfg); err != nil {
 		return fmt.Errorf("preparing the host: %w", err)
 	}
-	step("creating network namespaces: %s, %s and nodes %s", CPNetns, EchoNetns, strings.Join(cfg.nodeNames(), ", "))
+	step("rendering Cilium's chart %s with %s", chart.ChartDir(cfg.CiliumDir), valuesText(cfg))
+	rel, err := renderChart(cfg)
+	if err != nil {
+		return err
+	}
+	step("creating network namespaces: %s, %s, nodes %s and operator hosts %s", CPNetns, EchoNetns, strings.Join(cfg.nodeNames(), ", "), strings.Join(operatorHosts(cfg), ", "))
 	if err := createNetwork(cfg); err != nil {
 		return fmt.Errorf("creating the network: %w", err)
 	}
@@ -95,21 +102,29 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	step("creating Node objects and cilium-agent Pods")
+	step("creating Node objects")
 	if err := ensureNodeObjects(ctx, cs, cfg); err != nil {
 		return err
 	}
-	step("starting cilium-operator-generic (log: %s)", cfg.OperatorLog())
-	if err := startOperator(cfg); err != nil {
+	step("installing what the chart renders for the API: RBAC, cilium-config, and patches/rbac.yaml")
+	if err := installChart(ctx, cfg, rel); err != nil {
+		return err
+	}
+	step("creating the cilium-agent and cilium-operator Pods and their ServiceAccount tokens")
+	if err := prepareSysPods(ctx, cs, cfg); err != nil {
+		return err
+	}
+	step("starting %d cilium-operator-generic replicas on %s (logs: %s)", rel.OperatorReplicas, strings.Join(operatorHosts(cfg), ", "), cfg.path("operators", "*", "operator.log"))
+	if err := startOperators(cfg); err != nil {
 		return err
 	}
 	crds := []string{"ciliumnodes.cilium.io", "ciliumendpoints.cilium.io", "ciliumidentities.cilium.io", "ciliumegressgatewaypolicies.cilium.io"}
 	if cfg.Mode != ModeStock {
 		crds = append(crds, "egressgateways.network.deckhouse.io", "egressgatewaypolicies.network.deckhouse.io")
 	}
-	if err := waitFor(ctx, out, "operator to install the CRDs", crdTimeout, func() error {
-		if !alive(readPid(cfg.operatorPidFile())) {
-			return errFatal{fmt.Errorf("cilium-operator exited:\n%s", tail(cfg.OperatorLog(), 20))}
+	if err := waitFor(ctx, out, "the operator leader to install the CRDs", crdTimeout, func() error {
+		if err := operatorsCrashLooping(cfg); err != nil {
+			return errFatal{err}
 		}
 		return crdsEstablished(ctx, cfg, crds)
 	}); err != nil {
@@ -211,7 +226,7 @@ func Healthy(ctx context.Context, cfg Config) error {
 		if nodeReady(node) != corev1.ConditionTrue {
 			return fmt.Errorf("node %s not Ready", n.Name)
 		}
-		pod, err := cs.CoreV1().Pods(CiliumNamespace).Get(ctx, agentPodName(n.Name), metav1.GetOptions{})
+		pod, err := cs.CoreV1().Pods(CiliumNamespace).Get(ctx, AgentPodName(n.Name), metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -263,7 +278,7 @@ func preflight(cfg Config) error {
 			missing = append(missing, f)
 		}
 	}
-	for _, b := range []string{"cilium-agent", "cilium-operator-generic", "cilium-cni", "cilium-dbg", "egressha-lab"} {
+	for _, b := range []string{"cilium-agent", "cilium-operator-generic", "cilium-cni", "cilium-dbg", "egressha-lab", "kubectl"} {
 		if _, err := os.Stat(cfg.bin(b)); err != nil {
 			missing = append(missing, cfg.bin(b))
 		}
@@ -272,6 +287,20 @@ func preflight(cfg Config) error {
 		missing = append(missing, "Cilium's bpf/ sources (set EGRESSHA_LAB_BPF)")
 	} else if _, err := os.Stat(filepath.Join(cfg.BPFDir, "bpf_lxc.c")); err != nil {
 		missing = append(missing, filepath.Join(cfg.BPFDir, "bpf_lxc.c"))
+	}
+	if cfg.CiliumDir == "" {
+		missing = append(missing, "the Cilium module's directory (set EGRESSHA_LAB_CILIUM)")
+	} else if _, err := os.Stat(filepath.Join(chart.ChartDir(cfg.CiliumDir), "Chart.yaml")); err != nil {
+		missing = append(missing, filepath.Join(chart.ChartDir(cfg.CiliumDir), "Chart.yaml"))
+	}
+	if files, err := chart.ValueFiles(string(cfg.Mode)); err != nil {
+		return err
+	} else {
+		for _, f := range append(files, "patches/rbac.yaml") {
+			if _, err := os.Stat(filepath.Join(cfg.RepoDir, f)); err != nil {
+				missing = append(missing, filepath.Join(cfg.RepoDir, f)+" (set EGRESSHA_LAB_REPO to the egressha checkout)")
+			}
+		}
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("missing: %s (`make lab` installs and builds them)", strings.Join(missing, ", "))
@@ -312,8 +341,11 @@ func prepareHost(cfg Config) error {
 	if err := os.WriteFile(cfg.onNode(), []byte(fmt.Sprintf(onNodeScript, cfg.Dir, cgroot)), 0o755); err != nil {
 		return err
 	}
+	if err := os.WriteFile(cfg.podExec(), []byte(podExecScript), 0o755); err != nil {
+		return err
+	}
 	for _, n := range cfg.Nodes {
-		for _, d := range []string{cfg.path("nodes", n.Name, "run"), cfg.path("nodes", n.Name, "bpffs"), cfg.cgroupDir(cgroot, n.Name)} {
+		for _, d := range []string{cfg.path("nodes", n.Name, "run"), cfg.path("nodes", n.Name, "bpffs"), cfg.path("nodes", n.Name, "cni"), cfg.cgroupDir(cgroot, n.Name)} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return err
 			}
@@ -345,12 +377,12 @@ func hasLeftovers(cfg Config) bool {
 // mounts, cgroups and the lab directory. It is safe to run at any time.
 func Down(cfg Config, out io.Writer) error {
 	var errs []error
-	fmt.Fprintln(out, "==> stopping agents, operator and lab daemon")
-	for _, n := range cfg.Nodes {
-		stopPid(readPid(cfg.agentPidFile(n.Name)), syscall.SIGTERM, 10*time.Second)
-	}
-	stopPid(readPid(cfg.operatorPidFile()), syscall.SIGTERM, 10*time.Second)
+	fmt.Fprintln(out, "==> stopping the lab daemon (kubelets, supervisor), agents and operators")
+	// The daemon first: its supervisor would restart what stops next.
 	stopPid(readPid(cfg.path("daemon.pid")), syscall.SIGTERM, 15*time.Second)
+	for _, p := range cfg.sysPods() {
+		stopPod(p, false)
+	}
 	for _, pid := range labProcesses(cfg) {
 		stopPid(pid, syscall.SIGKILL, 5*time.Second)
 	}
@@ -401,4 +433,24 @@ func mountsUnder(dir string) []string {
 	}
 	sort.Sort(sort.Reverse(sort.StringSlice(out)))
 	return out
+}
+
+// valuesText names the values files the chart is rendered with.
+func valuesText(cfg Config) string {
+	files, _ := chart.ValueFiles(string(cfg.Mode))
+	return strings.Join(files, " + ")
+}
+
+// operatorsCrashLooping fails when every operator replica keeps exiting.
+func operatorsCrashLooping(cfg Config) error {
+	pods := cfg.operatorPods()
+	for _, p := range pods {
+		if p.running() || p.state().Restarts < 2 {
+			return nil
+		}
+	}
+	if len(pods) == 0 {
+		return errors.New("no operator replicas")
+	}
+	return fmt.Errorf("every cilium-operator replica keeps exiting; the last lines of %s:\n%s", pods[0].logFile(), tail(pods[0].logFile(), 20))
 }

@@ -44,6 +44,44 @@ func createNetwork(cfg Config) error {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
+	for i := range cfg.operatorPods() {
+		if err := createOperatorHost(i + 1); err != nil {
+			return fmt.Errorf("operator host %s: %w", operatorHost(i+1), err)
+		}
+	}
+	return nil
+}
+
+// operatorHosts are the hosts of the operator replicas (as many as the
+// chart's operator.replicas, which the lab's values leave at 2).
+func operatorHosts(cfg Config) []string {
+	var hosts []string
+	for _, p := range cfg.operatorPods() {
+		hosts = append(hosts, p.Netns)
+	}
+	return hosts
+}
+
+// createOperatorHost makes a host on the cluster network only, for an
+// operator replica: like a control-plane node, it reaches the API server
+// through lab-cp and nothing else.
+func createOperatorHost(i int) error {
+	name := operatorHost(i)
+	if err := ip("", "netns", "add", name); err != nil {
+		return err
+	}
+	vo := fmt.Sprintf("vo%d", i)
+	for _, s := range [][]string{
+		{name, "link", "set", "lo", "up"},
+		{CPNetns, "link", "add", vo, "type", "veth", "peer", "name", "eth0", "netns", name},
+		{CPNetns, "link", "set", vo, "master", "br0", "up"},
+		{name, "addr", "add", operatorHostAddr(i) + "/24", "dev", "eth0"},
+		{name, "link", "set", "eth0", "up"},
+	} {
+		if err := ip(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -116,7 +154,7 @@ func deleteNetwork(cfg Config) []error {
 }
 
 func isLabNetns(cfg Config, name string) bool {
-	if name == CPNetns || name == EchoNetns || strings.HasPrefix(name, podNetnsPrefix) {
+	if name == CPNetns || name == EchoNetns || strings.HasPrefix(name, podNetnsPrefix) || strings.HasPrefix(name, "lab-op-") {
 		return true
 	}
 	for _, n := range cfg.Nodes {

@@ -102,7 +102,7 @@ func AddPod(ctx context.Context, cfg Config, node, ns, name string, labels map[s
 	if err := os.WriteFile(cfg.podFile(ns, name), data, 0o644); err != nil {
 		return p, err
 	}
-	setPodRunning(obj, n, p.IP, true)
+	setPodRunning(obj, n.ClusterIP.String(), p.IP, true)
 	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
 		return p, fmt.Errorf("pod %s/%s status: %w", ns, name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -54,10 +55,86 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 				labels = EgressLabel
 			}
 		}
-		if pod, err := cs.CoreV1().Pods(CiliumNamespace).Get(ctx, agentPodName(n.Name), metav1.GetOptions{}); err == nil {
+		if pod, err := cs.CoreV1().Pods(CiliumNamespace).Get(ctx, AgentPodName(n.Name), metav1.GetOptions{}); err == nil {
 			podOK = strconv.FormatBool(podReady(pod))
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.ClusterIP, n.PublicIP, links, agent, ready, podOK, labels)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return podsStatus(ctx, cfg, out)
+}
+
+// OperatorLeaseName is the Lease the cilium-operator replicas elect their
+// leader with (egressha's operator cells run on the leader).
+const OperatorLeaseName = "cilium-operator-resource-lock"
+
+// LeaderInfo is the state of the operator leader Lease.
+type LeaderInfo struct {
+	// Holder is the leader's identity, Host the lab host it runs on ("" if
+	// no replica of the lab holds the Lease).
+	Holder, Host string
+	// Renewed is the Lease's renewTime.
+	Renewed time.Time
+}
+
+// OperatorLeader reads the operator leader Lease.
+func OperatorLeader(ctx context.Context, cfg Config) (LeaderInfo, error) {
+	var li LeaderInfo
+	cs, err := cfg.Clientset()
+	if err != nil {
+		return li, err
+	}
+	l, err := cs.CoordinationV1().Leases(CiliumNamespace).Get(ctx, OperatorLeaseName, metav1.GetOptions{})
+	if err != nil {
+		return li, err
+	}
+	if l.Spec.HolderIdentity != nil {
+		li.Holder = *l.Spec.HolderIdentity
+	}
+	if l.Spec.RenewTime != nil {
+		li.Renewed = l.Spec.RenewTime.Time
+	}
+	// The identity starts with the replica's hostname, its host's name.
+	for _, p := range cfg.operatorPods() {
+		if strings.HasPrefix(li.Holder, p.Netns+"-") {
+			li.Host = p.Netns
+		}
+	}
+	return li, nil
+}
+
+// podsStatus prints every process the lab supervises, as `kubectl get
+// pods -o wide` would show their pods, with the operator leader.
+func podsStatus(ctx context.Context, cfg Config, out io.Writer) error {
+	leader, _ := OperatorLeader(ctx, cfg)
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "POD\tHOST\tPID\tPROCESS\tRESTARTS\tSERVICEACCOUNT\tROLE")
+	for _, p := range cfg.sysPods() {
+		proc := "running"
+		switch {
+		case !p.running() && !p.wanted():
+			proc = "stopped (until recover/start)"
+		case !p.running():
+			proc = "exited (restarting"
+			if st := p.state(); !st.NextStart.IsZero() {
+				proc += fmt.Sprintf(" in %s", time.Until(st.NextStart).Round(time.Second))
+			}
+			proc += ")"
+		}
+		pid := "-"
+		if p.running() {
+			pid = strconv.Itoa(p.pid())
+		}
+		role := ""
+		if p.Kind == "operator" {
+			role = "standby"
+			if p.Netns == leader.Host {
+				role = "leader"
+			}
+		}
+		fmt.Fprintf(w, "%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Netns, pid, proc, restartsText(p.state()), p.ServiceAccount, role)
 	}
 	return w.Flush()
 }

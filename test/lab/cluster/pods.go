@@ -102,8 +102,11 @@ func AddPod(ctx context.Context, cfg Config, node, ns, name string, labels map[s
 	if err := os.WriteFile(cfg.podFile(ns, name), data, 0o644); err != nil {
 		return p, err
 	}
-	setPodRunning(obj, n.ClusterIP.String(), p.IP, true)
-	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, obj, metav1.UpdateOptions{}); err != nil {
+	// Cilium may have touched the Pod since it was created (the CNI ADD
+	// ran in between): re-read and retry on conflict.
+	if err := updatePodStatus(ctx, cs, ns, obj.Name, func(pod *corev1.Pod) {
+		setPodRunning(pod, n.ClusterIP.String(), p.IP, true)
+	}); err != nil {
 		return p, fmt.Errorf("pod %s/%s status: %w", ns, name, err)
 	}
 	return p, nil

@@ -9,6 +9,7 @@
 package demo
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"errors"
@@ -375,15 +376,18 @@ func (d *demo) waitFor(p *probe.Prober, after time.Time, timeout time.Duration, 
 	return probe.Sample{}, false
 }
 
-// waitInEffect waits until the gateway names an active node and the pod's
-// traffic leaves through it as m says (in VIP mode: the echo server also
-// resolves the VIP to that node's MAC).
+// waitInEffect waits until the gateway has settled on the spec as applied
+// (status for the current generation, Ready, every candidate eligible, so
+// the active node is the one the selection prefers and not one that merely
+// reported first) and the pod's traffic leaves through the active node as
+// m says (in VIP mode: the echo server also resolves the VIP to that
+// node's MAC).
 func (d *demo) waitInEffect(m mode, timeout time.Duration) (cluster.Node, probe.Sample, error) {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
-		name, _ := d.active()
-		if n, err := d.cfg.Node(name); err == nil {
+		name, unsettled := d.settled()
+		if n, err := d.cfg.Node(name); err == nil && unsettled == "" {
 			body, err := cluster.Curl(d.ctx, d.cfg, Namespace, PodName, cluster.EchoL2URL(), 2*time.Second)
 			s := probe.Sample{Replied: time.Now(), Err: err}
 			if f := strings.Fields(body); len(f) == 2 {
@@ -398,7 +402,7 @@ func (d *demo) waitInEffect(m mode, timeout time.Duration) (cluster.Node, probe.
 				return n, s, nil
 			}
 		} else {
-			last = fmt.Sprintf("no active node yet (%q)", name)
+			last = fmt.Sprintf("active node %q: %s", name, unsettled)
 		}
 		if time.Now().After(deadline) {
 			return cluster.Node{}, probe.Sample{}, fmt.Errorf("not in effect after %s: %s", timeout, last)
@@ -407,6 +411,42 @@ func (d *demo) waitInEffect(m mode, timeout time.Duration) (cluster.Node, probe.
 			return cluster.Node{}, probe.Sample{}, err
 		}
 	}
+}
+
+// settled returns the gateway's active node and, if its status has not
+// settled on the current spec, why ("" once it has).
+func (d *demo) settled() (active, why string) {
+	u, err := d.dyn.Resource(EgressGatewaysGVR).Get(d.ctx, GatewayName, metav1.GetOptions{})
+	if err != nil {
+		return "", err.Error()
+	}
+	active, _, _ = unstructured.NestedString(u.Object, "status", "activeNodeName")
+	if gen, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration"); gen != u.GetGeneration() {
+		return active, fmt.Sprintf("status is for generation %d, the spec is at %d", gen, u.GetGeneration())
+	}
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	ready := false
+	for _, c := range conds {
+		if c, _ := c.(map[string]any); c["type"] == "Ready" {
+			ready = c["status"] == "True"
+			if !ready {
+				why = fmt.Sprintf("Ready is %v (%v: %v)", c["status"], c["reason"], c["message"])
+			}
+		}
+	}
+	if !ready {
+		return active, cmp.Or(why, "no Ready condition yet")
+	}
+	cands, _, _ := unstructured.NestedSlice(u.Object, "status", "candidates")
+	if len(cands) == 0 {
+		return active, "no candidate nodes"
+	}
+	for _, c := range cands {
+		if c, _ := c.(map[string]any); c["eligible"] != true {
+			return active, fmt.Sprintf("candidate %v not eligible yet %v", c["node"], c["reasons"])
+		}
+	}
+	return active, ""
 }
 
 // active is the gateway's status.activeNodeName.

@@ -532,6 +532,6 @@ func (d *demo) next(res *Result) {
 		{"egressha-lab demo", "run this demo again"},
 		{"make lab-down", "remove everything the lab made"},
 	} {
-		d.say("  %-62s # %s", c[0], c[1])
+		d.say("  %-64s # %s", c[0], c[1])
 	}
 }

@@ -17,15 +17,7 @@ import (
 func TestDemo(t *testing.T) {
 	cfg := startLab(t, cluster.ModeEgressHA)
 	a, b := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b")
-	hwA, err := cluster.LinkMAC(a, "eth1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hwB, err := cluster.LinkMAC(b, "eth1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	macA, macB := hwA.String(), hwB.String()
+	macA, macB := publicMAC(t, a), publicMAC(t, b)
 	// A liveness bound, not a performance target (about 2 s at the default
 	// heartbeat settings).
 	const maxGap = 10 * time.Second

@@ -128,3 +128,13 @@ func runKubectl(t *testing.T, cfg cluster.Config, stdin io.Reader, args ...strin
 	}
 	return out
 }
+
+// publicMAC is the MAC address of a node's eth1 (public network).
+func publicMAC(t *testing.T, n cluster.Node) string {
+	t.Helper()
+	hw, err := cluster.LinkMAC(n, "eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hw.String()
+}

@@ -86,15 +86,7 @@ func TestVirtualIPMode(t *testing.T) {
 	dyn := dynamic.NewForConfigOrDie(rc)
 	cs := kubernetes.NewForConfigOrDie(rc)
 	a, b, worker := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b"), mustNode(t, cfg, "lab-worker")
-	hwA, err := cluster.LinkMAC(a, "eth1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hwB, err := cluster.LinkMAC(b, "eth1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	macA, macB := hwA.String(), hwB.String()
+	macA, macB := publicMAC(t, a), publicMAC(t, b)
 	if _, err := cluster.AddPod(ctx, cfg, worker.Name, "my-ns", "backend", map[string]string{"app": "backend"}); err != nil {
 		t.Fatal(err)
 	}

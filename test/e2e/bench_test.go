@@ -194,7 +194,7 @@ func benchCommand(t *testing.T) string {
 		}
 	}
 	return fmt.Sprintf("cd test && EGRESSHA_BENCH=1 %s go test -count=1 -timeout 120m -run '^%s$' -v ./e2e/",
-		strings.Join(append(env, "EGRESSHA_LAB_BIN=… EGRESSHA_LAB_BPF=… EGRESSHA_RESULTS_DIR=…"), " "), t.Name())
+		strings.Join(append(env, "EGRESSHA_LAB_BIN=… EGRESSHA_LAB_REPO=… EGRESSHA_LAB_CILIUM=… EGRESSHA_RESULTS_DIR=…"), " "), t.Name())
 }
 
 func envInt(t *testing.T, key string, def int) int {

@@ -47,8 +47,8 @@ func startLab(t *testing.T, mode cluster.Mode) cluster.Config {
 	}
 	cfg := cluster.DefaultConfig()
 	cfg.Mode = mode
-	if cfg.BPFDir == "" || os.Getenv("EGRESSHA_LAB_BIN") == "" {
-		t.Fatal("EGRESSHA_LAB_BIN and EGRESSHA_LAB_BPF must be set; run through `make test-e2e`")
+	if cfg.CiliumDir == "" || os.Getenv("EGRESSHA_LAB_BIN") == "" {
+		t.Fatal("EGRESSHA_LAB_BIN and EGRESSHA_LAB_CILIUM must be set; run through `make test-e2e`")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -122,7 +122,7 @@ lab: lab-deps ## Bring up the lab on this machine (builds what is missing, `egre
 	@hack/progress "building the lab (kube-apiserver, etcd; cold: about 4 min)" $(MAKE) --no-print-directory lab-bin
 	@hack/progress "building kubectl" $(MAKE) --no-print-directory kubectl
 	$(LAB_ENV) $(LAB) up $(LAB_ARGS)
-	$(LAB_ENV) $(LAB) demo
+	$(if $(findstring stock,$(LAB_ARGS)),@echo "==> stock mode: no demo (it shows egressha's gateways)",$(LAB_ENV) $(LAB) demo)
 
 lab-status: ## Show the lab's state.
 	@$(LAB_ENV) $(LAB) status

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/egressha/egressha/test/lab/cluster"
 )
@@ -102,8 +104,71 @@ func checkIdentities(t *testing.T, cfg cluster.Config) {
 	if len(gws.Items) == 0 {
 		t.Error("no EgressGateway to check status writes against")
 	}
-	_, err = agent.cs.CoordinationV1().Leases(cluster.CiliumNamespace).Get(ctx, "egressha-lab-worker", metav1.GetOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		t.Errorf("agent identity: read its heartbeat Lease: %v", err)
+	checkOwnHeartbeatOnly(t, as(cluster.AgentPodName("lab-egress-b")).cs)
+}
+
+// checkOwnHeartbeatOnly: with patches/heartbeat-admission.yaml, the agent
+// of lab-egress-b (a gateway candidate, so its heartbeat Lease exists) may
+// write its own heartbeat Lease and no other Lease: not another node's
+// heartbeat, not a control-plane leader Lease.
+func checkOwnHeartbeatOnly(t *testing.T, agentB kubernetes.Interface) {
+	ctx := context.Background()
+	leases := agentB.CoordinationV1().Leases(cluster.CiliumNamespace)
+	refusedByPolicy := func(what string, err error) {
+		t.Helper()
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "may write only its own heartbeat Lease") {
+			t.Errorf("agent of lab-egress-b: %s: want refused by the heartbeat admission policy, got %v", what, err)
+		}
+	}
+	var own *coordinationv1.Lease
+	waitUntil(t, 30*time.Second, "lab-egress-b's heartbeat Lease", func() bool {
+		l, err := leases.Get(ctx, "egressha-lab-egress-b", metav1.GetOptions{})
+		own = l
+		return err == nil
+	})
+	// Its own: an update (no change) is admitted; a conflict with its
+	// agent's own renewal is fine, a refusal is not.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := leases.Get(ctx, own.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Errorf("agent of lab-egress-b: update its own heartbeat Lease: %v", err)
+	}
+	other, err := leases.Get(ctx, "egressha-lab-egress-a", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("agent of lab-egress-b: read lab-egress-a's heartbeat Lease: %v", err)
+	}
+	_, err = leases.Update(ctx, other, metav1.UpdateOptions{})
+	refusedByPolicy("update lab-egress-a's heartbeat Lease", err)
+	// RBAC already gives the agent no delete.
+	if err := leases.Delete(ctx, other.Name, metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("agent of lab-egress-b: delete lab-egress-a's heartbeat Lease: want Forbidden, got %v", err)
+	}
+	_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "egressha-lab-worker"}}, metav1.CreateOptions{})
+	refusedByPolicy("create lab-worker's heartbeat Lease", err)
+	_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "kube-scheduler"}}, metav1.CreateOptions{})
+	refusedByPolicy("create the kube-scheduler leader Lease", err)
+	leader, err := leases.Get(ctx, cluster.OperatorLeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("agent of lab-egress-b: read the operator leader Lease: %v", err)
+	}
+	_, err = leases.Update(ctx, leader, metav1.UpdateOptions{})
+	refusedByPolicy("update the cilium-operator leader Lease", err)
+}
+
+// waitUntil polls cond every 100 ms until it holds or timeout passes.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -105,30 +105,24 @@ func TestOperatorsLikeADeployment(t *testing.T) {
 // holder and its host.
 func waitOperatorLeader(t *testing.T, cfg cluster.Config, not string, timeout time.Duration) (holder, host string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		li, err := cluster.OperatorLeader(context.Background(), cfg)
-		if err == nil && li.Host != "" && li.Holder != not {
-			return li.Holder, li.Host
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("no operator replica became leader (other than %q) within %s", not, timeout)
-	return "", ""
+	var li cluster.LeaderInfo
+	waitUntil(t, timeout, "an operator replica other than "+not+" leads", func() bool {
+		var err error
+		li, err = cluster.OperatorLeader(context.Background(), cfg)
+		return err == nil && li.Host != "" && li.Holder != not
+	})
+	return li.Holder, li.Host
 }
 
 // waitOperatorLeaderRenewing waits until a replica of the lab holds the
 // operator leader Lease and renewed it after since.
 func waitOperatorLeaderRenewing(t *testing.T, cfg cluster.Config, since time.Time, timeout time.Duration) (holder, host string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		li, err := cluster.OperatorLeader(context.Background(), cfg)
-		if err == nil && li.Host != "" && li.Renewed.After(since) {
-			return li.Holder, li.Host
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("no operator replica renewed the leader Lease within %s of the API's return", timeout)
-	return "", ""
+	var li cluster.LeaderInfo
+	waitUntil(t, timeout, "an operator replica renews the leader Lease after the API returned", func() bool {
+		var err error
+		li, err = cluster.OperatorLeader(context.Background(), cfg)
+		return err == nil && li.Host != "" && li.Renewed.After(since)
+	})
+	return li.Holder, li.Host
 }

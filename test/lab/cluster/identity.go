@@ -89,20 +89,26 @@ func renderChart(cfg Config) (*chart.Release, error) {
 	return rel, cfg.writePodSpecs(rel)
 }
 
+// egresshaManifests are what README's install steps apply next to the Helm
+// release, relative to the repository root.
+var egresshaManifests = []string{"patches/rbac.yaml", "patches/heartbeat-admission.yaml"}
+
 // installChart applies what the rendered chart installs that the lab's
 // processes need from the API: the RBAC (ServiceAccounts, roles, bindings),
-// the cilium-config ConfigMap, and our patches/rbac.yaml.
+// the cilium-config ConfigMap, and our manifests (egresshaManifests).
 func installChart(ctx context.Context, cfg Config, rel *chart.Release) error {
 	objs := rel.RBAC()
 	if cm := rel.Object("ConfigMap", "cilium-config"); cm != nil {
 		objs = append(objs, cm)
 	}
 	if cfg.Mode != ModeStock {
-		ours, err := chart.LoadManifests(filepath.Join(cfg.RepoDir, "patches", "rbac.yaml"))
-		if err != nil {
-			return err
+		for _, f := range egresshaManifests {
+			ours, err := chart.LoadManifests(filepath.Join(cfg.RepoDir, f))
+			if err != nil {
+				return err
+			}
+			objs = append(objs, ours...)
 		}
-		objs = append(objs, ours...)
 	}
 	return applyObjects(ctx, cfg, objs)
 }

@@ -106,7 +106,7 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err := ensureNodeObjects(ctx, cs, cfg); err != nil {
 		return err
 	}
-	step("installing what the chart renders for the API: RBAC, cilium-config, and patches/rbac.yaml")
+	step("installing what the chart renders for the API (RBAC, cilium-config) and %s", strings.Join(egresshaManifests, ", "))
 	if err := installChart(ctx, cfg, rel); err != nil {
 		return err
 	}
@@ -296,7 +296,7 @@ func preflight(cfg Config) error {
 	if files, err := chart.ValueFiles(string(cfg.Mode)); err != nil {
 		return err
 	} else {
-		for _, f := range append(files, "patches/rbac.yaml") {
+		for _, f := range append(files, egresshaManifests...) {
 			if _, err := os.Stat(filepath.Join(cfg.RepoDir, f)); err != nil {
 				missing = append(missing, filepath.Join(cfg.RepoDir, f)+" (set EGRESSHA_LAB_REPO to the egressha checkout)")
 			}

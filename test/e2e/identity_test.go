@@ -2,11 +2,16 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -105,6 +110,7 @@ func checkIdentities(t *testing.T, cfg cluster.Config) {
 		t.Error("no EgressGateway to check status writes against")
 	}
 	checkOwnHeartbeatOnly(t, as(cluster.AgentPodName("lab-egress-b")).cs)
+	checkRights(t, cfg)
 }
 
 // checkOwnHeartbeatOnly: with patches/heartbeat-admission.yaml, the agent
@@ -171,4 +177,94 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// checkRights lists, per identity, what RBAC lets it do in Cilium's
+// namespace and in any other (SelfSubjectRulesReview with its own token),
+// and compares the list with test/e2e/testdata/rights/<name>.txt: a right
+// that appears or disappears, in the chart's RBAC or ours, fails until the
+// file is updated on purpose (EGRESSHA_UPDATE_RIGHTS=1 rewrites it).
+func checkRights(t *testing.T, cfg cluster.Config) {
+	for name, pod := range map[string]string{"cilium-agent": cluster.AgentPodName("lab-worker"), "cilium-operator": "cilium-operator-1"} {
+		rc, err := cfg.PodRESTConfig(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := kubernetes.NewForConfigOrDie(rc)
+		var lines []string
+		for _, ns := range []string{cluster.CiliumNamespace, "default"} {
+			r, err := cs.AuthorizationV1().SelfSubjectRulesReviews().Create(context.Background(), &authorizationv1.SelfSubjectRulesReview{
+				Spec: authorizationv1.SelfSubjectRulesReviewSpec{Namespace: ns},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatalf("%s: SelfSubjectRulesReview in %s: %v", name, ns, err)
+			}
+			if r.Status.Incomplete {
+				t.Fatalf("%s: incomplete rules review in %s: %s", name, ns, r.Status.EvaluationError)
+			}
+			where := "namespace " + ns
+			if ns == "default" {
+				where = "any other namespace"
+			}
+			for _, rule := range r.Status.ResourceRules {
+				for _, g := range rule.APIGroups {
+					for _, res := range rule.Resources {
+						verbs := slices.Clone(rule.Verbs)
+						slices.Sort(verbs)
+						line := fmt.Sprintf("%s: %s %s: %s", where, groupName(g), res, strings.Join(verbs, ","))
+						if len(rule.ResourceNames) > 0 {
+							names := slices.Clone(rule.ResourceNames)
+							slices.Sort(names)
+							line += " (only " + strings.Join(names, ",") + ")"
+						}
+						lines = append(lines, line)
+					}
+				}
+			}
+		}
+		slices.Sort(lines)
+		got := strings.Join(slices.Compact(lines), "\n") + "\n"
+		file := filepath.Join("testdata", "rights", name+".txt")
+		if os.Getenv("EGRESSHA_UPDATE_RIGHTS") == "1" {
+			if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatalf("%s: %v (EGRESSHA_UPDATE_RIGHTS=1 writes it)", name, err)
+		}
+		if got != string(want) {
+			t.Errorf("%s: its rights changed; if on purpose, rerun with EGRESSHA_UPDATE_RIGHTS=1 and review the diff of %s\n%s",
+				name, file, lineDiff(string(want), got))
+		}
+	}
+}
+
+func groupName(g string) string {
+	if g == "" {
+		return "core"
+	}
+	return g
+}
+
+// lineDiff lists the lines only in want (-) and only in got (+).
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var out []string
+	for _, l := range w {
+		if l != "" && !slices.Contains(g, l) {
+			out = append(out, "- "+l)
+		}
+	}
+	for _, l := range g {
+		if l != "" && !slices.Contains(w, l) {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -18,7 +18,7 @@ BUILD_ENV   := CGO_ENABLED=0
 AGENT_TAGS  := osusergo
 OPER_TAGS   := osusergo,ipam_provider_operator
 
-.PHONY: check-fresh kubectl help build agent operator cilium-tools lab-bin lab-deps lab lab-down lab-status generate verify-generate test test-unit test-e2e lint bench clean
+.PHONY: check-fresh fuzz kubectl help build agent operator cilium-tools lab-bin lab-deps lab lab-down lab-status generate verify-generate test test-unit test-e2e lint bench clean
 
 help: ## List targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -65,7 +65,7 @@ test-e2e: lab-deps build cilium-tools lab-bin kubectl ## End-to-end tests agains
 # there and is empty on a fresh machine, where no module has been downloaded
 # yet. This dry run replaces go by hack/no-go, which records every call: make
 # itself must not run go, only recipes may (hack/cilium-dir, hack/ldflags).
-FRESH_TARGETS := build lab lab-status lab-down test-unit test-e2e lint bench kubectl
+FRESH_TARGETS := build lab lab-status lab-down test-unit fuzz test-e2e lint bench kubectl
 check-fresh: ## Fail if make runs go before a recipe could download modules (the fresh-machine bug class).
 	@log=$$(mktemp); rc=0; \
 	NO_GO_LOG=$$log $(MAKE) --no-print-directory -n GO=$(CURDIR)/hack/no-go $(FRESH_TARGETS) >/dev/null || rc=$$?; \
@@ -74,7 +74,18 @@ check-fresh: ## Fail if make runs go before a recipe could download modules (the
 		sed 's/^/    /' $$log >&2; rm -f $$log; exit 1; \
 	fi; rm -f $$log; echo "check-fresh: make runs go only inside recipes"
 
-test: check-fresh verify-generate lint build test-unit test-e2e ## Everything CI runs.
+# Fuzz targets (package:Target), each run for FUZZ_TIME in `make test`; their
+# seed corpora also run as plain tests in test-unit. A crasher go test finds
+# is written to the package's testdata/fuzz and then fails every run.
+FUZZ_TARGETS := vipd:FuzzReceive
+FUZZ_TIME    ?= 5s
+fuzz: ## Run every fuzz target for FUZZ_TIME.
+	@for t in $(FUZZ_TARGETS); do \
+		echo "==> fuzz $${t#*:} (./$${t%%:*}, $(FUZZ_TIME))"; \
+		$(GO) test -tags $(OPER_TAGS) -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) ./$${t%%:*}/ || exit 1; \
+	done
+
+test: check-fresh verify-generate lint build test-unit fuzz test-e2e ## Everything CI runs.
 	@hack/test-summary $(OUT)/test-unit.json $(OUT)/test-e2e.json
 
 # ---- The lab: a real Cilium cluster in network namespaces (test/lab) ----

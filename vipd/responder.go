@@ -77,13 +77,21 @@ type vipEntry struct {
 	onDup    func(Duplicate)
 }
 
+// frameConn is the part of an AF_PACKET socket (*packet.Conn) a responder
+// uses: raw Ethernet frames in and out.
+type frameConn interface {
+	ReadFrom(b []byte) (int, net.Addr, error)
+	WriteTo(b []byte, addr net.Addr) (int, error)
+	Close() error
+}
+
 // Responder reads ARP on one interface and answers requests for the VIPs it
 // announces. It is created by an Announcer.
 type Responder struct {
 	name  string
 	index int
 	mac   net.HardwareAddr
-	conn  *packet.Conn
+	conn  frameConn
 	log   *slog.Logger
 	obs   Observer
 
@@ -131,7 +139,13 @@ func listen(ifi *net.Interface, obs Observer, log *slog.Logger) (*Responder, err
 	if err != nil {
 		return nil, fmt.Errorf("ARP socket on %s: %w", ifi.Name, err)
 	}
-	r := &Responder{
+	r := newResponder(ifi, conn, obs, log)
+	go r.readLoop()
+	return r, nil
+}
+
+func newResponder(ifi *net.Interface, conn frameConn, obs Observer, log *slog.Logger) *Responder {
+	return &Responder{
 		name:  ifi.Name,
 		index: ifi.Index,
 		mac:   append(net.HardwareAddr(nil), ifi.HardwareAddr...),
@@ -141,8 +155,6 @@ func listen(ifi *net.Interface, obs Observer, log *slog.Logger) (*Responder, err
 		vips:  map[netip.Addr]*vipEntry{},
 		done:  make(chan struct{}),
 	}
-	go r.readLoop()
-	return r, nil
 }
 
 // Name is the interface name.
@@ -189,16 +201,24 @@ func (r *Responder) readLoop() {
 			}
 			return
 		}
-		var f ethernet.Frame
-		if err := f.UnmarshalBinary(buf[:n]); err != nil || f.EtherType != ethernet.EtherTypeARP {
-			continue
-		}
-		var p arp.Packet
-		if err := p.UnmarshalBinary(f.Payload); err != nil {
-			continue
-		}
-		r.handle(&p, time.Now())
+		r.receive(buf[:n], time.Now())
 	}
+}
+
+// receive handles one frame read from the interface: anything that is not
+// a well-formed Ethernet/IPv4 ARP frame is ignored. Whatever the bytes, it
+// sends at most a reply from this interface's MAC, for a VIP it announces
+// behind an open fence, to the MAC that asked (FuzzReceive).
+func (r *Responder) receive(frame []byte, now time.Time) {
+	var f ethernet.Frame
+	if err := f.UnmarshalBinary(frame); err != nil || f.EtherType != ethernet.EtherTypeARP {
+		return
+	}
+	var p arp.Packet
+	if err := p.UnmarshalBinary(f.Payload); err != nil {
+		return
+	}
+	r.handle(&p, now)
 }
 
 func (r *Responder) handle(p *arp.Packet, now time.Time) {

@@ -8,13 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/cilium/hive/cell"
-	"github.com/spf13/pflag"
 
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/option"
+
+	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/entries"
+	"github.com/egressha/egressha/egressgw/reflectors"
 )
 
 // Agent is egressha's part of cilium-agent.
@@ -26,76 +28,22 @@ var Agent = cell.Module(
 	crdClientCell,
 	datapathTakeoverCell,
 	vipResponderCell,
-	cegpLocalCell,
+	entries.LocalCell,
 )
 
 // agentCells are the agent's cells without the API client of our CRDs and
 // without the pinned BPF map (datapathTakeoverCell), so tests can run them
 // against fakes.
 var agentCells = cell.Group(
-	cell.Config(DefaultAgentConfig),
+	config.AgentCell,
 	cell.Invoke(registerAgentChecks),
 
-	gatewaysTableCell,
+	reflectors.Cell,
 	vipTableCells,
 	heartbeatCell,
-	entriesCells,
+	entries.Cell,
 	datapathCells,
 )
-
-// AgentConfig holds the agent flags of egressha.
-type AgentConfig struct {
-	// EgressGatewayHAEnabled turns egressha's agent cells on. Off, the
-	// binary behaves exactly like stock cilium-agent.
-	EgressGatewayHAEnabled bool
-	// EgressGatewayHAHeartbeatRenewInterval is how often the agent renews
-	// its node's heartbeat Lease.
-	EgressGatewayHAHeartbeatRenewInterval time.Duration
-	// EgressGatewayHAHeartbeatExpiry is how long a heartbeat stays fresh; a
-	// node that cannot renew within it stops announcing (self-fencing).
-	EgressGatewayHAHeartbeatExpiry time.Duration
-}
-
-// DefaultAgentConfig are the defaults of the agent flags.
-var DefaultAgentConfig = AgentConfig{
-	EgressGatewayHAEnabled: true,
-	// A hard crash is detected within the expiry (plus up to one renew
-	// interval less): 1.5-2 s, so traffic resumes within the 3 s the
-	// benchmarks target; three renewals may fail in a row (1.5 s of API
-	// latency) before a healthy node loses the role.
-	EgressGatewayHAHeartbeatRenewInterval: 500 * time.Millisecond,
-	EgressGatewayHAHeartbeatExpiry:        2 * time.Second,
-}
-
-// Flags registers the agent flags.
-func (def AgentConfig) Flags(flags *pflag.FlagSet) {
-	flags.Bool("egress-gateway-ha-enabled", def.EgressGatewayHAEnabled,
-		"Enable egressha (HA egress gateway); requires Cilium's own egress gateway to be off")
-	flags.Duration("egress-gateway-ha-heartbeat-renew-interval", def.EgressGatewayHAHeartbeatRenewInterval,
-		"How often a candidate gateway node renews its heartbeat Lease")
-	flags.Duration("egress-gateway-ha-heartbeat-expiry", def.EgressGatewayHAHeartbeatExpiry,
-		"How long a heartbeat Lease stays fresh; must be at least twice the renew interval")
-}
-
-// Validate reports flag values that cannot work together.
-func (c AgentConfig) Validate() error {
-	return validateHeartbeat(c.EgressGatewayHAHeartbeatRenewInterval, c.EgressGatewayHAHeartbeatExpiry)
-}
-
-// validateHeartbeat checks a renew interval against an expiry: a lease
-// must survive at least one missed renewal, or a single slow API call
-// would fail the active node over.
-func validateHeartbeat(renew, expiry time.Duration) error {
-	if renew <= 0 {
-		return fmt.Errorf("--egress-gateway-ha-heartbeat-renew-interval must be positive, got %s", renew)
-	}
-	if expiry < 2*renew {
-		return fmt.Errorf("--egress-gateway-ha-heartbeat-expiry (%s) must be at least twice "+
-			"--egress-gateway-ha-heartbeat-renew-interval (%s) so one missed renewal does not expire the lease",
-			expiry, renew)
-	}
-	return nil
-}
 
 // CheckDatapathPreconditions returns every reason Cilium's configuration
 // cannot carry egressha's datapath, each with the setting that fixes it.
@@ -134,7 +82,7 @@ type agentCheckParams struct {
 
 	Log          *slog.Logger
 	Lifecycle    cell.Lifecycle
-	Config       AgentConfig
+	Config       config.AgentConfig
 	DaemonConfig *option.DaemonConfig
 	KPRConfig    kpr.KPRConfig
 }

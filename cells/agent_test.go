@@ -14,6 +14,8 @@ import (
 	k8sFake "github.com/cilium/cilium/pkg/k8s/client/testutils"
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/option"
+
+	"github.com/egressha/egressha/egressgw/config"
 )
 
 func goodDaemonConfig() (*option.DaemonConfig, kpr.KPRConfig) {
@@ -73,7 +75,7 @@ func TestCheckDatapathPreconditions(t *testing.T) {
 }
 
 func TestHeartbeatValidation(t *testing.T) {
-	if err := DefaultAgentConfig.Validate(); err != nil {
+	if err := config.DefaultAgentConfig.Validate(); err != nil {
 		t.Fatalf("defaults refused: %v", err)
 	}
 	for _, tc := range []struct {
@@ -83,7 +85,7 @@ func TestHeartbeatValidation(t *testing.T) {
 		{0, 4 * time.Second, "must be positive"},
 		{time.Second, 1500 * time.Millisecond, "at least twice"},
 	} {
-		c := AgentConfig{EgressGatewayHAEnabled: true, EgressGatewayHAHeartbeatRenewInterval: tc.renew, EgressGatewayHAHeartbeatExpiry: tc.expiry}
+		c := config.AgentConfig{EgressGatewayHAEnabled: true, EgressGatewayHAHeartbeatRenewInterval: tc.renew, EgressGatewayHAHeartbeatExpiry: tc.expiry}
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("renew %s expiry %s: want error %q, got %v", tc.renew, tc.expiry, tc.want, err)
 		}
@@ -94,8 +96,8 @@ func TestHeartbeatValidation(t *testing.T) {
 // and checks that our flags are registered with the egress-gateway-ha- prefix
 // and reach the config structs.
 func TestCellsRegisterFlags(t *testing.T) {
-	var agentCfg AgentConfig
-	h := hive.New(Agent, cellInvoke(func(c AgentConfig) { agentCfg = c }), providePreconditionInputs(), provideAgentDependencies())
+	var agentCfg config.AgentConfig
+	h := hive.New(Agent, cellInvoke(func(c config.AgentConfig) { agentCfg = c }), providePreconditionInputs(), provideAgentDependencies())
 	flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	h.RegisterFlags(flags)
 	for _, name := range []string{"egress-gateway-ha-enabled", "egress-gateway-ha-heartbeat-renew-interval", "egress-gateway-ha-heartbeat-expiry"} {
@@ -113,10 +115,10 @@ func TestCellsRegisterFlags(t *testing.T) {
 		t.Fatalf("flags did not reach AgentConfig: %+v", agentCfg)
 	}
 
-	var opCfg OperatorConfig
+	var opCfg config.OperatorConfig
 	h = hive.New(Operator, k8sFake.FakeClientCell(),
 		cell.Provide(func() *option.DaemonConfig { return &option.DaemonConfig{K8sNamespace: "kube-system"} }),
-		cellInvoke(func(c OperatorConfig) { opCfg = c }))
+		cellInvoke(func(c config.OperatorConfig) { opCfg = c }))
 	flags = pflag.NewFlagSet("operator", pflag.ContinueOnError)
 	h.RegisterFlags(flags)
 	if err := flags.Parse([]string{"--egress-gateway-ha-enabled=false"}); err != nil {

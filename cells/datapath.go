@@ -20,7 +20,6 @@ import (
 	"github.com/cilium/cilium/pkg/datapath/linux/sysctl"
 	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
 	"github.com/cilium/cilium/pkg/datapath/tunnel"
-	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/maps/egressmap"
 	"github.com/cilium/cilium/pkg/metrics"
@@ -28,6 +27,7 @@ import (
 	"github.com/cilium/cilium/pkg/option"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/policy"
@@ -93,14 +93,13 @@ type takeoverParams struct {
 
 	Log          *slog.Logger
 	Lifecycle    cell.Lifecycle
-	Config       AgentConfig
+	Enabled      config.Enabled
 	DaemonConfig *option.DaemonConfig
 	KPRConfig    kpr.KPRConfig
 	// PolicyConfig is registered by Cilium's egressmap.Cell (flag
 	// egress-gateway-policy-map-max), which also writes the same value
 	// as the EGRESS_POLICY_MAP_SIZE node define the C map is sized with.
 	PolicyConfig egressmap.PolicyConfig
-	Clientset    k8sClient.Clientset
 }
 
 type takeoverOut struct {
@@ -119,13 +118,12 @@ type takeoverOut struct {
 // the start check accepts. Otherwise nothing is provided and stock Cilium
 // is unchanged; on a configuration the start check refuses, nothing is
 // created on the node before the agent stops.
-func ownsDatapath(cfg AgentConfig, cs k8sClient.Clientset, dc *option.DaemonConfig, kprCfg kpr.KPRConfig) bool {
-	return cfg.EgressGatewayHAEnabled && cs.IsEnabled() && cfg.Validate() == nil &&
-		CheckDatapathPreconditions(dc, kprCfg) == nil
+func ownsDatapath(enabled config.Enabled, dc *option.DaemonConfig, kprCfg kpr.KPRConfig) bool {
+	return bool(enabled) && CheckDatapathPreconditions(dc, kprCfg) == nil
 }
 
 func newDatapathTakeover(p takeoverParams) takeoverOut {
-	if !ownsDatapath(p.Config, p.Clientset, p.DaemonConfig, p.KPRConfig) {
+	if !ownsDatapath(p.Enabled, p.DaemonConfig, p.KPRConfig) {
 		return takeoverOut{}
 	}
 	m := maps.NewPolicyMap(p.PolicyConfig.EgressGatewayPolicyMapMax)

@@ -28,6 +28,7 @@ import (
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/config"
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/maps/mapstest"
 	"github.com/egressha/egressha/egressgw/policy"
@@ -85,16 +86,22 @@ func (l *stubLifecycle) PrintHooks(io.Writer)                      {}
 func TestDatapathTakeover(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		mutate func(*takeoverParams, *k8sFake.FakeClientset)
+		mutate func(*takeoverParams, *config.AgentConfig, *k8sFake.FakeClientset)
 		owns   bool
 	}{
-		{"enabled", func(*takeoverParams, *k8sFake.FakeClientset) {}, true},
-		{"disabled", func(p *takeoverParams, _ *k8sFake.FakeClientset) { p.Config.EgressGatewayHAEnabled = false }, false},
-		{"cilium egress gateway on", func(p *takeoverParams, _ *k8sFake.FakeClientset) { p.DaemonConfig.EnableEgressGateway = true }, false},
-		{"no bpf masquerade", func(p *takeoverParams, _ *k8sFake.FakeClientset) { p.DaemonConfig.EnableBPFMasquerade = false }, false},
-		{"no kubernetes", func(_ *takeoverParams, fc *k8sFake.FakeClientset) { fc.Disable() }, false},
-		{"invalid heartbeat flags", func(p *takeoverParams, _ *k8sFake.FakeClientset) {
-			p.Config.EgressGatewayHAHeartbeatExpiry = p.Config.EgressGatewayHAHeartbeatRenewInterval
+		{"enabled", func(*takeoverParams, *config.AgentConfig, *k8sFake.FakeClientset) {}, true},
+		{"disabled", func(_ *takeoverParams, c *config.AgentConfig, _ *k8sFake.FakeClientset) {
+			c.EgressGatewayHAEnabled = false
+		}, false},
+		{"cilium egress gateway on", func(p *takeoverParams, _ *config.AgentConfig, _ *k8sFake.FakeClientset) {
+			p.DaemonConfig.EnableEgressGateway = true
+		}, false},
+		{"no bpf masquerade", func(p *takeoverParams, _ *config.AgentConfig, _ *k8sFake.FakeClientset) {
+			p.DaemonConfig.EnableBPFMasquerade = false
+		}, false},
+		{"no kubernetes", func(_ *takeoverParams, _ *config.AgentConfig, fc *k8sFake.FakeClientset) { fc.Disable() }, false},
+		{"invalid heartbeat flags", func(_ *takeoverParams, c *config.AgentConfig, _ *k8sFake.FakeClientset) {
+			c.EgressGatewayHAHeartbeatExpiry = c.EgressGatewayHAHeartbeatRenewInterval
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,11 +109,15 @@ func TestDatapathTakeover(t *testing.T) {
 			fc, cs := k8sFake.NewFakeClientset(log)
 			dc, k := goodDaemonConfig()
 			lc := &stubLifecycle{}
+			cfg := config.DefaultAgentConfig
 			p := takeoverParams{
-				Log: log, Lifecycle: lc, Config: DefaultAgentConfig, DaemonConfig: dc, KPRConfig: k,
-				PolicyConfig: egressmap.PolicyConfig{EgressGatewayPolicyMapMax: 1234}, Clientset: cs,
+				Log: log, Lifecycle: lc, DaemonConfig: dc, KPRConfig: k,
+				PolicyConfig: egressmap.PolicyConfig{EgressGatewayPolicyMapMax: 1234},
 			}
-			tc.mutate(&p, fc)
+			tc.mutate(&p, &cfg, fc)
+			// The Enabled value the agent computes from the flags and the
+			// clientset (config.AgentCell).
+			p.Enabled = config.NewEnabled(cfg, cs)
 			out := newDatapathTakeover(p)
 			if !tc.owns {
 				if out.NodeDefines != nil || out.PolicyMap.Map != nil || out.PolicyMap.BpfMap != nil || len(lc.hooks) != 0 {
@@ -242,7 +253,7 @@ func TestAgentDatapathFlags(t *testing.T) {
 	build := func(args ...string) error {
 		h := hive.New(
 			cell.Module("egressha-datapath-flags-test", "datapath cells as in the agent",
-				cell.Config(DefaultAgentConfig),
+				config.AgentCell,
 				datapathCells,
 				datapathTakeoverCell,
 				cell.Provide(tables.NewEgressGatewaysTable, statedb.RWTable[*tables.EgressGateway].ToTable),

@@ -28,6 +28,7 @@ import (
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 	"github.com/cilium/cilium/pkg/option"
 
+	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -62,7 +63,8 @@ type heartbeatParams struct {
 
 	Log          *slog.Logger
 	JobGroup     job.Group
-	Config       AgentConfig
+	Enabled      config.Enabled
+	Config       config.AgentConfig
 	DaemonConfig *option.DaemonConfig
 	Clientset    k8sClient.Clientset
 	DB           *statedb.DB
@@ -79,7 +81,7 @@ type heartbeatParams struct {
 // registerHeartbeat adds the heartbeat job. Disabled, or with a
 // configuration the start check refuses, there is no job at all.
 func registerHeartbeat(p heartbeatParams) {
-	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() || p.Config.Validate() != nil {
+	if !p.Enabled {
 		return
 	}
 	h := &heartbeatJob{

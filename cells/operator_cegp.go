@@ -25,6 +25,7 @@ import (
 	"github.com/cilium/cilium/pkg/versioncheck"
 
 	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/operator"
 )
 
@@ -61,7 +62,8 @@ type cegpControllerParams struct {
 
 	Log       *slog.Logger
 	Lifecycle cell.Lifecycle
-	Config    OperatorConfig
+	Enabled   config.OperatorEnabled
+	Config    config.OperatorConfig
 	Jobs      job.Group
 	DB        *statedb.DB
 	Nodes     statedb.Table[*operator.NodeRow]
@@ -71,7 +73,7 @@ type cegpControllerParams struct {
 }
 
 func registerCEGPController(p cegpControllerParams) {
-	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+	if !p.Enabled {
 		return
 	}
 	cegps := p.Clientset.CiliumV2().CiliumEgressGatewayPolicies()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/operator"
 )
@@ -51,7 +52,7 @@ type inputParams struct {
 	Lifecycle    cell.Lifecycle
 	Clientset    k8sClient.Clientset
 	CRDs         *client.Clientset
-	Config       OperatorConfig
+	Config       config.OperatorConfig
 	DaemonConfig *option.DaemonConfig
 }
 
@@ -85,7 +86,7 @@ type selectionParams struct {
 	cell.In
 
 	Log       *slog.Logger
-	Config    OperatorConfig
+	Enabled   config.OperatorEnabled
 	Jobs      job.Group
 	DB        *statedb.DB
 	Nodes     statedb.RWTable[*operator.NodeRow]
@@ -98,7 +99,7 @@ type selectionParams struct {
 }
 
 func registerSelectionController(p selectionParams) {
-	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() {
+	if !p.Enabled {
 		return
 	}
 	// egress-gateway-nodes is initialized once Nodes, agent Pods and

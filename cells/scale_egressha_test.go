@@ -26,15 +26,18 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/entries"
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
 // egresshaScale runs egressha's agent path: the cells of cells.Agent that
 // turn EgressGateways, EgressGatewayPolicies and CiliumEndpoints into
-// egress-policy-entries and reconcile it into the map (gatewaysTableCell,
-// entriesCells, datapathCells), on a real unpinned policy map. Left out:
+// egress-policy-entries and reconcile it into the map (reflectors.Cell,
+// entries.Cell, datapathCells), on a real unpinned policy map. Left out:
 // heartbeatCell (the Lease) and the pinned-map takeover (the map is
 // provided instead).
 type egresshaScale struct {
@@ -91,12 +94,12 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 			}
 			return nil
 		}),
-		// As in cells.Agent: one module, so entriesCells see the
+		// As in cells.Agent: one module, so entries.Cell sees the
 		// RWTable datapathCells provide privately.
 		cell.Module("egress-gateway-ha-agent", "egressha agent cells under benchmark",
-			cell.Config(DefaultAgentConfig),
-			gatewaysTableCell,
-			entriesCells,
+			config.AgentCell,
+			reflectors.Cell,
+			entries.Cell,
 			datapathCells,
 			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],
 				pols statedb.Table[*tables.Policy], gws statedb.Table[*tables.EgressGateway]) {

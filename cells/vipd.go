@@ -34,6 +34,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/tables"
 	"github.com/egressha/egressha/vipd"
@@ -119,7 +120,7 @@ func (c VIPConfig) vipd() vipd.Config {
 }
 
 // Validate reports flag values that cannot work.
-func (c VIPConfig) Validate(hb AgentConfig) error {
+func (c VIPConfig) Validate(hb config.AgentConfig) error {
 	errs := []error{c.vipd().Validate()}
 	if c.EgressGatewayHAVIPFenceMargin < 0 || c.EgressGatewayHAVIPFenceMargin >= hb.EgressGatewayHAHeartbeatExpiry-hb.EgressGatewayHAHeartbeatRenewInterval {
 		errs = append(errs, fmt.Errorf("--egress-gateway-ha-vip-fence-margin (%s) must be >= 0 and below the heartbeat expiry minus the renew interval (%s)",
@@ -133,7 +134,8 @@ type vipParams struct {
 
 	Log          *slog.Logger
 	JobGroup     job.Group
-	Config       AgentConfig
+	Enabled      config.Enabled
+	Config       config.AgentConfig
 	VIPConfig    VIPConfig
 	DaemonConfig *option.DaemonConfig
 	Clientset    k8sClient.Clientset
@@ -148,7 +150,7 @@ type vipParams struct {
 }
 
 func registerVIPResponder(p vipParams) error {
-	if !p.Config.EgressGatewayHAEnabled || !p.Clientset.IsEnabled() || p.Config.Validate() != nil {
+	if !p.Enabled {
 		return nil
 	}
 	if err := p.VIPConfig.Validate(p.Config); err != nil {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
+
+	"github.com/egressha/egressha/egressgw/config"
 )
 
 func TestAutoVIPInterfaces(t *testing.T) {
@@ -43,7 +45,7 @@ func TestVIPNotReady(t *testing.T) {
 }
 
 func TestVIPConfigValidate(t *testing.T) {
-	hb := DefaultAgentConfig
+	hb := config.DefaultAgentConfig
 	if err := DefaultVIPConfig.Validate(hb); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}

@@ -1,11 +1,9 @@
-package cells
+package entries
 
 import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-
-	"github.com/cilium/hive/cell"
 
 	"github.com/cilium/cilium/pkg/datapath/linux/netdevice"
 	"github.com/cilium/cilium/pkg/datapath/linux/route"
@@ -22,12 +20,12 @@ type CEGPLocal struct {
 	Resolve  cegp.Resolver
 }
 
-// cegpLocalCell resolves on the real node, with Cilium's own helpers.
-var cegpLocalCell = cell.Provide(func(log *slog.Logger) *CEGPLocal {
+// newCEGPLocal resolves on the real node, with Cilium's own helpers.
+func newCEGPLocal(log *slog.Logger) *CEGPLocal {
 	return &CEGPLocal{NodeName: nodeTypes.GetName, Resolve: func(e cegp.GatewayEntry) (netip.Addr, error) {
 		return resolveEgressIP(log, e)
 	}}
-})
+}
 
 // resolveEgressIP is Cilium v1.18's deriveFromPolicyGatewayConfig for
 // IPv4: interface -> its first IPv4 address; egressIP -> it must be

@@ -1,23 +1,26 @@
-package cells
+package reflectors
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"net"
 	"slices"
 	"sync"
 
 	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/job"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/cilium/cilium/pkg/k8s/resource"
 	"github.com/cilium/cilium/pkg/node"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
+	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
-// nodeLabelSource knows the labels of the node each endpoint runs on, for
+// NodeLabels knows the labels of the node each endpoint runs on, for
 // the nodeSelector of a CiliumEgressGatewayPolicy's selectors. It does
 // what Cilium's egress gateway does (pkg/egressgateway/manager.go,
 // handleNodeEvent): it follows the agent's shared CiliumNode resource (no
@@ -27,9 +30,9 @@ import (
 // from the endpoint manager carry this node's name instead; their labels
 // are this node's, from the LocalNodeStore.
 //
-// The keys whose labels changed since the last take are collected, so the
-// entries job re-evaluates only the endpoints on those nodes.
-type nodeLabelSource struct {
+// The keys whose labels changed since the last Take are collected, so the
+// entries controller re-evaluates only the endpoints on those nodes.
+type NodeLabels struct {
 	res       resource.Resource[*ciliumv2.CiliumNode]
 	localNode *node.LocalNodeStore // nil: no local endpoints (test hives)
 	localName func() string
@@ -44,8 +47,40 @@ type nodeLabelSource struct {
 	changed   chan struct{}
 }
 
-func newNodeLabelSource(res resource.Resource[*ciliumv2.CiliumNode], lns *node.LocalNodeStore) *nodeLabelSource {
-	return &nodeLabelSource{
+// Changed is signalled (one token, never closed) after labels changed.
+func (s *NodeLabels) Changed() <-chan struct{} { return s.changed }
+
+type nodeLabelsParams struct {
+	cell.In
+
+	JobGroup job.Group
+	Enabled  config.Enabled
+	// CiliumNodes is the agent's shared CiliumNode resource (the one
+	// Cilium's egress gateway follows).
+	CiliumNodes resource.Resource[*ciliumv2.CiliumNode]
+	// LocalNode gives the labels of this node, for the endpoints of the
+	// endpoint manager; optional so test hives can do without it.
+	LocalNode *node.LocalNodeStore `optional:"true"`
+}
+
+// newNodeLabelsSource provides NodeLabels and registers the job that fills
+// it; disabled, NodeLabels stays empty and never Ready.
+func newNodeLabelsSource(p nodeLabelsParams) (*NodeLabels, error) {
+	s := NewNodeLabels(p.CiliumNodes, p.LocalNode)
+	if !p.Enabled {
+		return s, nil
+	}
+	if p.CiliumNodes == nil {
+		return nil, errors.New("egressha: Cilium's CiliumNode resource is not available")
+	}
+	p.JobGroup.Add(job.OneShot("node-labels", s.run))
+	return s, nil
+}
+
+// NewNodeLabels returns the labels of the nodes of res (and of this node
+// from lns, which may be nil) as its job fills them.
+func NewNodeLabels(res resource.Resource[*ciliumv2.CiliumNode], lns *node.LocalNodeStore) *NodeLabels {
+	return &NodeLabels{
 		res:       res,
 		localNode: lns,
 		localName: nodeTypes.GetName,
@@ -56,25 +91,25 @@ func newNodeLabelSource(res resource.Resource[*ciliumv2.CiliumNode], lns *node.L
 	}
 }
 
-func (s *nodeLabelSource) signal() {
+func (s *NodeLabels) signal() {
 	select {
 	case s.changed <- struct{}{}:
 	default:
 	}
 }
 
-// ready reports whether the CiliumNode listing and this node's labels
+// Ready reports whether the CiliumNode listing and this node's labels
 // (when there is a LocalNodeStore) have been seen: before that, a
 // nodeSelector would be matched against labels not known yet.
-func (s *nodeLabelSource) ready() bool {
+func (s *NodeLabels) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.synced && (s.localNode == nil || s.localSeen)
 }
 
-// take returns the endpoint Node values whose node labels changed since
+// Take returns the endpoint Node values whose node labels changed since
 // the last call.
-func (s *nodeLabelSource) take() []string {
+func (s *NodeLabels) Take() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.dirty) == 0 {
@@ -85,9 +120,9 @@ func (s *nodeLabelSource) take() []string {
 	return keys
 }
 
-// labels returns the labels of the node ep runs on; nil when not known.
+// Of returns the labels of the node ep runs on; nil when not known.
 // The map must not be modified.
-func (s *nodeLabelSource) labels(ep *tables.Endpoint) map[string]string {
+func (s *NodeLabels) Of(ep *tables.Endpoint) map[string]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ep.Origin == tables.OriginLocal {
@@ -96,7 +131,7 @@ func (s *nodeLabelSource) labels(ep *tables.Endpoint) map[string]string {
 	return s.byIP[ep.Node]
 }
 
-func (s *nodeLabelSource) run(ctx context.Context, health cell.Health) error {
+func (s *NodeLabels) run(ctx context.Context, health cell.Health) error {
 	if s.localNode != nil {
 		s.localNode.Observe(ctx, s.setLocal, func(error) {})
 	}
@@ -110,9 +145,9 @@ func (s *nodeLabelSource) run(ctx context.Context, health cell.Health) error {
 			health.OK("Synced")
 		case resource.Upsert:
 			n := nodeTypes.ParseCiliumNode(ev.Object)
-			s.setNode(n.Name, nodeIPKeys(n.GetNodeIP(false), n.GetNodeIP(true)), n.Labels)
+			s.SetNode(n.Name, nodeIPKeys(n.GetNodeIP(false), n.GetNodeIP(true)), n.Labels)
 		case resource.Delete:
-			s.setNode(ev.Key.Name, nil, nil)
+			s.SetNode(ev.Key.Name, nil, nil)
 		}
 		s.signal()
 		ev.Done(nil)
@@ -122,7 +157,7 @@ func (s *nodeLabelSource) run(ctx context.Context, health cell.Health) error {
 
 // setLocal records this node's labels; it runs under the LocalNodeStore's
 // lock and never blocks.
-func (s *nodeLabelSource) setLocal(n node.LocalNode) {
+func (s *NodeLabels) setLocal(n node.LocalNode) {
 	s.mu.Lock()
 	changed := !s.localSeen || !maps.Equal(s.local, n.Labels)
 	if changed {
@@ -135,9 +170,9 @@ func (s *nodeLabelSource) setLocal(n node.LocalNode) {
 	}
 }
 
-// setNode replaces the keys and labels of the CiliumNode name (none: the
+// SetNode replaces the keys and labels of the CiliumNode name (none: the
 // node is gone) and marks the keys whose labels changed.
-func (s *nodeLabelSource) setNode(name string, keys []string, lbls map[string]string) {
+func (s *NodeLabels) SetNode(name string, keys []string, lbls map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range s.ipsOf[name] {

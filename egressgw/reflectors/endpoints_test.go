@@ -1,4 +1,4 @@
-package cells
+package reflectors
 
 import (
 	"context"

@@ -1,0 +1,36 @@
+// Package reflectors converts what the agent reads from the API server and
+// from Cilium into egressha's tables, once: EgressGateways into
+// egress-gateways, CiliumEgressGatewayPolicies into egress-cegps,
+// CiliumEndpoints and the endpoint manager's local endpoints into
+// egress-endpoints, CiliumNode and local node labels into NodeLabels.
+// EgressGatewayPolicies are reflected into egress-policies by
+// NewPoliciesTableAndReflector, which the entries controller's module
+// provides (it also writes the conditions it computes into that table).
+// Nothing here decides anything: every decision reads these tables.
+package reflectors
+
+import (
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/statedb"
+
+	"github.com/egressha/egressha/egressgw/tables"
+)
+
+// Cell provides egress-gateways, egress-cegps and egress-endpoints
+// (statedb.Table, read-only to everyone else) and *NodeLabels.
+var Cell = cell.Module(
+	"egress-gateway-ha-reflectors",
+	"Gateways CEGPs endpoints and node labels reflected into tables",
+
+	cell.ProvidePrivate(
+		newGatewaysTableAndReflector,
+		newCEGPsTableAndReflector,
+		newEndpointsTableAndSources,
+	),
+	cell.Provide(
+		statedb.RWTable[*tables.EgressGateway].ToTable,
+		statedb.RWTable[*tables.CEGP].ToTable,
+		statedb.RWTable[*tables.Endpoint].ToTable,
+		newNodeLabelsSource,
+	),
+)

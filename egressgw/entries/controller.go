@@ -230,19 +230,25 @@ func (j *entriesJob) round() roundWatch {
 	wtxn := j.DB.WriteTxn(j.Entries, j.Policies)
 	cg, cegpWatch := j.cegpChanges.Next(wtxn)
 	w.cegps = cegpWatch
+	cegpsChanged := false
 	for c := range cg {
 		if c.Deleted {
 			delete(j.cegps, c.Object.Name)
 		} else {
 			j.cegps[c.Object.Name] = c.Object
 		}
+		cegpsChanged = true
 	}
 	pol, polWatch := j.polChanges.Next(wtxn)
 	gw, gwWatch := j.gwChanges.Next(wtxn)
 	eps, epWatch := j.epChanges.Next(wtxn)
 	w.policies, w.gateways, w.endpoints = polWatch, gwWatch, epWatch
 
-	full := !j.initialized || j.refreshCEGPValues()
+	// A CiliumEgressGatewayPolicy's row changes with its spec or the
+	// operator's decision: either can change any of its entries. The
+	// spread values are computed before the first computation too.
+	valuesChanged := j.refreshCEGPValues()
+	full := !j.initialized || valuesChanged || cegpsChanged
 	for c := range pol {
 		if j.policyChanged(c) {
 			full = true

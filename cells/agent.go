@@ -5,7 +5,6 @@
 package cells
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -15,8 +14,11 @@ import (
 	"github.com/cilium/cilium/pkg/option"
 
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
+	"github.com/egressha/egressha/egressgw/heartbeat/writer"
 	"github.com/egressha/egressha/egressgw/reflectors"
+	"github.com/egressha/egressha/egressgw/vip"
 )
 
 // Agent is egressha's part of cilium-agent.
@@ -26,56 +28,24 @@ var Agent = cell.Module(
 
 	agentCells,
 	crdClientCell,
-	datapathTakeoverCell,
-	vipResponderCell,
+	datapath.TakeoverCell,
+	vip.Cell,
 	entries.LocalCell,
 )
 
 // agentCells are the agent's cells without the API client of our CRDs and
-// without the pinned BPF map (datapathTakeoverCell), so tests can run them
+// without the pinned BPF map (datapath.TakeoverCell), so tests can run them
 // against fakes.
 var agentCells = cell.Group(
 	config.AgentCell,
 	cell.Invoke(registerAgentChecks),
 
 	reflectors.Cell,
-	vipTableCells,
-	heartbeatCell,
+	vip.TableCell,
+	writer.Cell,
 	entries.Cell,
-	datapathCells,
+	datapath.Cell,
 )
-
-// CheckDatapathPreconditions returns every reason Cilium's configuration
-// cannot carry egressha's datapath, each with the setting that fixes it.
-// The egress gateway BPF code SNATs only with BPF masquerade, which needs
-// NodePort; Cilium's own egress gateway manager deletes every map entry it
-// did not write; endpoint identities must be CRD-backed CiliumEndpoints.
-func CheckDatapathPreconditions(dc *option.DaemonConfig, kprCfg kpr.KPRConfig) error {
-	var errs []error
-	if dc.EnableEgressGateway {
-		errs = append(errs, errors.New("enable-egress-gateway=true (Helm egressGateway.enabled): Cilium's own egress gateway "+
-			"deletes every egress map entry it did not write, so it cannot run beside egressha; set it to false"))
-	}
-	if !dc.EnableIPv4Masquerade {
-		errs = append(errs, errors.New("IPv4 masquerading is off; set enable-ipv4-masquerade=true (Helm enableIPv4Masquerade)"))
-	}
-	if !dc.EnableBPFMasquerade {
-		errs = append(errs, errors.New("BPF masquerading is off; set enable-bpf-masquerade=true (Helm bpf.masquerade)"))
-	}
-	if kprCfg.KubeProxyReplacement != option.KubeProxyReplacementTrue || !kprCfg.EnableNodePort {
-		errs = append(errs, errors.New("kube-proxy replacement is off; set kube-proxy-replacement=true (Helm kubeProxyReplacement)"))
-	}
-	if dc.IdentityAllocationMode != option.IdentityAllocationModeCRD {
-		errs = append(errs, fmt.Errorf("identity allocation mode is %q; egressha needs identity-allocation-mode=crd", dc.IdentityAllocationMode))
-	}
-	if dc.EnableCiliumEndpointSlice {
-		errs = append(errs, errors.New("CiliumEndpointSlice is enabled; egressha reads CiliumEndpoints, set enable-cilium-endpoint-slice=false"))
-	}
-	if !dc.EnableIPv4 {
-		errs = append(errs, errors.New("IPv4 is disabled; egressha programs IPv4 egress only, set enable-ipv4=true"))
-	}
-	return errors.Join(errs...)
-}
 
 type agentCheckParams struct {
 	cell.In
@@ -101,7 +71,7 @@ func registerAgentChecks(p agentCheckParams) {
 			if err := p.Config.Validate(); err != nil {
 				return fmt.Errorf("egressha: invalid configuration: %w", err)
 			}
-			if err := CheckDatapathPreconditions(p.DaemonConfig, p.KPRConfig); err != nil {
+			if err := datapath.CheckPreconditions(p.DaemonConfig, p.KPRConfig); err != nil {
 				return fmt.Errorf("egressha cannot run on this Cilium configuration "+
 					"(fix the settings below or set egress-gateway-ha-enabled=false):\n%w", err)
 			}

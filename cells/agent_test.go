@@ -16,63 +16,8 @@ import (
 	"github.com/cilium/cilium/pkg/option"
 
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/internal/testcells"
 )
-
-func goodDaemonConfig() (*option.DaemonConfig, kpr.KPRConfig) {
-	return &option.DaemonConfig{
-			EnableIPv4:             true,
-			EnableIPv4Masquerade:   true,
-			EnableBPFMasquerade:    true,
-			IdentityAllocationMode: option.IdentityAllocationModeCRD,
-		}, kpr.KPRConfig{
-			KubeProxyReplacement: option.KubeProxyReplacementTrue,
-			EnableNodePort:       true,
-		}
-}
-
-func TestCheckDatapathPreconditions(t *testing.T) {
-	dc, k := goodDaemonConfig()
-	if err := CheckDatapathPreconditions(dc, k); err != nil {
-		t.Fatalf("a supported configuration was refused: %v", err)
-	}
-
-	cases := []struct {
-		name   string
-		mutate func(*option.DaemonConfig, *kpr.KPRConfig)
-		want   string
-	}{
-		{"cilium egress gateway on", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableEgressGateway = true }, "enable-egress-gateway=true"},
-		{"no ipv4 masquerade", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableIPv4Masquerade = false }, "enable-ipv4-masquerade=true"},
-		{"iptables masquerade", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableBPFMasquerade = false }, "enable-bpf-masquerade=true"},
-		{"no kpr", func(_ *option.DaemonConfig, k *kpr.KPRConfig) {
-			k.KubeProxyReplacement = "false"
-			k.EnableNodePort = false
-		}, "kube-proxy-replacement=true"},
-		{"kvstore identities", func(d *option.DaemonConfig, _ *kpr.KPRConfig) {
-			d.IdentityAllocationMode = option.IdentityAllocationModeKVstore
-		}, `identity allocation mode is "kvstore"`},
-		{"endpoint slices", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableCiliumEndpointSlice = true }, "enable-cilium-endpoint-slice=false"},
-		{"ipv6 only", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableIPv4 = false }, "enable-ipv4=true"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dc, k := goodDaemonConfig()
-			tc.mutate(dc, &k)
-			err := CheckDatapathPreconditions(dc, k)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want an error naming %q, got %v", tc.want, err)
-			}
-		})
-	}
-
-	// Every problem is reported at once, so an operator fixes them in one go.
-	dc, k = goodDaemonConfig()
-	dc.EnableEgressGateway, dc.EnableBPFMasquerade = true, false
-	err := CheckDatapathPreconditions(dc, k)
-	if err == nil || !strings.Contains(err.Error(), "enable-egress-gateway") || !strings.Contains(err.Error(), "enable-bpf-masquerade") {
-		t.Fatalf("want both problems reported, got %v", err)
-	}
-}
 
 func TestHeartbeatValidation(t *testing.T) {
 	if err := config.DefaultAgentConfig.Validate(); err != nil {
@@ -138,11 +83,11 @@ func TestCellsRegisterFlags(t *testing.T) {
 func TestAgentRefusesToStart(t *testing.T) {
 	bad := cell.Provide(
 		func() *option.DaemonConfig {
-			dc, _ := goodDaemonConfig()
+			dc, _ := testcells.GoodDaemonConfig()
 			dc.EnableEgressGateway = true
 			return dc
 		},
-		func() kpr.KPRConfig { _, k := goodDaemonConfig(); return k },
+		func() kpr.KPRConfig { _, k := testcells.GoodDaemonConfig(); return k },
 	)
 	for _, tc := range []struct {
 		args    []string

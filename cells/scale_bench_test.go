@@ -13,7 +13,7 @@ package cells
 // neither side derives an egress IP from a local interface.
 //
 //   - egressha: the agent's real cells (reflectors.Cell, entries.Cell,
-//     datapathCells, as in cells.Agent) in a hive: EgressGateway and
+//     datapath.Cell, as in cells.Agent) in a hive: EgressGateway and
 //     EgressGatewayPolicy come from the fake API server through our
 //     reflectors, CiliumEndpoints from a resource.Resource stand-in (the
 //     agent shares Cilium's informer-backed one), the map is a real unpinned

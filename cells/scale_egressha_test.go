@@ -27,18 +27,20 @@ import (
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 // egresshaScale runs egressha's agent path: the cells of cells.Agent that
 // turn EgressGateways, EgressGatewayPolicies and CiliumEndpoints into
 // egress-policy-entries and reconcile it into the map (reflectors.Cell,
-// entries.Cell, datapathCells), on a real unpinned policy map. Left out:
-// heartbeatCell (the Lease) and the pinned-map takeover (the map is
+// entries.Cell, datapath.Cell), on a real unpinned policy map. Left out:
+// writer.Cell (the Lease) and the pinned-map takeover (the map is
 // provided instead).
 type egresshaScale struct {
 	in  *scaleInput
@@ -81,7 +83,7 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 			func() *node.LocalNodeStore {
 				return node.NewTestLocalNodeStore(node.LocalNode{Node: nodeTypes.Node{Name: "bench-node"}})
 			},
-			func() sysctl.Sysctl { return newFakeSysctl() },
+			func() sysctl.Sysctl { return testcells.NewFakeSysctl() },
 			datapathtables.NewDeviceTable,
 			statedb.RWTable[*datapathtables.Device].ToTable,
 		),
@@ -95,12 +97,12 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 			return nil
 		}),
 		// As in cells.Agent: one module, so entries.Cell sees the
-		// RWTable datapathCells provide privately.
+		// RWTable datapath.Cell provide privately.
 		cell.Module("egress-gateway-ha-agent", "egressha agent cells under benchmark",
 			config.AgentCell,
 			reflectors.Cell,
 			entries.Cell,
-			datapathCells,
+			datapath.Cell,
 			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],
 				pols statedb.Table[*tables.Policy], gws statedb.Table[*tables.EgressGateway]) {
 				s.db, s.entries, s.inputs = db, entries, []statedb.TableMeta{pols, gws}
@@ -134,7 +136,7 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 }
 
 func scaleGateway() *v1alpha1.EgressGateway {
-	gw := basicGateway("bench-gw", scaleInterface, map[string]string{"egress": "true"}).Object
+	gw := testcells.BasicGateway("bench-gw", scaleInterface, map[string]string{"egress": "true"}).Object
 	gw = gw.DeepCopy()
 	gw.Status = v1alpha1.EgressGatewayStatus{
 		ActiveNodeName: scaleGatewayNode, ActiveNodeInternalIP: scaleGatewayNodeIP,

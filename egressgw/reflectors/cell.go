@@ -2,7 +2,8 @@
 // from Cilium into egressha's tables, once: EgressGateways into
 // egress-gateways, CiliumEgressGatewayPolicies into egress-cegps,
 // CiliumEndpoints and the endpoint manager's local endpoints into
-// egress-endpoints, CiliumNode and local node labels into NodeLabels.
+// egress-endpoints, CiliumNode labels into NodeLabels, this node's labels
+// into LocalNodeLabels.
 // EgressGatewayPolicies are reflected into egress-policies by
 // NewPoliciesTableAndReflector, which the entries controller's module
 // provides (it also writes the conditions it computes into that table).
@@ -17,7 +18,8 @@ import (
 )
 
 // Cell provides egress-gateways, egress-cegps and egress-endpoints
-// (statedb.Table, read-only to everyone else) and *NodeLabels.
+// (statedb.Table, read-only to everyone else), *NodeLabels and
+// *LocalNodeLabels.
 var Cell = cell.Module(
 	"egress-gateway-ha-reflectors",
 	"Gateways CEGPs endpoints and node labels reflected into tables",
@@ -33,4 +35,9 @@ var Cell = cell.Module(
 		statedb.RWTable[*tables.Endpoint].ToTable,
 		newNodeLabelsSource,
 	),
+	LocalNodeCell,
 )
+
+// LocalNodeCell provides *LocalNodeLabels (part of Cell; on its own for
+// tests of the cells that read only this node's labels).
+var LocalNodeCell = cell.Provide(newLocalNodeLabels)

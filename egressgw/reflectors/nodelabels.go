@@ -13,7 +13,6 @@ import (
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	"github.com/cilium/cilium/pkg/k8s/resource"
-	"github.com/cilium/cilium/pkg/node"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 
 	"github.com/egressha/egressha/egressgw/config"
@@ -28,13 +27,13 @@ import (
 // IPv6 addresses (nodeTypes.ParseCiliumNode, GetNodeIP), which a
 // CiliumEndpoint names as status.networking.node. Endpoints of this node
 // from the endpoint manager carry this node's name instead; their labels
-// are this node's, from the LocalNodeStore.
+// are this node's, from LocalNodeLabels.
 //
 // The keys whose labels changed since the last Take are collected, so the
 // entries controller re-evaluates only the endpoints on those nodes.
 type NodeLabels struct {
 	res       resource.Resource[*ciliumv2.CiliumNode]
-	localNode *node.LocalNodeStore // nil: no local endpoints (test hives)
+	localNode *LocalNodeLabels
 	localName func() string
 
 	mu        sync.Mutex
@@ -59,8 +58,8 @@ type nodeLabelsParams struct {
 	// Cilium's egress gateway follows).
 	CiliumNodes resource.Resource[*ciliumv2.CiliumNode]
 	// LocalNode gives the labels of this node, for the endpoints of the
-	// endpoint manager; optional so test hives can do without it.
-	LocalNode *node.LocalNodeStore `optional:"true"`
+	// endpoint manager.
+	LocalNode *LocalNodeLabels
 }
 
 // newNodeLabelsSource provides NodeLabels and registers the job that fills
@@ -78,8 +77,9 @@ func newNodeLabelsSource(p nodeLabelsParams) (*NodeLabels, error) {
 }
 
 // NewNodeLabels returns the labels of the nodes of res (and of this node
-// from lns, which may be nil) as its job fills them.
-func NewNodeLabels(res resource.Resource[*ciliumv2.CiliumNode], lns *node.LocalNodeStore) *NodeLabels {
+// from lns) as its job fills them. With lns nil (tests) this node's labels
+// are never known.
+func NewNodeLabels(res resource.Resource[*ciliumv2.CiliumNode], lns *LocalNodeLabels) *NodeLabels {
 	return &NodeLabels{
 		res:       res,
 		localNode: lns,
@@ -104,7 +104,7 @@ func (s *NodeLabels) signal() {
 func (s *NodeLabels) Ready() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.synced && (s.localNode == nil || s.localSeen)
+	return s.synced && s.localSeen
 }
 
 // Take returns the endpoint Node values whose node labels changed since
@@ -132,36 +132,56 @@ func (s *NodeLabels) Of(ep *tables.Endpoint) map[string]string {
 }
 
 func (s *NodeLabels) run(ctx context.Context, health cell.Health) error {
-	if s.localNode != nil {
-		s.localNode.Observe(ctx, s.setLocal, func(error) {})
-	}
 	health.OK("Waiting for the CiliumNode listing")
-	for ev := range s.res.Events(ctx) {
-		switch ev.Kind {
-		case resource.Sync:
-			s.mu.Lock()
-			s.synced = true
-			s.mu.Unlock()
-			health.OK("Synced")
-		case resource.Upsert:
-			n := nodeTypes.ParseCiliumNode(ev.Object)
-			s.SetNode(n.Name, nodeIPKeys(n.GetNodeIP(false), n.GetNodeIP(true)), n.Labels)
-		case resource.Delete:
-			s.SetNode(ev.Key.Name, nil, nil)
+	events := s.res.Events(ctx)
+	for {
+		if s.localNode != nil {
+			lbls, seen, changed := s.localNode.Get()
+			if seen {
+				s.setLocal(lbls)
+			}
+			select {
+			case <-changed:
+				continue
+			case ev, ok := <-events:
+				if !ok {
+					return nil
+				}
+				s.event(ev, health)
+			}
+			continue
 		}
-		s.signal()
-		ev.Done(nil)
+		ev, ok := <-events
+		if !ok {
+			return nil
+		}
+		s.event(ev, health)
 	}
-	return nil
 }
 
-// setLocal records this node's labels; it runs under the LocalNodeStore's
-// lock and never blocks.
-func (s *NodeLabels) setLocal(n node.LocalNode) {
+func (s *NodeLabels) event(ev resource.Event[*ciliumv2.CiliumNode], health cell.Health) {
+	switch ev.Kind {
+	case resource.Sync:
+		s.mu.Lock()
+		s.synced = true
+		s.mu.Unlock()
+		health.OK("Synced")
+	case resource.Upsert:
+		n := nodeTypes.ParseCiliumNode(ev.Object)
+		s.SetNode(n.Name, nodeIPKeys(n.GetNodeIP(false), n.GetNodeIP(true)), n.Labels)
+	case resource.Delete:
+		s.SetNode(ev.Key.Name, nil, nil)
+	}
+	s.signal()
+	ev.Done(nil)
+}
+
+// setLocal records this node's labels.
+func (s *NodeLabels) setLocal(labels map[string]string) {
 	s.mu.Lock()
-	changed := !s.localSeen || !maps.Equal(s.local, n.Labels)
+	changed := !s.localSeen || !maps.Equal(s.local, labels)
 	if changed {
-		s.local, s.localSeen = maps.Clone(n.Labels), true
+		s.local, s.localSeen = labels, true
 		s.dirty[s.localName()] = struct{}{}
 	}
 	s.mu.Unlock()

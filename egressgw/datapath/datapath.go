@@ -1,4 +1,4 @@
-package cells
+package datapath
 
 import (
 	"context"
@@ -22,8 +22,6 @@ import (
 	"github.com/cilium/cilium/pkg/datapath/tunnel"
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/maps/egressmap"
-	"github.com/cilium/cilium/pkg/metrics"
-	"github.com/cilium/cilium/pkg/node"
 	"github.com/cilium/cilium/pkg/option"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
@@ -31,58 +29,24 @@ import (
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
-// datapathCells own egress-policy-entries and write it into Cilium's
-// egress gateway policy map: the table (RWTable private to the agent
-// module, for whoever computes the entries; Table public, for db/show),
-// the map reconciler, and rp_filter on egress interfaces. They act only
-// when datapathTakeoverCell provided a policy map (maps.PolicyMap non-nil),
-// i.e. when egressha owns the egress gateway datapath on this agent.
-var datapathCells = cell.Group(
-	cell.ProvidePrivate(tables.NewPolicyEntriesTable),
-	cell.Provide(statedb.RWTable[*tables.PolicyEntry].ToTable),
-
-	cell.Module(
-		"egress-gateway-ha-datapath",
-		"Reconciles egress-policy-entries into the egress policy map and sets rp_filter",
-
-		cell.Config(DefaultDatapathConfig),
-		metrics.Metric(maps.NewMetrics),
-		cell.Invoke(registerPolicyMapReconciler),
-		cell.Invoke(registerRPFilter),
-	),
-)
-
-// datapathTakeoverCell provides what Cilium's --enable-egress-gateway would,
-// without Cilium's egress gateway manager (which deletes every map entry
-// it did not write): the node define ENABLE_EGRESS_GATEWAY, a tunnel
-// enabler, and the pinned cilium_egress_gw_policy_v4 map, opened in a
-// start hook the datapath loader waits for. It lives outside agentCells
-// because it touches the host's bpffs; tests of agentCells provide a
-// maps.PolicyMap (a fake, or nil) instead.
-var datapathTakeoverCell = cell.Module(
-	"egress-gateway-ha-takeover",
-	"Egress gateway node define and tunnel and pinned policy map without Cilium EGW",
-
-	cell.Provide(newDatapathTakeover),
-)
-
-// DatapathConfig holds the agent flags of the map reconciler.
-type DatapathConfig struct {
+// Config holds the agent flags of the map reconciler.
+type Config struct {
 	// EgressGatewayHAMapResyncInterval is how often the whole policy map is
 	// compared with egress-policy-entries and drift repaired.
 	EgressGatewayHAMapResyncInterval time.Duration
 }
 
-// DefaultDatapathConfig are the defaults of the datapath flags.
-var DefaultDatapathConfig = DatapathConfig{
+// DefaultConfig are the defaults of the datapath flags.
+var DefaultConfig = Config{
 	EgressGatewayHAMapResyncInterval: time.Minute,
 }
 
 // Flags registers the datapath flags.
-func (def DatapathConfig) Flags(flags *pflag.FlagSet) {
+func (def Config) Flags(flags *pflag.FlagSet) {
 	flags.Duration("egress-gateway-ha-map-resync-interval", def.EgressGatewayHAMapResyncInterval,
 		"How often egressha compares the whole cilium_egress_gw_policy_v4 map with its desired entries "+
 			"and repairs drift (entries changed or added behind its back)")
@@ -119,7 +83,7 @@ type takeoverOut struct {
 // is unchanged; on a configuration the start check refuses, nothing is
 // created on the node before the agent stops.
 func ownsDatapath(enabled config.Enabled, dc *option.DaemonConfig, kprCfg kpr.KPRConfig) bool {
-	return bool(enabled) && CheckDatapathPreconditions(dc, kprCfg) == nil
+	return bool(enabled) && CheckPreconditions(dc, kprCfg) == nil
 }
 
 func newDatapathTakeover(p takeoverParams) takeoverOut {
@@ -156,7 +120,7 @@ type policyMapReconcilerParams struct {
 	cell.In
 
 	reconciler.Params
-	Config  DatapathConfig
+	Config  Config
 	Table   statedb.RWTable[*tables.PolicyEntry]
 	Map     maps.PolicyMap
 	Metrics *maps.Metrics
@@ -191,7 +155,7 @@ type rpFilterParams struct {
 	DB        *statedb.DB
 	Gateways  statedb.Table[*tables.EgressGateway]
 	Devices   statedb.Table[*datapathtables.Device]
-	LocalNode *node.LocalNodeStore
+	LocalNode *reflectors.LocalNodeLabels
 	Sysctl    sysctl.Sysctl
 	Map       maps.PolicyMap
 }
@@ -206,32 +170,31 @@ func registerRPFilter(p rpFilterParams) {
 	if p.Map == nil {
 		return
 	}
-	r := &rpFilter{p: p, labels: newNodeLabels(), applied: map[string]bool{}}
+	r := &rpFilter{p: p, applied: map[string]bool{}}
 	p.JobGroup.Add(job.OneShot("egress-gateway-ha-rp-filter", r.run))
 }
 
 type rpFilter struct {
 	p       rpFilterParams
-	labels  *nodeLabels
 	applied map[string]bool
 }
 
 func (r *rpFilter) run(ctx context.Context, health cell.Health) error {
-	r.p.LocalNode.Observe(ctx, func(n node.LocalNode) { r.labels.set(n.Labels) }, func(error) {})
 	health.OK("Waiting for the local node's labels")
 	for {
 		txn := r.p.DB.ReadTxn()
 		gateways, gatewaysChanged := r.p.Gateways.AllWatch(txn)
 		devices, devicesChanged := r.p.Devices.AllWatch(txn)
+		labels, seen, labelsChanged := r.p.LocalNode.Get()
 		var retry <-chan time.Time
-		if r.labels.seen() {
+		if seen {
 			names := map[string]bool{}
 			for d := range devices {
 				if d.Name != "" {
 					names[d.Name] = true
 				}
 			}
-			want := rpFilterInterfaces(r.labels.get(), statedb.Collect(gateways), names)
+			want := rpFilterInterfaces(labels, statedb.Collect(gateways), names)
 			if err := r.apply(want); err != nil {
 				health.Degraded("Cannot relax rp_filter on egress interfaces; "+
 					"replies forwarded through this gateway may be dropped", err)
@@ -247,7 +210,7 @@ func (r *rpFilter) run(ctx context.Context, health cell.Health) error {
 			return nil
 		case <-gatewaysChanged:
 		case <-devicesChanged:
-		case <-r.labels.changed:
+		case <-labelsChanged:
 		case <-retry:
 		}
 	}

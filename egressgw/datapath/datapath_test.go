@@ -1,4 +1,4 @@
-package cells
+package datapath
 
 import (
 	"context"
@@ -15,8 +15,6 @@ import (
 	"github.com/cilium/hive/hivetest"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
-	"github.com/spf13/pflag"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/cilium/cilium/pkg/datapath/linux/sysctl"
 	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
@@ -32,40 +30,20 @@ import (
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/maps/mapstest"
 	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
+	"github.com/egressha/egressha/internal/testcells"
 )
-
-func basicGateway(name, iface string, selector map[string]string) *tables.EgressGateway {
-	return tables.NewEgressGateway(&v1alpha1.EgressGateway{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1alpha1.EgressGatewaySpec{
-			NodeSelector: selector,
-			SourceIP: v1alpha1.SourceIP{Mode: v1alpha1.SourceIPModePrimaryIP,
-				PrimaryIPFromEgressGatewayNodeInterface: &v1alpha1.PrimaryIPFromEgressGatewayNodeInterface{InterfaceName: v1alpha1.InterfaceName(iface)}},
-		},
-	})
-}
-
-func vipGateway(name string, ifaces []v1alpha1.InterfaceName, selector map[string]string) *tables.EgressGateway {
-	return tables.NewEgressGateway(&v1alpha1.EgressGateway{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1alpha1.EgressGatewaySpec{
-			NodeSelector: selector,
-			SourceIP: v1alpha1.SourceIP{Mode: v1alpha1.SourceIPModeVirtualIP,
-				VirtualIPAddress: &v1alpha1.VirtualIPAddress{IP: "198.51.100.10", Interfaces: ifaces}},
-		},
-	})
-}
 
 func TestRPFilterInterfaces(t *testing.T) {
 	labels := map[string]string{"egress": "true", "zone": "a"}
 	gws := []*tables.EgressGateway{
-		basicGateway("a", "eth1", map[string]string{"egress": "true"}),
-		basicGateway("b", "eth1", map[string]string{"zone": "a"}),                         // same interface twice
-		basicGateway("c", "eth2", map[string]string{"zone": "b"}),                         // not a candidate
-		basicGateway("d", "eth3", map[string]string{"egress": "true"}),                    // interface missing
-		basicGateway("e", "eth0", map[string]string{"zone": "a"}),                         // candidate
-		vipGateway("f", []v1alpha1.InterfaceName{"eth4"}, map[string]string{"zone": "a"}), // VIP mode
+		testcells.BasicGateway("a", "eth1", map[string]string{"egress": "true"}),
+		testcells.BasicGateway("b", "eth1", map[string]string{"zone": "a"}),                         // same interface twice
+		testcells.BasicGateway("c", "eth2", map[string]string{"zone": "b"}),                         // not a candidate
+		testcells.BasicGateway("d", "eth3", map[string]string{"egress": "true"}),                    // interface missing
+		testcells.BasicGateway("e", "eth0", map[string]string{"zone": "a"}),                         // candidate
+		testcells.VIPGateway("f", []v1alpha1.InterfaceName{"eth4"}, map[string]string{"zone": "a"}), // VIP mode
 	}
 	devices := map[string]bool{"eth0": true, "eth1": true, "eth2": true, "eth4": true}
 	got := rpFilterInterfaces(labels, gws, devices)
@@ -107,7 +85,7 @@ func TestDatapathTakeover(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			log := hivetest.Logger(t)
 			fc, cs := k8sFake.NewFakeClientset(log)
-			dc, k := goodDaemonConfig()
+			dc, k := testcells.GoodDaemonConfig()
 			lc := &stubLifecycle{}
 			cfg := config.DefaultAgentConfig
 			p := takeoverParams{
@@ -141,7 +119,7 @@ func TestDatapathTakeover(t *testing.T) {
 	}
 }
 
-// datapathHive runs datapathCells with a fake policy map and sysctl, the
+// datapathHive runs Cell with a fake policy map and sysctl, the
 // gateways and devices tables filled by the test, and a stand-in for the
 // producer of egress-policy-entries.
 type datapathHive struct {
@@ -151,17 +129,18 @@ type datapathHive struct {
 	devices  statedb.RWTable[*datapathtables.Device]
 	initDone func(statedb.WriteTxn)
 	pm       *mapstest.Map
-	sysctl   *fakeSysctl
+	sysctl   *testcells.FakeSysctl
 }
 
 func newDatapathHive(t *testing.T, nodeLabels map[string]string) *datapathHive {
-	d := &datapathHive{pm: mapstest.New(1 << 14), sysctl: newFakeSysctl()}
+	d := &datapathHive{pm: mapstest.New(1 << 14), sysctl: testcells.NewFakeSysctl()}
 	h := hive.New(
 		cell.Provide(
 			func() egressmaps.PolicyMap { return d.pm },
 			func() *node.LocalNodeStore {
 				return node.NewTestLocalNodeStore(node.LocalNode{Node: nodeTypes.Node{Name: "node1", Labels: nodeLabels}})
 			},
+			func() config.Enabled { return true },
 			func() sysctl.Sysctl { return d.sysctl },
 			datapathtables.NewDeviceTable,
 			statedb.RWTable[*datapathtables.Device].ToTable,
@@ -169,8 +148,9 @@ func newDatapathHive(t *testing.T, nodeLabels map[string]string) *datapathHive {
 			statedb.RWTable[*tables.EgressGateway].ToTable,
 		),
 		cell.Invoke(statedb.RegisterTable[*datapathtables.Device]),
-		cell.Module("egressha-datapath-test", "datapathCells under test",
-			datapathCells,
+		cell.Module("egressha-datapath-test", "datapath cells under test",
+			reflectors.LocalNodeCell,
+			Cell,
 			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],
 				gws statedb.RWTable[*tables.EgressGateway], devs statedb.RWTable[*datapathtables.Device]) {
 				d.db, d.entries, d.gateways, d.devices = db, entries, gws, devs
@@ -227,59 +207,20 @@ func TestDatapathCellsReconcile(t *testing.T) {
 func TestDatapathCellsRPFilter(t *testing.T) {
 	d := newDatapathHive(t, map[string]string{"egress": "true"})
 	wtxn := d.db.WriteTxn(d.gateways, d.devices)
-	d.gateways.Insert(wtxn, basicGateway("a", "eth1", map[string]string{"egress": "true"}))
-	d.gateways.Insert(wtxn, basicGateway("b", "eth2", map[string]string{"egress": "false"}))
-	d.gateways.Insert(wtxn, basicGateway("c", "eth3", map[string]string{"egress": "true"}))
+	d.gateways.Insert(wtxn, testcells.BasicGateway("a", "eth1", map[string]string{"egress": "true"}))
+	d.gateways.Insert(wtxn, testcells.BasicGateway("b", "eth2", map[string]string{"egress": "false"}))
+	d.gateways.Insert(wtxn, testcells.BasicGateway("c", "eth3", map[string]string{"egress": "true"}))
 	d.devices.Insert(wtxn, &datapathtables.Device{Index: 2, Name: "eth1"})
 	d.devices.Insert(wtxn, &datapathtables.Device{Index: 3, Name: "eth2"})
 	wtxn.Commit()
 	waitFor(t, "rp_filter on eth1", func() bool {
-		return maps.Equal(d.sysctl.snapshot(), map[string]string{"net.ipv4.conf.eth1.rp_filter": "2"})
+		return maps.Equal(d.sysctl.Snapshot(), map[string]string{"net.ipv4.conf.eth1.rp_filter": "2"})
 	})
 	// eth3 appears later.
 	wtxn = d.db.WriteTxn(d.devices)
 	d.devices.Insert(wtxn, &datapathtables.Device{Index: 4, Name: "eth3"})
 	wtxn.Commit()
 	waitFor(t, "rp_filter on eth3", func() bool {
-		return d.sysctl.snapshot()["net.ipv4.conf.eth3.rp_filter"] == "2"
+		return d.sysctl.Snapshot()["net.ipv4.conf.eth3.rp_filter"] == "2"
 	})
-}
-
-// TestAgentDatapathFlags: the resync flag is registered, and a
-// non-positive value refuses to build the hive when egressha owns the
-// datapath.
-func TestAgentDatapathFlags(t *testing.T) {
-	var cfg DatapathConfig
-	build := func(args ...string) error {
-		h := hive.New(
-			cell.Module("egressha-datapath-flags-test", "datapath cells as in the agent",
-				config.AgentCell,
-				datapathCells,
-				datapathTakeoverCell,
-				cell.Provide(tables.NewEgressGatewaysTable, statedb.RWTable[*tables.EgressGateway].ToTable),
-			),
-			providePreconditionInputs(), provideAgentDependencies(),
-			cellInvoke(func(c DatapathConfig) { cfg = c }))
-		flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
-		h.RegisterFlags(flags)
-		if flags.Lookup("egress-gateway-ha-map-resync-interval") == nil {
-			t.Fatal("--egress-gateway-ha-map-resync-interval not registered")
-		}
-		if err := flags.Parse(args); err != nil {
-			t.Fatal(err)
-		}
-		return h.Populate(hivetest.Logger(t))
-	}
-	if err := build("--egress-gateway-ha-map-resync-interval=30s"); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.EgressGatewayHAMapResyncInterval != 30*time.Second {
-		t.Fatalf("flag did not reach DatapathConfig: %+v", cfg)
-	}
-	if err := build("--egress-gateway-ha-map-resync-interval=0"); err == nil {
-		t.Fatal("a zero resync interval was accepted")
-	}
-	if err := build("--egress-gateway-ha-map-resync-interval=0", "--egress-gateway-ha-enabled=false"); err != nil {
-		t.Fatalf("disabled, the interval must not matter: %v", err)
-	}
 }

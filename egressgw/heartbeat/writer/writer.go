@@ -1,4 +1,4 @@
-package cells
+package writer
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/cilium/hive/cell"
@@ -24,24 +23,13 @@ import (
 
 	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
-	"github.com/cilium/cilium/pkg/node"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 	"github.com/cilium/cilium/pkg/option"
 
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
-)
-
-// heartbeatCell renews this node's heartbeat Lease while the node is a
-// candidate of at least one EgressGateway, and provides *heartbeat.Status
-// (ValidUntil) for the VIP responder's self-fencing.
-var heartbeatCell = cell.Module(
-	"egress-gateway-ha-heartbeat",
-	"Heartbeat Lease of a gateway candidate node",
-
-	cell.Provide(heartbeat.NewStatus),
-	cell.Invoke(registerHeartbeat),
 )
 
 const (
@@ -74,13 +62,13 @@ type heartbeatParams struct {
 	CEGPs     statedb.Table[*tables.CEGP] `optional:"true"`
 	Devices   statedb.Table[*datapathtables.Device]
 	VIPs      statedb.Table[*tables.VirtualIP]
-	LocalNode *node.LocalNodeStore
+	LocalNode *reflectors.LocalNodeLabels
 	Status    *heartbeat.Status
 }
 
 // registerHeartbeat adds the heartbeat job. Disabled, or with a
 // configuration the start check refuses, there is no job at all.
-func registerHeartbeat(p heartbeatParams) {
+func register(p heartbeatParams) {
 	if !p.Enabled {
 		return
 	}
@@ -89,7 +77,6 @@ func registerHeartbeat(p heartbeatParams) {
 		log:    p.Log,
 		renew:  p.Config.EgressGatewayHAHeartbeatRenewInterval,
 		expiry: p.Config.EgressGatewayHAHeartbeatExpiry,
-		labels: newNodeLabels(),
 	}
 	p.JobGroup.Add(job.OneShot("egress-gateway-ha-heartbeat", h.run))
 }
@@ -101,7 +88,6 @@ type heartbeatJob struct {
 	log    *slog.Logger
 	renew  time.Duration
 	expiry time.Duration
-	labels *nodeLabels
 
 	node, namespace, name string
 	leases                coordinationclient.LeaseInterface
@@ -138,8 +124,6 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 	}
 	h.leases = h.p.Clientset.CoordinationV1().Leases(h.namespace)
 
-	h.p.LocalNode.Observe(ctx, func(n node.LocalNode) { h.labels.set(n.Labels) }, func(error) {})
-
 	if !h.waitForInputs(ctx, health) {
 		return nil
 	}
@@ -155,7 +139,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		gateways, gatewaysChanged := h.p.Gateways.AllWatch(txn)
 		devices, devicesChanged := h.p.Devices.AllWatch(txn)
 		vips, vipsChanged := h.p.VIPs.AllWatch(txn)
-		labels := h.labels.get()
+		labels, _, labelsChanged := h.p.LocalNode.Get()
 		gws := tables.Objects(statedb.Collect(gateways))
 		devs := reportDevices(statedb.Collect(devices))
 		report := heartbeat.BuildReport(labels, gws, devs, vipStatuses(vips))
@@ -173,7 +157,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		case <-gatewaysChanged:
 		case <-cegpsChanged:
 		case <-devicesChanged:
-		case <-h.labels.changed:
+		case <-labelsChanged:
 		case <-vipsChanged:
 			// A node that stopped announcing a VIP must say so at once: the
 			// new active node waits for it before claiming.
@@ -201,7 +185,8 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		gwInit, gwWait := h.p.Gateways.Initialized(txn)
 		devInit, devWait := h.p.Devices.Initialized(txn)
 		cegpInit, cegpWait := h.cegpsInitialized(txn)
-		if gwInit && devInit && cegpInit && h.labels.seen() {
+		_, seen, labelsChanged := h.p.LocalNode.Get()
+		if gwInit && devInit && cegpInit && seen {
 			return true
 		}
 		select {
@@ -210,7 +195,7 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		case <-gwWait:
 		case <-cegpWait:
 		case <-devWait:
-		case <-h.labels.changed:
+		case <-labelsChanged:
 		}
 	}
 }
@@ -450,41 +435,4 @@ func reportDevice(d *datapathtables.Device) heartbeat.Device {
 		NotSelectedReason: d.NotSelectedReason,
 		IPv4:              append(primary, secondary...),
 	}
-}
-
-// nodeLabels holds the local node's labels as the LocalNodeStore last
-// emitted them. The store calls set synchronously while holding its lock,
-// so set never blocks: it stores and signals.
-type nodeLabels struct {
-	mu      sync.Mutex
-	labels  map[string]string
-	ok      bool
-	changed chan struct{}
-}
-
-func newNodeLabels() *nodeLabels { return &nodeLabels{changed: make(chan struct{}, 1)} }
-
-func (n *nodeLabels) set(labels map[string]string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ok && maps.Equal(n.labels, labels) {
-		return
-	}
-	n.labels, n.ok = maps.Clone(labels), true
-	select {
-	case n.changed <- struct{}{}:
-	default:
-	}
-}
-
-func (n *nodeLabels) get() map[string]string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.labels
-}
-
-func (n *nodeLabels) seen() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.ok
 }

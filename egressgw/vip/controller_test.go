@@ -1,4 +1,4 @@
-package cells
+package vip
 
 import (
 	"net"
@@ -46,15 +46,15 @@ func TestVIPNotReady(t *testing.T) {
 
 func TestVIPConfigValidate(t *testing.T) {
 	hb := config.DefaultAgentConfig
-	if err := DefaultVIPConfig.Validate(hb); err != nil {
+	if err := DefaultConfig.Validate(hb); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	c := DefaultVIPConfig
+	c := DefaultConfig
 	c.EgressGatewayHAVIPFenceMargin = hb.EgressGatewayHAHeartbeatExpiry
 	if err := c.Validate(hb); err == nil || !strings.Contains(err.Error(), "fence-margin") {
 		t.Errorf("a fence margin as long as the expiry must be refused: %v", err)
 	}
-	c = DefaultVIPConfig
+	c = DefaultConfig
 	c.EgressGatewayHAVIPGARPCount = 0
 	c.EgressGatewayHAVIPProbeInterval = -time.Second
 	if err := c.Validate(hb); err == nil {

@@ -1,4 +1,4 @@
-package cells
+package vip
 
 import (
 	"net/netip"
@@ -8,23 +8,23 @@ import (
 	"github.com/egressha/egressha/vipd"
 )
 
-// vipMetrics are the VIP responder's counters, per VIP and interface; it
+// Metrics are the VIP controller's counters, per VIP and interface; it
 // is the responders' vipd.Observer.
-type vipMetrics struct {
+type Metrics struct {
 	Requests   metric.Vec[metric.Counter]
 	Replies    metric.Vec[metric.Counter]
 	GARPs      metric.Vec[metric.Counter]
 	Duplicates metric.Vec[metric.Counter]
 }
 
-func newVIPMetrics() *vipMetrics {
+func newMetrics() *Metrics {
 	labels := []string{"vip", "interface"}
 	counter := func(name, help string) metric.Vec[metric.Counter] {
 		return metric.NewCounterVec(metric.CounterOpts{
 			ConfigName: "egressha_vip_" + name, Namespace: "egressha", Subsystem: "vip", Name: name, Help: help,
 		}, labels)
 	}
-	return &vipMetrics{
+	return &Metrics{
 		Requests:   counter("arp_requests_total", "ARP requests received for a virtual IP this node announces or claims"),
 		Replies:    counter("arp_replies_total", "ARP replies sent for a virtual IP"),
 		GARPs:      counter("garps_sent_total", "Gratuitous ARP frames (request and reply form) sent for a virtual IP"),
@@ -32,20 +32,20 @@ func newVIPMetrics() *vipMetrics {
 	}
 }
 
-var _ vipd.Observer = (*vipMetrics)(nil)
+var _ vipd.Observer = (*Metrics)(nil)
 
-func (m *vipMetrics) RequestReceived(vip netip.Addr, iface string) {
+func (m *Metrics) RequestReceived(vip netip.Addr, iface string) {
 	m.Requests.WithLabelValues(vip.String(), iface).Inc()
 }
 
-func (m *vipMetrics) ReplySent(vip netip.Addr, iface string) {
+func (m *Metrics) ReplySent(vip netip.Addr, iface string) {
 	m.Replies.WithLabelValues(vip.String(), iface).Inc()
 }
 
-func (m *vipMetrics) GARPSent(vip netip.Addr, iface string) {
+func (m *Metrics) GARPSent(vip netip.Addr, iface string) {
 	m.GARPs.WithLabelValues(vip.String(), iface).Inc()
 }
 
-func (m *vipMetrics) DuplicateSeen(d vipd.Duplicate) {
+func (m *Metrics) DuplicateSeen(d vipd.Duplicate) {
 	m.Duplicates.WithLabelValues(d.VIP.String(), d.Interface).Inc()
 }

@@ -1,4 +1,4 @@
-package cells
+package vip
 
 import (
 	"context"
@@ -17,7 +17,6 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
-	"github.com/spf13/pflag"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -27,8 +26,6 @@ import (
 	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 	"github.com/cilium/cilium/pkg/k8s/utils"
-	"github.com/cilium/cilium/pkg/metrics"
-	"github.com/cilium/cilium/pkg/node"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 	"github.com/cilium/cilium/pkg/option"
 
@@ -36,98 +33,10 @@ import (
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 	"github.com/egressha/egressha/vipd"
 )
-
-// vipTableCells provide egress-virtual-ips, the VIP responder's state per
-// VirtualIPAddress gateway; the heartbeat reports it in the Lease. Without
-// the responder (tests, or a build without vipResponderCell) the table
-// stays empty and VIP gateways are reported not ready: fail closed.
-var vipTableCells = cell.Provide(
-	tables.NewVirtualIPsTable,
-	statedb.RWTable[*tables.VirtualIP].ToTable,
-)
-
-// vipResponderCell runs vipd on this node: for every VirtualIPAddress
-// gateway the node is a candidate of, an ARP responder on the gateway's
-// interfaces, which answers for the VIP only while this node is the active
-// node, its heartbeat Lease is fresh, and no other node's Lease says it
-// still announces.
-var vipResponderCell = cell.Module(
-	"egress-gateway-ha-vip",
-	"ARP responder of VirtualIPAddress gateways",
-
-	cell.Config(DefaultVIPConfig),
-	metrics.Metric(newVIPMetrics),
-	cell.Invoke(registerVIPResponder),
-)
-
-// VIPConfig holds the VIP responder's flags.
-type VIPConfig struct {
-	EgressGatewayHAVIPProbeCount         int
-	EgressGatewayHAVIPProbeInterval      time.Duration
-	EgressGatewayHAVIPGARPCount          int
-	EgressGatewayHAVIPGARPInterval       time.Duration
-	EgressGatewayHAVIPReannounceInterval time.Duration
-	// EgressGatewayHAVIPFenceMargin: the responder stops this long before
-	// its heartbeat Lease could expire, so a late timer or a descheduled
-	// process cannot answer after the operator may have moved the role.
-	EgressGatewayHAVIPFenceMargin time.Duration
-	// EgressGatewayHAVIPAssignAddress adds the VIP (/32, no prefix route) to
-	// the first interface while announcing. Off by default: on a Cilium node
-	// a local address becomes a node address and can become the masquerade
-	// source of other traffic.
-	EgressGatewayHAVIPAssignAddress bool
-}
-
-// DefaultVIPConfig are the defaults of the VIP flags.
-var DefaultVIPConfig = VIPConfig{
-	EgressGatewayHAVIPProbeCount:         vipd.DefaultConfig.ProbeCount,
-	EgressGatewayHAVIPProbeInterval:      vipd.DefaultConfig.ProbeInterval,
-	EgressGatewayHAVIPGARPCount:          vipd.DefaultConfig.GARPCount,
-	EgressGatewayHAVIPGARPInterval:       vipd.DefaultConfig.GARPInterval,
-	EgressGatewayHAVIPReannounceInterval: vipd.DefaultConfig.ReannounceInterval,
-	EgressGatewayHAVIPFenceMargin:        500 * time.Millisecond,
-}
-
-// Flags registers the VIP flags.
-func (def VIPConfig) Flags(flags *pflag.FlagSet) {
-	flags.Int("egress-gateway-ha-vip-probe-count", def.EgressGatewayHAVIPProbeCount,
-		"ARP probes sent (RFC 5227 style) before a node claims a virtual IP; 0 claims without probing")
-	flags.Duration("egress-gateway-ha-vip-probe-interval", def.EgressGatewayHAVIPProbeInterval,
-		"Time between ARP probes, and the wait for answers after the last one")
-	flags.Int("egress-gateway-ha-vip-garp-count", def.EgressGatewayHAVIPGARPCount,
-		"Gratuitous ARP rounds (request and reply form) sent when a node claims a virtual IP")
-	flags.Duration("egress-gateway-ha-vip-garp-interval", def.EgressGatewayHAVIPGARPInterval,
-		"Time between the gratuitous ARP rounds of a claim")
-	flags.Duration("egress-gateway-ha-vip-reannounce-interval", def.EgressGatewayHAVIPReannounceInterval,
-		"How often the active node re-announces its virtual IPs (GARP) and probes for duplicates; 0 disables")
-	flags.Duration("egress-gateway-ha-vip-fence-margin", def.EgressGatewayHAVIPFenceMargin,
-		"The VIP responder stops answering this long before the node's heartbeat Lease could expire")
-	flags.Bool("egress-gateway-ha-vip-assign-address", def.EgressGatewayHAVIPAssignAddress,
-		"Also add the virtual IP (/32) to the first interface while announcing (off: a local address becomes a Cilium node address)")
-}
-
-func (c VIPConfig) vipd() vipd.Config {
-	return vipd.Config{
-		ProbeCount:         c.EgressGatewayHAVIPProbeCount,
-		ProbeInterval:      c.EgressGatewayHAVIPProbeInterval,
-		GARPCount:          c.EgressGatewayHAVIPGARPCount,
-		GARPInterval:       c.EgressGatewayHAVIPGARPInterval,
-		ReannounceInterval: c.EgressGatewayHAVIPReannounceInterval,
-	}
-}
-
-// Validate reports flag values that cannot work.
-func (c VIPConfig) Validate(hb config.AgentConfig) error {
-	errs := []error{c.vipd().Validate()}
-	if c.EgressGatewayHAVIPFenceMargin < 0 || c.EgressGatewayHAVIPFenceMargin >= hb.EgressGatewayHAHeartbeatExpiry-hb.EgressGatewayHAHeartbeatRenewInterval {
-		errs = append(errs, fmt.Errorf("--egress-gateway-ha-vip-fence-margin (%s) must be >= 0 and below the heartbeat expiry minus the renew interval (%s)",
-			c.EgressGatewayHAVIPFenceMargin, hb.EgressGatewayHAHeartbeatExpiry-hb.EgressGatewayHAHeartbeatRenewInterval))
-	}
-	return errors.Join(errs...)
-}
 
 type vipParams struct {
 	cell.In
@@ -136,7 +45,7 @@ type vipParams struct {
 	JobGroup     job.Group
 	Enabled      config.Enabled
 	Config       config.AgentConfig
-	VIPConfig    VIPConfig
+	VIPConfig    Config
 	DaemonConfig *option.DaemonConfig
 	Clientset    k8sClient.Clientset
 	CRDs         *client.Clientset
@@ -144,12 +53,12 @@ type vipParams struct {
 	Gateways     statedb.Table[*tables.EgressGateway]
 	Devices      statedb.Table[*datapathtables.Device]
 	VIPs         statedb.RWTable[*tables.VirtualIP]
-	LocalNode    *node.LocalNodeStore
+	LocalNode    *reflectors.LocalNodeLabels
 	Status       *heartbeat.Status
-	Metrics      *vipMetrics
+	Metrics      *Metrics
 }
 
-func registerVIPResponder(p vipParams) error {
+func registerController(p vipParams) error {
 	if !p.Enabled {
 		return nil
 	}
@@ -157,12 +66,11 @@ func registerVIPResponder(p vipParams) error {
 		return fmt.Errorf("egressha VIP responder: %w", err)
 	}
 	j := &vipJob{
-		p:      p,
-		log:    p.Log,
-		cfg:    p.VIPConfig,
-		gws:    map[string]*vipGW{},
-		wake:   make(chan struct{}, 1),
-		labels: newNodeLabels(),
+		p:    p,
+		log:  p.Log,
+		cfg:  p.VIPConfig,
+		gws:  map[string]*vipGW{},
+		wake: make(chan struct{}, 1),
 	}
 	p.JobGroup.Add(job.OneShot("egress-gateway-ha-vip", j.run))
 	return nil
@@ -171,16 +79,15 @@ func registerVIPResponder(p vipParams) error {
 // vipJob is the responder's control loop; only run's goroutine touches it,
 // except peers and the duplicate evidence (own locks).
 type vipJob struct {
-	p      vipParams
-	log    *slog.Logger
-	cfg    VIPConfig
-	node   string
-	ns     string
-	ann    *vipd.Announcer
-	gws    map[string]*vipGW
-	peers  *peerLeases
-	wake   chan struct{}
-	labels *nodeLabels
+	p     vipParams
+	log   *slog.Logger
+	cfg   Config
+	node  string
+	ns    string
+	ann   *vipd.Announcer
+	gws   map[string]*vipGW
+	peers *peerLeases
+	wake  chan struct{}
 }
 
 // vipGW is the responder's state for one gateway.
@@ -220,14 +127,14 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 		j.ann.Close()
 		j.peers.stop()
 	}()
-	j.p.LocalNode.Observe(ctx, func(n node.LocalNode) { j.labels.set(n.Labels) }, func(error) {})
 
 	health.OK("Waiting for the local node, devices and EgressGateways")
 	for {
 		txn := j.p.DB.ReadTxn()
 		gwInit, gwWait := j.p.Gateways.Initialized(txn)
 		devInit, devWait := j.p.Devices.Initialized(txn)
-		if gwInit && devInit && j.labels.seen() {
+		_, seen, labelsChanged := j.p.LocalNode.Get()
+		if gwInit && devInit && seen {
 			break
 		}
 		select {
@@ -235,7 +142,7 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 			return nil
 		case <-gwWait:
 		case <-devWait:
-		case <-j.labels.changed:
+		case <-labelsChanged:
 		}
 	}
 
@@ -243,7 +150,8 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 		txn := j.p.DB.ReadTxn()
 		gws, gwChanged := j.p.Gateways.AllWatch(txn)
 		devs, devChanged := j.p.Devices.AllWatch(txn)
-		next := j.reconcile(ctx, statedb.Collect(gws), statedb.Collect(devs), j.labels.get())
+		labels, _, labelsChanged := j.p.LocalNode.Get()
+		next := j.reconcile(ctx, statedb.Collect(gws), statedb.Collect(devs), labels)
 		j.publish(health)
 
 		var timer <-chan time.Time
@@ -255,7 +163,7 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 			return nil
 		case <-gwChanged:
 		case <-devChanged:
-		case <-j.labels.changed:
+		case <-labelsChanged:
 		case <-j.wake:
 		case <-timer:
 		}

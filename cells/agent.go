@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/option"
 
+	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
@@ -27,7 +28,7 @@ var Agent = cell.Module(
 	"egressha HA egress gateway on every node",
 
 	agentCells,
-	crdClientCell,
+	client.Cell,
 	datapath.TakeoverCell,
 	vip.Cell,
 	entries.LocalCell,

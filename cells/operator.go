@@ -10,7 +10,9 @@ import (
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 
 	"github.com/egressha/egressha/crds"
+	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/operator"
 )
 
 // Operator is egressha's part of cilium-operator. The operator main places it
@@ -21,8 +23,8 @@ var Operator = cell.Module(
 	"egressha active-node selection and status on the operator leader",
 
 	operatorCells,
-	crdClientCell,
-	realClockCell,
+	client.Cell,
+	operator.RealClockCell,
 )
 
 // operatorCells are the operator's cells without the API client of our
@@ -30,7 +32,7 @@ var Operator = cell.Module(
 var operatorCells = cell.Group(
 	config.OperatorCell,
 	cell.Provide(newRegisterCRDs),
-	selectionCells,
+	operator.Cell,
 )
 
 type registerCRDsOut struct {
@@ -54,7 +56,7 @@ func newRegisterCRDs(enabled config.OperatorEnabled) registerCRDsOut {
 		// own egress gateway on, which must be off beside egressha; we
 		// serve those policies, so we install it, from the same
 		// pregenerated manifest Cilium would use.
-		if err := registerCEGPCRD(log, cs); err != nil {
+		if err := crds.RegisterCEGP(log, cs); err != nil {
 			return fmt.Errorf("egressha: %w", err)
 		}
 		return nil

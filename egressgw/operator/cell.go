@@ -1,4 +1,4 @@
-package cells
+package operator
 
 import (
 	"context"
@@ -24,27 +24,28 @@ import (
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
-	"github.com/egressha/egressha/egressgw/operator"
 )
 
-// selectionCells select each EgressGateway's active node and write status.
-var selectionCells = cell.Group(
+// Cell selects each EgressGateway's active node and writes its status, and
+// chooses the serving node of every CiliumEgressGatewayPolicy gateway entry
+// (CEGPCell). It needs the clientset of our CRDs (client.Cell) and a clock.
+var Cell = cell.Group(
 	cell.ProvidePrivate(
-		operator.NewNodesTable,
-		operator.NewSelectionTable,
-		newOperatorInputs,
+		NewNodesTable,
+		NewSelectionTable,
+		newInputs,
 	),
 	cell.Provide(
-		statedb.RWTable[*operator.NodeRow].ToTable,
-		statedb.RWTable[*operator.SelectionRow].ToTable,
+		statedb.RWTable[*NodeRow].ToTable,
+		statedb.RWTable[*SelectionRow].ToTable,
 	),
-	metrics.Metric(operator.NewMetrics),
+	metrics.Metric(NewMetrics),
 	cell.Invoke(registerSelectionController),
-	cegpOperatorCells,
+	cegpCells,
 )
 
-// realClockCell is the clock outside tests.
-var realClockCell = cell.Provide(func() clock.WithTicker { return clock.RealClock{} })
+// RealClockCell is the clock outside tests.
+var RealClockCell = cell.Provide(func() clock.WithTicker { return clock.RealClock{} })
 
 type inputParams struct {
 	cell.In
@@ -56,15 +57,15 @@ type inputParams struct {
 	DaemonConfig *option.DaemonConfig
 }
 
-func newOperatorInputs(p inputParams) operator.Inputs {
+func newInputs(p inputParams) Inputs {
 	cs := p.Clientset
 	if !cs.IsEnabled() {
-		return operator.Inputs{}
+		return Inputs{}
 	}
 	// The namespace is read when the lists start, after the daemon
 	// configuration was populated from flags.
 	inNamespace := func(f func(ns string) cacheLW) cacheLW { return lazyNamespace(p.DaemonConfig, f) }
-	return operator.Inputs{
+	return Inputs{
 		Nodes: resource.New[*corev1.Node](p.Lifecycle,
 			utils.ListerWatcherFromTyped[*corev1.NodeList](cs.CoreV1().Nodes()), resource.WithName("egressha-nodes")),
 		AgentPods: resource.New[*corev1.Pod](p.Lifecycle, inNamespace(func(ns string) cacheLW {
@@ -89,13 +90,13 @@ type selectionParams struct {
 	Enabled   config.OperatorEnabled
 	Jobs      job.Group
 	DB        *statedb.DB
-	Nodes     statedb.RWTable[*operator.NodeRow]
-	Selection statedb.RWTable[*operator.SelectionRow]
+	Nodes     statedb.RWTable[*NodeRow]
+	Selection statedb.RWTable[*SelectionRow]
 	Clientset k8sClient.Clientset
 	CRDs      *client.Clientset
-	Metrics   *operator.Metrics
+	Metrics   *Metrics
 	Clock     clock.WithTicker
-	Inputs    operator.Inputs
+	Inputs    Inputs
 }
 
 func registerSelectionController(p selectionParams) {
@@ -112,7 +113,7 @@ func registerSelectionController(p selectionParams) {
 		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.Clientset.CoreV1().Events("")})
 		defer broadcaster.Shutdown()
 		recorder := broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"})
-		c := operator.NewController(p.Log, p.DB, p.Nodes, p.Selection, p.CRDs, p.Metrics, p.Clock, recorder, p.Inputs)
+		c := NewController(p.Log, p.DB, p.Nodes, p.Selection, p.CRDs, p.Metrics, p.Clock, recorder, p.Inputs)
 		c.NodesSynced = nodesSynced
 		return c.Run(ctx)
 	}))

@@ -154,8 +154,7 @@ func (c *CEGPController) Run(ctx context.Context) error {
 	go c.runWriter(ctx)
 	events := c.policies.Events(ctx)
 	synced := false
-	var timer clock.Timer
-	var timerC <-chan time.Time
+	expiry := expiryTimer{clock: c.clock}
 	for {
 		txn := c.db.ReadTxn()
 		nodesInit, initWatch := c.nodes.Initialized(txn)
@@ -166,14 +165,10 @@ func (c *CEGPController) Run(ctx context.Context) error {
 				nodes = append(nodes, r.selectionNode())
 			}
 			c.recompute(nodes)
-			if timer != nil {
-				timer.Stop()
-				timerC = nil
-			}
-			if next := nextExpiry(nodes, c.clock.Now()); !next.IsZero() {
-				timer = c.clock.NewTimer(next.Sub(c.clock.Now()) + time.Millisecond)
-				timerC = timer.C()
-			}
+			// The same rule as the selection controller: an expiry the
+			// clock passes while the timer is armed is acted on at once.
+			expiry.Arm(func(now time.Time) time.Time { return nextExpiry(nodes, now) },
+				func(time.Time) { c.recompute(nodes) })
 		}
 		select {
 		case <-ctx.Done():
@@ -185,8 +180,8 @@ func (c *CEGPController) Run(ctx context.Context) error {
 			c.onPolicy(ev, &synced)
 		case <-nodesWatch:
 		case <-initWatch:
-		case <-timerC:
-			timerC = nil
+		case <-expiry.C:
+			expiry.Fired()
 		}
 	}
 }

@@ -118,8 +118,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	pols := c.inputs.Policies.Events(ctx)
 	const inputs = 5
 	synced := map[string]bool{}
-	var timer clock.Timer
-	var timerC <-chan time.Time
+	expiry := expiryTimer{clock: c.clock}
 	pending := map[string]struct{}{} // gateways to recompute
 
 	for {
@@ -157,13 +156,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			detected = c.clock.Now()
 			c.onPolicy(ev, synced)
-		case <-timerC:
+		case <-expiry.C:
 			// A heartbeat lapsed: recompute the gateways of every node.
+			expiry.Fired()
 			detected = c.clock.Now()
 			for name := range c.gatewayNames() {
 				pending[name] = struct{}{}
 			}
-			timerC = nil
 		}
 		if len(synced) < inputs {
 			continue
@@ -181,34 +180,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.recompute(pending, detected)
 			clear(pending)
 		}
-		c.armExpiry(&timer, &timerC, pending)
-	}
-}
-
-// armExpiry sets the timer for the next heartbeat expiry. A timer is armed
-// relative to the clock at the moment it is created, so an expiry the clock
-// passes while this runs (between reading the time and arming, or during
-// the round before) is acted on here, at once, not left to a timer whose
-// instant is already gone.
-func (c *Controller) armExpiry(timer *clock.Timer, timerC *<-chan time.Time, pending map[string]struct{}) {
-	for range 3 {
-		now := c.clock.Now()
-		next := c.engine.NextExpiry(now)
-		if next.IsZero() {
-			return
-		}
-		if next.After(now) {
-			if *timer != nil {
-				(*timer).Stop()
-			}
-			// A hair after the expiry instant, so Fresh() is false then.
-			*timer = c.clock.NewTimer(next.Sub(now) + time.Millisecond)
-			*timerC = (*timer).C()
-			if next.After(c.clock.Now()) {
-				return
-			}
-		}
-		c.recompute(pending, c.clock.Now())
+		expiry.Arm(c.engine.NextExpiry, func(now time.Time) { c.recompute(pending, now) })
 	}
 }
 

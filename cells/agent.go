@@ -18,6 +18,7 @@ import (
 	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
 	"github.com/egressha/egressha/egressgw/heartbeat/writer"
+	"github.com/egressha/egressha/egressgw/localgateways"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/vip"
 )
@@ -42,6 +43,7 @@ var agentCells = cell.Group(
 	cell.Invoke(registerAgentChecks),
 
 	reflectors.Cell,
+	localgateways.Cell,
 	vip.TableCell,
 	writer.Cell,
 	entries.Cell,

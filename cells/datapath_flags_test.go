@@ -13,6 +13,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/datapath"
+	"github.com/egressha/egressha/egressgw/localgateways"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -27,6 +28,7 @@ func TestAgentDatapathFlags(t *testing.T) {
 			cell.Module("egressha-datapath-flags-test", "datapath cells as in the agent",
 				config.AgentCell,
 				reflectors.LocalNodeCell,
+				localgateways.Cell,
 				datapath.Cell,
 				datapath.TakeoverCell,
 				cell.Provide(tables.NewEgressGatewaysTable, statedb.RWTable[*tables.EgressGateway].ToTable),

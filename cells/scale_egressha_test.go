@@ -29,6 +29,7 @@ import (
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
+	"github.com/egressha/egressha/egressgw/localgateways"
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/reflectors"
@@ -101,6 +102,7 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 		cell.Module("egress-gateway-ha-agent", "egressha agent cells under benchmark",
 			config.AgentCell,
 			reflectors.Cell,
+			localgateways.Cell,
 			entries.Cell,
 			datapath.Cell,
 			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],

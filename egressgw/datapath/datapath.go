@@ -29,7 +29,6 @@ import (
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/policy"
-	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
@@ -150,14 +149,14 @@ const rpFilterRetryInterval = 10 * time.Second
 type rpFilterParams struct {
 	cell.In
 
-	Log       *slog.Logger
-	JobGroup  job.Group
-	DB        *statedb.DB
-	Gateways  statedb.Table[*tables.EgressGateway]
-	Devices   statedb.Table[*datapathtables.Device]
-	LocalNode *reflectors.LocalNodeLabels
-	Sysctl    sysctl.Sysctl
-	Map       maps.PolicyMap
+	Log      *slog.Logger
+	JobGroup job.Group
+	DB       *statedb.DB
+	// LocalGateways say which gateways this node is a candidate of, and
+	// whether their interface exists.
+	LocalGateways statedb.Table[*tables.LocalGateway]
+	Sysctl        sysctl.Sysctl
+	Map           maps.PolicyMap
 }
 
 // registerRPFilter relaxes rp_filter to 2 (loose) on the egress interface
@@ -180,37 +179,24 @@ type rpFilter struct {
 }
 
 func (r *rpFilter) run(ctx context.Context, health cell.Health) error {
-	health.OK("Waiting for the local node's labels")
 	for {
 		txn := r.p.DB.ReadTxn()
-		gateways, gatewaysChanged := r.p.Gateways.AllWatch(txn)
-		devices, devicesChanged := r.p.Devices.AllWatch(txn)
-		labels, seen, labelsChanged := r.p.LocalNode.Get()
+		facts, factsChanged := r.p.LocalGateways.AllWatch(txn)
 		var retry <-chan time.Time
-		if seen {
-			names := map[string]bool{}
-			for d := range devices {
-				if d.Name != "" {
-					names[d.Name] = true
-				}
-			}
-			want := rpFilterInterfaces(labels, statedb.Collect(gateways), names)
-			if err := r.apply(want); err != nil {
-				health.Degraded("Cannot relax rp_filter on egress interfaces; "+
-					"replies forwarded through this gateway may be dropped", err)
-				retry = time.After(rpFilterRetryInterval)
-			} else if len(want) == 0 {
-				health.OK("No egress interface of a candidate gateway on this node")
-			} else {
-				health.OK("rp_filter=2 on " + strings.Join(want, ", "))
-			}
+		want := rpFilterInterfaces(tables.LocalFacts(statedb.Collect(facts)))
+		if err := r.apply(want); err != nil {
+			health.Degraded("Cannot relax rp_filter on egress interfaces; "+
+				"replies forwarded through this gateway may be dropped", err)
+			retry = time.After(rpFilterRetryInterval)
+		} else if len(want) == 0 {
+			health.OK("No egress interface of a candidate gateway on this node")
+		} else {
+			health.OK("rp_filter=2 on " + strings.Join(want, ", "))
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-gatewaysChanged:
-		case <-devicesChanged:
-		case <-labelsChanged:
+		case <-factsChanged:
 		case <-retry:
 		}
 	}
@@ -247,18 +233,16 @@ func (r *rpFilter) apply(ifaces []string) error {
 }
 
 // rpFilterInterfaces returns, sorted and unique, the interfaces of the
-// basic-mode (PrimaryIPFromEgressGatewayNodeInterface) gateways a node
-// with nodeLabels is a candidate of, among the devices that exist.
-func rpFilterInterfaces(nodeLabels map[string]string, gateways []*tables.EgressGateway, devices map[string]bool) []string {
+// basic-mode (PrimaryIPFromEgressGatewayNodeInterface) gateways this node
+// is a candidate of, among the devices that exist.
+func rpFilterInterfaces(facts []heartbeat.LocalFact) []string {
 	var out []string
-	for _, g := range gateways {
-		if g.Mode != v1alpha1.SourceIPModePrimaryIP || g.InterfaceName == "" || !devices[g.InterfaceName] {
+	for _, f := range facts {
+		if f.Mode != v1alpha1.SourceIPModePrimaryIP || !f.Candidate || f.Interface == "" ||
+			f.Basic.Reason == heartbeat.ReasonInterfaceMissing {
 			continue
 		}
-		if !heartbeat.IsCandidate(nodeLabels, g.Object) {
-			continue
-		}
-		out = append(out, g.InterfaceName)
+		out = append(out, f.Interface)
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

@@ -27,6 +27,8 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/localgateways"
 	egressmaps "github.com/egressha/egressha/egressgw/maps"
 	"github.com/egressha/egressha/egressgw/maps/mapstest"
 	"github.com/egressha/egressha/egressgw/policy"
@@ -45,8 +47,8 @@ func TestRPFilterInterfaces(t *testing.T) {
 		testcells.BasicGateway("e", "eth0", map[string]string{"zone": "a"}),                         // candidate
 		testcells.VIPGateway("f", []v1alpha1.InterfaceName{"eth4"}, map[string]string{"zone": "a"}), // VIP mode
 	}
-	devices := map[string]bool{"eth0": true, "eth1": true, "eth2": true, "eth4": true}
-	got := rpFilterInterfaces(labels, gws, devices)
+	devices := []heartbeat.Device{{Name: "eth0"}, {Name: "eth1"}, {Name: "eth2"}, {Name: "eth4"}}
+	got := rpFilterInterfaces(heartbeat.LocalFacts(labels, tables.Objects(gws), devices))
 	if want := []string{"eth0", "eth1"}; !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
@@ -150,6 +152,7 @@ func newDatapathHive(t *testing.T, nodeLabels map[string]string) *datapathHive {
 		cell.Invoke(statedb.RegisterTable[*datapathtables.Device]),
 		cell.Module("egressha-datapath-test", "datapath cells under test",
 			reflectors.LocalNodeCell,
+			localgateways.Cell,
 			Cell,
 			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],
 				gws statedb.RWTable[*tables.EgressGateway], devs statedb.RWTable[*datapathtables.Device]) {

@@ -9,7 +9,7 @@
 //   - egress-endpoints: every pod endpoint of the cluster;
 //   - reflectors.NodeLabels: the labels of each endpoint's node, for the
 //     nodeSelector of CiliumEgressGatewayPolicy selectors;
-//   - heartbeat.Status: this node's own address per basic-mode gateway.
+//   - egress-local-gateways: this node's own address per basic-mode gateway.
 //
 // It also writes each EgressGatewayPolicy's Ready and Conflict conditions,
 // as this agent sees them, into egress-policies. It never touches the BPF

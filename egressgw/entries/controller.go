@@ -20,7 +20,6 @@ import (
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/config"
-	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
@@ -46,9 +45,9 @@ type desiredEntriesParams struct {
 	Nodes *reflectors.NodeLabels
 	// CEGPLocal names this node and resolves CEGP egress IPs on it.
 	CEGPLocal *CEGPLocal `optional:"true"`
-	// Heartbeat gives this node's own egress IP per gateway it is a
-	// candidate of (see localEgressIPs).
-	Heartbeat *heartbeat.Status `optional:"true"`
+	// LocalGateways give this node's own address per basic-mode gateway
+	// (see localEgressIPs); optional so test hives can do without it.
+	LocalGateways statedb.Table[*tables.LocalGateway] `optional:"true"`
 	// Entries is provided by the map reconciler's cell.
 	Entries statedb.RWTable[*tables.PolicyEntry]
 }
@@ -257,8 +256,15 @@ func (j *entriesJob) round() roundWatch {
 	for c := range gw {
 		j.gatewayChanged(c)
 	}
-	if j.Heartbeat != nil {
-		j.local, w.local = j.Heartbeat.LocalEgressIPs()
+	if j.LocalGateways != nil {
+		facts, watch := j.LocalGateways.AllWatch(wtxn)
+		local := map[string]string{}
+		for f := range facts {
+			if ip := f.LocalEgressIP(); ip != "" {
+				local[f.Gateway] = ip
+			}
+		}
+		j.local, w.local = local, watch
 	}
 	if j.localEgressIPs() {
 		full = true

@@ -33,7 +33,6 @@ import (
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
-	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 	"github.com/egressha/egressha/vipd"
 )
@@ -53,9 +52,10 @@ type vipParams struct {
 	Gateways     statedb.Table[*tables.EgressGateway]
 	Devices      statedb.Table[*datapathtables.Device]
 	VIPs         statedb.RWTable[*tables.VirtualIP]
-	LocalNode    *reflectors.LocalNodeLabels
-	Status       *heartbeat.Status
-	Metrics      *Metrics
+	// LocalGateways say which gateways this node is a candidate of.
+	LocalGateways statedb.Table[*tables.LocalGateway]
+	Status        *heartbeat.Status
+	Metrics       *Metrics
 }
 
 func registerController(p vipParams) error {
@@ -131,10 +131,12 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 	health.OK("Waiting for the local node, devices and EgressGateways")
 	for {
 		txn := j.p.DB.ReadTxn()
+		// egress-local-gateways is initialized once the gateways, the
+		// devices and the node's labels are known.
 		gwInit, gwWait := j.p.Gateways.Initialized(txn)
 		devInit, devWait := j.p.Devices.Initialized(txn)
-		_, seen, labelsChanged := j.p.LocalNode.Get()
-		if gwInit && devInit && seen {
+		factsInit, factsWait := j.p.LocalGateways.Initialized(txn)
+		if gwInit && devInit && factsInit {
 			break
 		}
 		select {
@@ -142,7 +144,7 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 			return nil
 		case <-gwWait:
 		case <-devWait:
-		case <-labelsChanged:
+		case <-factsWait:
 		}
 	}
 
@@ -150,8 +152,12 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 		txn := j.p.DB.ReadTxn()
 		gws, gwChanged := j.p.Gateways.AllWatch(txn)
 		devs, devChanged := j.p.Devices.AllWatch(txn)
-		labels, _, labelsChanged := j.p.LocalNode.Get()
-		next := j.reconcile(ctx, statedb.Collect(gws), statedb.Collect(devs), labels)
+		facts, factsChanged := j.p.LocalGateways.AllWatch(txn)
+		candidate := map[string]bool{}
+		for f := range facts {
+			candidate[f.Gateway] = f.Candidate
+		}
+		next := j.reconcile(ctx, statedb.Collect(gws), statedb.Collect(devs), candidate)
 		j.publish(health)
 
 		var timer <-chan time.Time
@@ -163,7 +169,7 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 			return nil
 		case <-gwChanged:
 		case <-devChanged:
-		case <-labelsChanged:
+		case <-factsChanged:
 		case <-j.wake:
 		case <-timer:
 		}
@@ -178,11 +184,11 @@ func (j *vipJob) fenceOpen() bool {
 
 // reconcile brings every VIP gateway to the state its inputs ask for and
 // returns when it wants to run again (zero: only on a change).
-func (j *vipJob) reconcile(ctx context.Context, gws []*tables.EgressGateway, devs []*datapathtables.Device, labels map[string]string) time.Time {
+func (j *vipJob) reconcile(ctx context.Context, gws []*tables.EgressGateway, devs []*datapathtables.Device, candidate map[string]bool) time.Time {
 	now := time.Now()
 	wanted := map[string]*tables.EgressGateway{}
 	for _, gw := range gws {
-		if gw.Mode == v1alpha1.SourceIPModeVirtualIP && gw.VirtualIP.Is4() && heartbeat.IsCandidate(labels, gw.Object) {
+		if gw.Mode == v1alpha1.SourceIPModeVirtualIP && gw.VirtualIP.Is4() && candidate[gw.Name] {
 			wanted[gw.Name] = gw
 		}
 	}

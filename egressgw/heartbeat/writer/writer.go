@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"math"
-	"net"
-	"net/netip"
 	"time"
 
 	"github.com/cilium/hive/cell"
@@ -21,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
-	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 	"github.com/cilium/cilium/pkg/option"
@@ -56,11 +53,12 @@ type heartbeatParams struct {
 	DaemonConfig *option.DaemonConfig
 	Clientset    k8sClient.Clientset
 	DB           *statedb.DB
-	Gateways     statedb.Table[*tables.EgressGateway]
+	// LocalGateways are this node's facts per gateway: candidacy and
+	// basic-mode interface checks.
+	LocalGateways statedb.Table[*tables.LocalGateway]
 	// CEGPs makes a node matching a CiliumEgressGatewayPolicy gateway
 	// entry renew too (cegp_heartbeat.go).
 	CEGPs     statedb.Table[*tables.CEGP] `optional:"true"`
-	Devices   statedb.Table[*datapathtables.Device]
 	VIPs      statedb.Table[*tables.VirtualIP]
 	LocalNode *reflectors.LocalNodeLabels
 	Status    *heartbeat.Status
@@ -136,15 +134,11 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 	due := true
 	for {
 		txn := h.p.DB.ReadTxn()
-		gateways, gatewaysChanged := h.p.Gateways.AllWatch(txn)
-		devices, devicesChanged := h.p.Devices.AllWatch(txn)
+		facts, factsChanged := h.p.LocalGateways.AllWatch(txn)
 		vips, vipsChanged := h.p.VIPs.AllWatch(txn)
 		labels, _, labelsChanged := h.p.LocalNode.Get()
-		gws := tables.Objects(statedb.Collect(gateways))
-		devs := reportDevices(statedb.Collect(devices))
-		report := heartbeat.BuildReport(labels, gws, devs, vipStatuses(vips))
+		report := heartbeat.ReportFromFacts(tables.LocalFacts(statedb.Collect(facts)), vipStatuses(vips))
 		cegpsChanged := h.addCEGPCandidacy(txn, labels, report)
-		h.p.Status.SetLocalEgressIPs(heartbeat.LocalEgressIPs(gws, devs))
 		h.step(ctx, health, report, due)
 
 		due = false
@@ -154,9 +148,8 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 			return nil
 		case <-ticker.C:
 			due = true
-		case <-gatewaysChanged:
+		case <-factsChanged:
 		case <-cegpsChanged:
-		case <-devicesChanged:
 		case <-labelsChanged:
 		case <-vipsChanged:
 			// A node that stopped announcing a VIP must say so at once: the
@@ -182,19 +175,19 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 	health.OK("Waiting for the local node and the initial list of EgressGateways")
 	for {
 		txn := h.p.DB.ReadTxn()
-		gwInit, gwWait := h.p.Gateways.Initialized(txn)
-		devInit, devWait := h.p.Devices.Initialized(txn)
+		// egress-local-gateways is initialized once the gateways, the
+		// devices and the node's labels are known.
+		factsInit, factsWait := h.p.LocalGateways.Initialized(txn)
 		cegpInit, cegpWait := h.cegpsInitialized(txn)
 		_, seen, labelsChanged := h.p.LocalNode.Get()
-		if gwInit && devInit && cegpInit && seen {
+		if factsInit && cegpInit && seen {
 			return true
 		}
 		select {
 		case <-ctx.Done():
 			return false
-		case <-gwWait:
+		case <-factsWait:
 		case <-cegpWait:
-		case <-devWait:
 		case <-labelsChanged:
 		}
 	}
@@ -385,54 +378,11 @@ func (h *heartbeatJob) logReportChange(report heartbeat.Report) {
 	}
 }
 
-// vipStatuses are the VIP responder's rows for heartbeat.BuildReport.
+// vipStatuses are the VIP controller's rows for heartbeat.ReportFromFacts.
 func vipStatuses(rows iter.Seq2[*tables.VirtualIP, statedb.Revision]) map[string]heartbeat.VIPStatus {
 	out := map[string]heartbeat.VIPStatus{}
 	for v := range rows {
 		out[v.Gateway] = v.Status()
 	}
 	return out
-}
-
-// reportDevices converts Cilium's devices for heartbeat.BuildReport.
-func reportDevices(devs []*datapathtables.Device) []heartbeat.Device {
-	out := make([]heartbeat.Device, 0, len(devs))
-	for _, d := range devs {
-		if d.Name == "" {
-			continue // addresses seen before the link; not a device yet
-		}
-		out = append(out, reportDevice(d))
-	}
-	return out
-}
-
-// reportDevice converts one of Cilium's devices. Up: administratively up
-// and operationally up, or "unknown" as virtual devices such as dummy
-// report. IPv4: global-scope unicast addresses, primary ones first.
-func reportDevice(d *datapathtables.Device) heartbeat.Device {
-	up := d.Flags&net.FlagUp != 0
-	switch d.OperStatus {
-	case "", "up", "unknown":
-	default:
-		up = false
-	}
-	var primary, secondary []netip.Addr
-	for _, a := range d.Addrs {
-		if !a.Addr.Is4() || a.Scope != datapathtables.RT_SCOPE_UNIVERSE || !a.Addr.IsGlobalUnicast() {
-			continue
-		}
-		if a.Secondary {
-			secondary = append(secondary, a.Addr)
-		} else {
-			primary = append(primary, a.Addr)
-		}
-	}
-	return heartbeat.Device{
-		Name:              d.Name,
-		Up:                up,
-		OperStatus:        d.OperStatus,
-		Selected:          d.Selected,
-		NotSelectedReason: d.NotSelectedReason,
-		IPv4:              append(primary, secondary...),
-	}
 }

@@ -468,8 +468,8 @@ func (j *entriesJob) gatewayChanged(c statedb.Change[*tables.EgressGateway]) {
 	if c.Object.Object == nil {
 		return
 	}
-	g, err := policy.GatewayFromObject(c.Object.Object)
-	if msg := errString(err); msg != j.gatewayErrs[name] {
+	g := c.Object.MapValue
+	if msg := c.Object.MapValueError; msg != j.gatewayErrs[name] {
 		if msg != "" {
 			j.Log.Warn("egressha: EgressGateway status is not usable; its policies' traffic is dropped until it is",
 				"gateway", name, "error", msg)

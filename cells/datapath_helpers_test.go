@@ -6,7 +6,7 @@ import (
 	"github.com/cilium/cilium/pkg/datapath/linux/sysctl"
 	"github.com/cilium/cilium/pkg/maps/egressmap"
 
-	egressmaps "github.com/egressha/egressha/egressgw/maps"
+	"github.com/egressha/egressha/egressgw/policymap"
 	"github.com/egressha/egressha/internal/testcells"
 )
 
@@ -23,5 +23,5 @@ func provideDatapathDependencies() cell.Cell {
 // from agentCells: egressha does not own the datapath, so the map
 // reconciler and rp_filter stay off.
 func provideNoPolicyMap() cell.Cell {
-	return cell.Provide(func() egressmaps.PolicyMap { return nil })
+	return cell.Provide(func() policymap.PolicyMap { return nil })
 }

@@ -28,10 +28,10 @@ import (
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/datapath"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/entries"
 	"github.com/egressha/egressha/egressgw/localgateways"
-	egressmaps "github.com/egressha/egressha/egressgw/maps"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/policymap"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 	"github.com/egressha/egressha/internal/testcells"
@@ -51,7 +51,7 @@ type egresshaScale struct {
 	db      *statedb.DB
 	entries statedb.RWTable[*tables.PolicyEntry]
 	inputs  []statedb.TableMeta // egress-policies, egress-gateways
-	pm      *egressmaps.BPFPolicyMap
+	pm      *policymap.BPFPolicyMap
 	ceps    *fakeResource[*k8sTypes.CiliumEndpoint]
 }
 
@@ -67,7 +67,7 @@ var entriesStatus = reconciler.NewStatusIndex((*tables.PolicyEntry).GetStatus)
 // fake API server and an empty map; no CiliumEndpoint is sent yet.
 func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 	registerHeartbeatTestScheme()
-	s.pm = egressmaps.NewPolicyMap(scaleMapMaxEntries)
+	s.pm = policymap.NewPolicyMap(scaleMapMaxEntries)
 	if err := s.pm.CreateUnpinned(); err != nil {
 		b.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 				return client.NewForFake(&fc.CiliumFakeClientset.Fake)
 			},
 			func() resource.Resource[*k8sTypes.CiliumEndpoint] { return s.ceps },
-			func() egressmaps.PolicyMap { return s.pm },
+			func() policymap.PolicyMap { return s.pm },
 			func() *node.LocalNodeStore {
 				return node.NewTestLocalNodeStore(node.LocalNode{Node: nodeTypes.Node{Name: "bench-node"}})
 			},
@@ -229,8 +229,8 @@ func (s *egresshaScale) prepare(ctx context.Context, b testing.TB) {
 // reconciler does not expose a trigger. The map is right, so Prune only
 // reads and compares; a write would show as a repair in the metrics.
 func (s *egresshaScale) steadyResync(ctx context.Context, b testing.TB) {
-	metrics := egressmaps.NewMetrics()
-	ops := egressmaps.NewOps(s.log, s.pm, metrics)
+	metrics := policymap.NewMetrics()
+	ops := policymap.NewOps(s.log, s.pm, metrics)
 	txn := s.db.ReadTxn()
 	if err := ops.Prune(ctx, txn, s.entries.All(txn)); err != nil {
 		b.Fatal(err)
@@ -267,9 +267,9 @@ func (s *egresshaScale) endpointAdded(ctx context.Context, b testing.TB, i int) 
 func (s *egresshaScale) settle(context.Context, testing.TB) {}
 
 func (s *egresshaScale) mapEntries(b testing.TB) int {
-	want := policy.Value{EgressIP: netip.MustParseAddr(scaleEgressIP), GatewayIP: netip.MustParseAddr(scaleGatewayNodeIP)}
+	want := egresspolicy.Value{EgressIP: netip.MustParseAddr(scaleEgressIP), GatewayIP: netip.MustParseAddr(scaleGatewayNodeIP)}
 	n, wrong := 0, 0
-	if err := s.pm.IterateWithCallback(func(_ policy.Key, v policy.Value) {
+	if err := s.pm.IterateWithCallback(func(_ egresspolicy.Key, v egresspolicy.Value) {
 		n++
 		if v != want {
 			wrong++

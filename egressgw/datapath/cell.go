@@ -12,7 +12,7 @@ import (
 
 	"github.com/cilium/cilium/pkg/metrics"
 
-	"github.com/egressha/egressha/egressgw/maps"
+	"github.com/egressha/egressha/egressgw/policymap"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
@@ -20,7 +20,7 @@ import (
 // egress gateway policy map: the table (RWTable private to the agent
 // module, for whoever computes the entries; Table public, for db/show),
 // the map reconciler, and rp_filter on egress interfaces. They act only
-// when TakeoverCell provided a policy map (maps.PolicyMap non-nil),
+// when TakeoverCell provided a policy map (policymap.PolicyMap non-nil),
 // i.e. when egressha owns the egress gateway datapath on this agent.
 var Cell = cell.Group(
 	cell.ProvidePrivate(tables.NewPolicyEntriesTable),
@@ -31,7 +31,7 @@ var Cell = cell.Group(
 		"Reconciles egress-policy-entries into the egress policy map and sets rp_filter",
 
 		cell.Config(DefaultConfig),
-		metrics.Metric(maps.NewMetrics),
+		metrics.Metric(policymap.NewMetrics),
 		cell.Invoke(registerPolicyMapReconciler),
 		cell.Invoke(registerRPFilter),
 	),
@@ -43,7 +43,7 @@ var Cell = cell.Group(
 // enabler, and the pinned cilium_egress_gw_policy_v4 map, opened in a
 // start hook the datapath loader waits for. It lives outside the agent's other cells
 // because it touches the host's bpffs; tests provide a
-// maps.PolicyMap (a fake, or nil) instead.
+// policymap.PolicyMap (a fake, or nil) instead.
 var TakeoverCell = cell.Module(
 	"egress-gateway-ha-takeover",
 	"Egress gateway node define and tunnel and pinned policy map without Cilium EGW",

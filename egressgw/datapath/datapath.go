@@ -26,9 +26,9 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/heartbeat"
-	"github.com/egressha/egressha/egressgw/maps"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/policymap"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
@@ -73,7 +73,7 @@ type takeoverOut struct {
 	// PolicyMap is nil when egressha does not own the datapath. Through
 	// bpf.MapOut it also joins the "bpf-maps" group, so the loader's
 	// constructor, and so its start, comes after our start hook.
-	PolicyMap bpf.MapOut[maps.PolicyMap]
+	PolicyMap bpf.MapOut[policymap.PolicyMap]
 }
 
 // ownsDatapath reports whether egressha takes over the egress gateway
@@ -89,7 +89,7 @@ func newDatapathTakeover(p takeoverParams) takeoverOut {
 	if !ownsDatapath(p.Enabled, p.DaemonConfig, p.KPRConfig) {
 		return takeoverOut{}
 	}
-	m := maps.NewPolicyMap(p.PolicyConfig.EgressGatewayPolicyMapMax)
+	m := policymap.NewPolicyMap(p.PolicyConfig.EgressGatewayPolicyMapMax)
 	p.Lifecycle.Append(cell.Hook{
 		OnStart: func(cell.HookContext) error {
 			if err := m.OpenOrCreate(p.Log); err != nil {
@@ -99,10 +99,10 @@ func newDatapathTakeover(p takeoverParams) takeoverOut {
 			// the reconciler changes them only once the desired state is
 			// complete.
 			n := 0
-			if err := m.IterateWithCallback(func(policy.Key, policy.Value) { n++ }); err != nil {
+			if err := m.IterateWithCallback(func(egresspolicy.Key, egresspolicy.Value) { n++ }); err != nil {
 				return err
 			}
-			p.Log.Info("egressha owns the egress gateway datapath: opened "+maps.PolicyMapName,
+			p.Log.Info("egressha owns the egress gateway datapath: opened "+policymap.PolicyMapName,
 				"maxEntries", m.MaxEntries(), "entriesFound", n)
 			return nil
 		},
@@ -111,7 +111,7 @@ func newDatapathTakeover(p takeoverParams) takeoverOut {
 	return takeoverOut{
 		NodeOut:    defines.NodeOut{NodeDefines: defines.Map{"ENABLE_EGRESS_GATEWAY": "1"}},
 		EnablerOut: tunnel.NewEnabler(true),
-		PolicyMap:  bpf.NewMapOut[maps.PolicyMap](m),
+		PolicyMap:  bpf.NewMapOut[policymap.PolicyMap](m),
 	}
 }
 
@@ -121,22 +121,22 @@ type policyMapReconcilerParams struct {
 	reconciler.Params
 	Config  Config
 	Table   statedb.RWTable[*tables.PolicyEntry]
-	Map     maps.PolicyMap
-	Metrics *maps.Metrics
+	Map     policymap.PolicyMap
+	Metrics *policymap.Metrics
 }
 
 // registerPolicyMapReconciler reconciles egress-policy-entries into the
 // policy map. It starts once the table is initialized (see
-// maps.RegisterReconciler): whoever fills the table must register its
+// policymap.RegisterReconciler): whoever fills the table must register its
 // initializer on it while being constructed and mark it done once every
 // input synced and the complete desired state is committed.
 func registerPolicyMapReconciler(p policyMapReconcilerParams) error {
 	if p.Map == nil {
 		return nil
 	}
-	cfg := maps.DefaultReconcilerConfig
+	cfg := policymap.DefaultReconcilerConfig
 	cfg.ResyncInterval = p.Config.EgressGatewayHAMapResyncInterval
-	if _, err := maps.RegisterReconciler(p.Params, p.Table, maps.NewOps(p.Log, p.Map, p.Metrics), cfg); err != nil {
+	if _, err := policymap.RegisterReconciler(p.Params, p.Table, policymap.NewOps(p.Log, p.Map, p.Metrics), cfg); err != nil {
 		return fmt.Errorf("--egress-gateway-ha-map-resync-interval: %w", err)
 	}
 	return nil
@@ -156,7 +156,7 @@ type rpFilterParams struct {
 	// whether their interface exists.
 	LocalGateways statedb.Table[*tables.LocalGateway]
 	Sysctl        sysctl.Sysctl
-	Map           maps.PolicyMap
+	Map           policymap.PolicyMap
 }
 
 // registerRPFilter relaxes rp_filter to 2 (loose) on the egress interface

@@ -27,11 +27,11 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/localgateways"
-	egressmaps "github.com/egressha/egressha/egressgw/maps"
-	"github.com/egressha/egressha/egressgw/maps/mapstest"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/policymap"
+	"github.com/egressha/egressha/egressgw/policymap/mapstest"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 	"github.com/egressha/egressha/internal/testcells"
@@ -138,7 +138,7 @@ func newDatapathHive(t *testing.T, nodeLabels map[string]string) *datapathHive {
 	d := &datapathHive{pm: mapstest.New(1 << 14), sysctl: testcells.NewFakeSysctl()}
 	h := hive.New(
 		cell.Provide(
-			func() egressmaps.PolicyMap { return d.pm },
+			func() policymap.PolicyMap { return d.pm },
 			func() *node.LocalNodeStore {
 				return node.NewTestLocalNodeStore(node.LocalNode{Node: nodeTypes.Node{Name: "node1", Labels: nodeLabels}})
 			},
@@ -190,10 +190,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // the policy map once its initializer is done, and not before.
 func TestDatapathCellsReconcile(t *testing.T) {
 	d := newDatapathHive(t, nil)
-	k := policy.Key{Source: netip.MustParseAddr("10.244.1.10"), Dest: netip.MustParsePrefix("0.0.0.0/0")}
-	v := policy.Value{EgressIP: netip.MustParseAddr("203.0.113.1"), GatewayIP: netip.MustParseAddr("172.18.0.2")}
+	k := egresspolicy.Key{Source: netip.MustParseAddr("10.244.1.10"), Dest: netip.MustParsePrefix("0.0.0.0/0")}
+	v := egresspolicy.Value{EgressIP: netip.MustParseAddr("203.0.113.1"), GatewayIP: netip.MustParseAddr("172.18.0.2")}
 	wtxn := d.db.WriteTxn(d.entries)
-	d.entries.Insert(wtxn, &tables.PolicyEntry{Entry: policy.Entry{Key: k, Value: v, Policy: "p"}, Status: reconciler.StatusPending()})
+	d.entries.Insert(wtxn, &tables.PolicyEntry{Entry: egresspolicy.Entry{Key: k, Value: v, Policy: "p"}, Status: reconciler.StatusPending()})
 	wtxn.Commit()
 	time.Sleep(200 * time.Millisecond)
 	if len(d.pm.Snapshot()) != 0 {
@@ -202,7 +202,7 @@ func TestDatapathCellsReconcile(t *testing.T) {
 	wtxn = d.db.WriteTxn(d.entries)
 	d.initDone(wtxn)
 	wtxn.Commit()
-	waitFor(t, "the entry in the map", func() bool { return maps.Equal(d.pm.Snapshot(), map[policy.Key]policy.Value{k: v}) })
+	waitFor(t, "the entry in the map", func() bool { return maps.Equal(d.pm.Snapshot(), map[egresspolicy.Key]egresspolicy.Value{k: v}) })
 }
 
 // TestDatapathCellsRPFilter: rp_filter=2 on the existing interfaces of the

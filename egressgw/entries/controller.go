@@ -20,7 +20,7 @@ import (
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/config"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -71,20 +71,20 @@ func newEntriesJob(p desiredEntriesParams, initDone func(statedb.WriteTxn)) *ent
 		desiredEntriesParams: p,
 		initDone:             initDone,
 		policies:             map[string]*tables.Policy{},
-		gateways:             map[string]policy.Gateway{},
-		fromStatus:           map[string]policy.Gateway{},
+		gateways:             map[string]egresspolicy.Gateway{},
+		fromStatus:           map[string]egresspolicy.Gateway{},
 		basic:                map[string]bool{},
 		gatewayErrs:          map[string]string{},
-		conflicts:            map[netip.Addr][]policy.Conflict{},
-		conflictRefs:         map[policy.Conflict]int{},
-		lastConflict:         map[string]policy.Condition{},
+		conflicts:            map[netip.Addr][]egresspolicy.Conflict{},
+		conflictRefs:         map[egresspolicy.Conflict]int{},
+		lastConflict:         map[string]egresspolicy.Condition{},
 		cegps:                map[string]*tables.CEGP{},
 		cegpErrs:             map[string]string{},
 	}
 }
 
 // entriesJob keeps egress-policy-entries equal to the union of
-// policy.ForEndpoint over the rows of egress-endpoints.
+// egresspolicy.ForEndpoint over the rows of egress-endpoints.
 //
 // It follows its three inputs with change iterators. An endpoint change
 // recomputes that endpoint only (its rows are found by the source index);
@@ -109,29 +109,29 @@ type entriesJob struct {
 	// policies are the current rows of egress-policies by name; polList
 	// their parsed policies, rebuilt when a spec changes.
 	policies map[string]*tables.Policy
-	polList  []policy.Policy
-	gateways map[string]policy.Gateway
+	polList  []egresspolicy.Policy
+	gateways map[string]egresspolicy.Gateway
 	// fromStatus are the gateways as their status says (before
 	// localEgressIPs); basic the names of basic-mode gateways; local this
 	// node's own egress address per basic-mode gateway.
-	fromStatus map[string]policy.Gateway
+	fromStatus map[string]egresspolicy.Gateway
 	basic      map[string]bool
 	local      map[string]string
 	// gatewayErrs are the last conversion errors logged, per gateway.
 	gatewayErrs map[string]string
-	// conflicts are the overlap conflicts of each endpoint (policy.Resolve);
+	// conflicts are the overlap conflicts of each endpoint (egresspolicy.Resolve);
 	// conflictRefs counts how many endpoints report each, so the set the
 	// conditions need is known without visiting every endpoint.
-	conflicts        map[netip.Addr][]policy.Conflict
-	conflictRefs     map[policy.Conflict]int
+	conflicts        map[netip.Addr][]egresspolicy.Conflict
+	conflictRefs     map[egresspolicy.Conflict]int
 	conflictsChanged bool // the set of conflicts changed since the last conditions
-	lastConflict     map[string]policy.Condition
+	lastConflict     map[string]egresspolicy.Condition
 
 	// cegps are the rows of egress-cegps by name; cegpValues the spread
 	// values last computed for each (they depend on this node's devices);
 	// cegpErrs the last resolution errors logged.
 	cegps      map[string]*tables.CEGP
-	cegpValues map[string][]policy.Value
+	cegpValues map[string][]egresspolicy.Value
 	cegpErrs   map[string]string
 }
 
@@ -345,7 +345,7 @@ func (j *entriesJob) round() roundWatch {
 // node would use. It reports whether any value changed.
 func (j *entriesJob) localEgressIPs() bool {
 	changed := len(j.gateways) != len(j.fromStatus)
-	next := make(map[string]policy.Gateway, len(j.fromStatus))
+	next := make(map[string]egresspolicy.Gateway, len(j.fromStatus))
 	for name, g := range j.fromStatus {
 		if own, ok := j.local[name]; ok && j.basic[name] && g.ActiveNode != "" {
 			if ip, err := netip.ParseAddr(own); err == nil && ip.Is4() {
@@ -370,7 +370,7 @@ const cegpResolveInterval = 10 * time.Second
 // changed (or a CEGP came or went).
 func (j *entriesJob) refreshCEGPValues() bool {
 	changed := len(j.cegpValues) != len(j.cegps)
-	next := make(map[string][]policy.Value, len(j.cegps))
+	next := make(map[string][]egresspolicy.Value, len(j.cegps))
 	node, resolve := "", cegp.Resolver(nil)
 	if j.CEGPLocal != nil {
 		node, resolve = j.CEGPLocal.NodeName(), j.CEGPLocal.Resolve
@@ -512,20 +512,20 @@ func (j *entriesJob) syncAll(wtxn statedb.WriteTxn, n *writeCounts) {
 // syncEndpoint makes the rows of source ip equal to the entries of ep (none
 // if ep is nil), writing only what differs.
 func (j *entriesJob) syncEndpoint(wtxn statedb.WriteTxn, ip netip.Addr, ep *tables.Endpoint, n *writeCounts) {
-	var want []policy.Entry
-	var conflicts []policy.Conflict
+	var want []egresspolicy.Entry
+	var conflicts []egresspolicy.Conflict
 	if ep != nil {
 		e := ep.Endpoint
 		e.NodeLabels = j.Nodes.Of(ep)
-		want, conflicts = policy.Resolve(j.polList, j.gateways, e)
+		want, conflicts = egresspolicy.Resolve(j.polList, j.gateways, e)
 	}
 	j.setConflicts(ip, conflicts)
 
-	var have map[policy.Key]*tables.PolicyEntry
+	var have map[egresspolicy.Key]*tables.PolicyEntry
 	if ip.Is4() {
 		for _, e := range statedb.Collect(j.Entries.List(wtxn, tables.PolicyEntrySourceIndex.Query(ip))) {
 			if have == nil {
-				have = map[policy.Key]*tables.PolicyEntry{}
+				have = map[egresspolicy.Key]*tables.PolicyEntry{}
 			}
 			have[e.Key] = e
 		}
@@ -552,7 +552,7 @@ func (j *entriesJob) syncEndpoint(wtxn statedb.WriteTxn, ip netip.Addr, ep *tabl
 }
 
 // setConflicts replaces the conflicts reported for ip.
-func (j *entriesJob) setConflicts(ip netip.Addr, cs []policy.Conflict) {
+func (j *entriesJob) setConflicts(ip netip.Addr, cs []egresspolicy.Conflict) {
 	old := j.conflicts[ip]
 	if len(old) == 0 && len(cs) == 0 {
 		return
@@ -598,7 +598,7 @@ func (j *entriesJob) syncConditions(wtxn statedb.WriteTxn, full bool, n *writeCo
 	}
 	j.conflictsChanged = false
 	conflicts := slices.Collect(maps.Keys(j.conflictRefs))
-	conds := policy.Conditions(j.polList, j.fromStatus, conflicts)
+	conds := egresspolicy.Conditions(j.polList, j.fromStatus, conflicts)
 	for name, row := range j.policies {
 		want := conds[name]
 		if slices.Equal(row.Conditions, want) {
@@ -614,16 +614,16 @@ func (j *entriesJob) syncConditions(wtxn statedb.WriteTxn, full bool, n *writeCo
 }
 
 func (j *entriesJob) logConflict(name string, row *tables.Policy) {
-	c, ok := row.Condition(policy.ConditionConflict)
+	c, ok := row.Condition(egresspolicy.ConditionConflict)
 	if !ok {
 		return
 	}
 	prev, had := j.lastConflict[name]
 	j.lastConflict[name] = c
 	switch {
-	case !had && c.Status != policy.StatusTrue:
+	case !had && c.Status != egresspolicy.StatusTrue:
 	case had && prev.Status == c.Status && prev.Message == c.Message:
-	case c.Status == policy.StatusTrue:
+	case c.Status == egresspolicy.StatusTrue:
 		j.Log.Warn("egressha: EgressGatewayPolicy conflicts with another policy; the policy whose name sorts first is programmed",
 			"policy", name, "reason", c.Reason, "message", c.Message)
 	default:

@@ -16,7 +16,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/cegp"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
@@ -35,7 +35,7 @@ const (
 // EgressGateway, CiliumEgressGatewayPolicy and node-label events are
 // written into the real input tables (as the reflectors write them), the
 // controller's round runs after every burst, and then
-// egress-policy-entries must hold exactly policy.Compute of the tables'
+// egress-policy-entries must hold exactly egresspolicy.Compute of the tables'
 // current contents, and every policy's conditions must be Compute's.
 func TestControllerMatchesCompute(t *testing.T) {
 	for seed := uint64(1); seed <= oracleSeeds; seed++ {
@@ -168,13 +168,13 @@ func (o *oracle) endpointEvent() {
 	if !o.chance(0.25) {
 		node := o.pick(oracleNodes)
 		lbls := o.labels()
-		lbls[policy.PodNamespaceLabel] = ns
+		lbls[egresspolicy.PodNamespaceLabel] = ns
 		ip := netip.AddrFrom4([4]byte{10, 244, 0, byte(1 + o.rnd.IntN(10))})
 		if o.chance(0.05) {
 			ip = netip.MustParseAddr("fd00::1")
 		}
 		ep := &tables.Endpoint{
-			Endpoint: policy.Endpoint{IP: ip, Namespace: ns, Node: oracleNodeIPs[node], Labels: lbls, UID: fmt.Sprintf("uid-%s-%s-%d", ns, pod, o.rnd.IntN(3))},
+			Endpoint: egresspolicy.Endpoint{IP: ip, Namespace: ns, Node: oracleNodeIPs[node], Labels: lbls, UID: fmt.Sprintf("uid-%s-%s-%d", ns, pod, o.rnd.IntN(3))},
 			Name:     pod, Origin: tables.OriginCiliumEndpoint,
 		}
 		if local {
@@ -229,7 +229,7 @@ func (o *oracle) policyEvent() {
 			ml["app"] = o.pick(oracleApps)
 		}
 		if o.chance(0.5) {
-			ml[policy.PodNamespaceLabel] = o.pick(oracleNamespaces)
+			ml[egresspolicy.PodNamespaceLabel] = o.pick(oracleNamespaces)
 		}
 		obj.Spec.Selectors = append(obj.Spec.Selectors, v1alpha1.EgressGatewayPolicySelector{
 			PodSelector: &metav1.LabelSelector{MatchLabels: ml},
@@ -343,7 +343,7 @@ func (o *oracle) nodeEvent() {
 }
 
 // check compares egress-policy-entries and the conditions in
-// egress-policies with policy.Compute over the tables' contents.
+// egress-policies with egresspolicy.Compute over the tables' contents.
 func (o *oracle) check(t *testing.T, step int) {
 	t.Helper()
 	txn := o.db.ReadTxn()
@@ -352,7 +352,7 @@ func (o *oracle) check(t *testing.T, step int) {
 	// controller: policies in name order, then CEGPs in name order with
 	// the spread values of this node; gateways from their status;
 	// endpoints with the labels of their node.
-	var pols []policy.Policy
+	var pols []egresspolicy.Policy
 	polRows := statedb.Collect(o.policies.All(txn))
 	slices.SortFunc(polRows, func(a, b *tables.Policy) int { return cmpString(a.Name, b.Name) })
 	for _, r := range polRows {
@@ -365,11 +365,11 @@ func (o *oracle) check(t *testing.T, step int) {
 		p.Spread, _ = cegp.Values(r.Selection, r.Entries, oracleLocalNode, o.j.CEGPLocal.Resolve)
 		pols = append(pols, p)
 	}
-	gws := map[string]policy.Gateway{}
+	gws := map[string]egresspolicy.Gateway{}
 	for g := range o.gateways.All(txn) {
-		gws[g.Name], _ = policy.GatewayFromObject(g.Object)
+		gws[g.Name], _ = egresspolicy.GatewayFromObject(g.Object)
 	}
-	var eps []policy.Endpoint
+	var eps []egresspolicy.Endpoint
 	for e := range o.endpoints.All(txn) {
 		ep := e.Endpoint
 		if e.Origin == tables.OriginLocal {
@@ -379,16 +379,16 @@ func (o *oracle) check(t *testing.T, step int) {
 		}
 		eps = append(eps, ep)
 	}
-	want, conds := policy.Compute(pols, gws, eps)
+	want, conds := egresspolicy.Compute(pols, gws, eps)
 
-	var got []policy.Entry
+	var got []egresspolicy.Entry
 	for e := range o.entries.All(txn) {
 		got = append(got, e.Entry)
 	}
-	slices.SortFunc(got, func(a, b policy.Entry) int { return a.Key.Compare(b.Key) })
+	slices.SortFunc(got, func(a, b egresspolicy.Entry) int { return a.Key.Compare(b.Key) })
 	if !slices.Equal(got, want) {
-		t.Fatalf("step %d: egress-policy-entries differ from policy.Compute:\ncontroller:\n%s\nCompute:\n%s",
-			step, policy.FormatTable(got), policy.FormatTable(want))
+		t.Fatalf("step %d: egress-policy-entries differ from egresspolicy.Compute:\ncontroller:\n%s\nCompute:\n%s",
+			step, egresspolicy.FormatTable(got), egresspolicy.FormatTable(want))
 	}
 	for _, r := range polRows {
 		if !slices.Equal(r.Conditions, conds[r.Name]) {

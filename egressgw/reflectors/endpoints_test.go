@@ -15,7 +15,7 @@ import (
 	"github.com/cilium/cilium/pkg/policy"
 	testpolicy "github.com/cilium/cilium/pkg/testutils/policy"
 
-	egresspolicy "github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/cilium/statedb/index"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // EgressGatewaysTableName is the name of the table of EgressGateways.
@@ -49,9 +49,9 @@ type EgressGateway struct {
 	EgressIP netip.Addr
 
 	// MapValue is what the egress map needs of the status
-	// (policy.GatewayFromObject), converted here once; MapValueError is
+	// (egresspolicy.GatewayFromObject), converted here once; MapValueError is
 	// what the conversion could not use.
-	MapValue      policy.Gateway
+	MapValue      egresspolicy.Gateway
 	MapValueError string
 
 	// Object is the EgressGateway as received from the API server.
@@ -79,7 +79,7 @@ func NewEgressGateway(gw *v1alpha1.EgressGateway) *EgressGateway {
 	}
 	r.EgressIP, _ = netip.ParseAddr(gw.Status.EgressIP)
 	var err error
-	if r.MapValue, err = policy.GatewayFromObject(gw); err != nil {
+	if r.MapValue, err = egresspolicy.GatewayFromObject(gw); err != nil {
 		r.MapValueError = err.Error()
 	}
 	return r

@@ -8,7 +8,7 @@ import (
 	"github.com/cilium/statedb/index"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // PoliciesTableName is the name of the table of EgressGatewayPolicies.
@@ -23,23 +23,23 @@ const PoliciesTableName = "egress-policies"
 // immutable: a writer inserts a modified copy.
 type Policy struct {
 	Name string
-	// Policy is the object converted by policy.PolicyFromObject: what it
+	// Policy is the object converted by egresspolicy.PolicyFromObject: what it
 	// could use, even when Error is set.
-	Policy policy.Policy
+	Policy egresspolicy.Policy
 	// Error describes what the conversion left out (empty when nothing).
 	Error string
-	// Conditions are Ready and Conflict from policy.Conditions, as this
+	// Conditions are Ready and Conflict from egresspolicy.Conditions, as this
 	// agent computed them from its inputs; nil until the first computation
 	// after all inputs have synced. They are not written to the API: the
 	// operator owns the policy status.
-	Conditions []policy.Condition
+	Conditions []egresspolicy.Condition
 	// Object is the EgressGatewayPolicy as received from the API server.
 	Object *v1alpha1.EgressGatewayPolicy
 }
 
 // NewPolicy builds the row of obj (without conditions).
 func NewPolicy(obj *v1alpha1.EgressGatewayPolicy) *Policy {
-	p, err := policy.PolicyFromObject(obj)
+	p, err := egresspolicy.PolicyFromObject(obj)
 	r := &Policy{Name: obj.Name, Policy: p, Object: obj}
 	if err != nil {
 		r.Error = err.Error()
@@ -48,17 +48,17 @@ func NewPolicy(obj *v1alpha1.EgressGatewayPolicy) *Policy {
 }
 
 // Condition returns the condition of type typ, if computed.
-func (p *Policy) Condition(typ string) (policy.Condition, bool) {
+func (p *Policy) Condition(typ string) (egresspolicy.Condition, bool) {
 	for _, c := range p.Conditions {
 		if c.Type == typ {
 			return c, true
 		}
 	}
-	return policy.Condition{}, false
+	return egresspolicy.Condition{}, false
 }
 
 // WithConditions returns a copy of p with the given conditions.
-func (p *Policy) WithConditions(conds []policy.Condition) *Policy {
+func (p *Policy) WithConditions(conds []egresspolicy.Condition) *Policy {
 	cp := *p
 	cp.Conditions = conds
 	return &cp
@@ -73,13 +73,13 @@ func (*Policy) TableHeader() []string {
 // status and, when not in the good state, the reason; Message explains the
 // conflict, or else why the policy is not ready.
 func (p *Policy) TableRow() []string {
-	ready, readyOK := p.Condition(policy.ConditionReady)
-	conflict, conflictOK := p.Condition(policy.ConditionConflict)
+	ready, readyOK := p.Condition(egresspolicy.ConditionReady)
+	conflict, conflictOK := p.Condition(egresspolicy.ConditionConflict)
 	var msg string
 	switch {
-	case conflictOK && conflict.Status == policy.StatusTrue:
+	case conflictOK && conflict.Status == egresspolicy.StatusTrue:
 		msg = conflict.Message
-	case readyOK && ready.Status != policy.StatusTrue:
+	case readyOK && ready.Status != egresspolicy.StatusTrue:
 		msg = ready.Message
 	}
 	return []string{
@@ -87,8 +87,8 @@ func (p *Policy) TableRow() []string {
 		p.Policy.Gateway,
 		orNone(prefixesString(p.Policy.Destinations)),
 		orNone(prefixesString(p.Policy.Exclusions)),
-		conditionString(ready, readyOK, policy.StatusTrue),
-		conditionString(conflict, conflictOK, policy.StatusFalse),
+		conditionString(ready, readyOK, egresspolicy.StatusTrue),
+		conditionString(conflict, conflictOK, egresspolicy.StatusFalse),
 		orNone(msg),
 		orNone(p.Error),
 	}
@@ -96,7 +96,7 @@ func (p *Policy) TableRow() []string {
 
 // conditionString is "Unknown" before the first computation, the status
 // alone in the good state, "status (reason)" otherwise.
-func conditionString(c policy.Condition, ok bool, good string) string {
+func conditionString(c egresspolicy.Condition, ok bool, good string) string {
 	switch {
 	case !ok:
 		return "Unknown"

@@ -1,4 +1,4 @@
-package maps
+package policymap
 
 import (
 	"errors"
@@ -14,7 +14,7 @@ import (
 	"github.com/cilium/cilium/pkg/bpf"
 	"github.com/cilium/cilium/pkg/maps/egressmap"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // PolicyMap is the IPv4 egress gateway policy map as the reconciler sees it:
@@ -22,11 +22,11 @@ import (
 // can run against a fake in unprivileged tests.
 type PolicyMap interface {
 	// Update inserts or replaces the entry of k.
-	Update(k policy.Key, v policy.Value) error
+	Update(k egresspolicy.Key, v egresspolicy.Value) error
 	// Delete removes the entry of k; a missing entry is not an error.
-	Delete(k policy.Key) error
+	Delete(k egresspolicy.Key) error
 	// IterateWithCallback calls cb for every entry in the map.
-	IterateWithCallback(cb func(policy.Key, policy.Value)) error
+	IterateWithCallback(cb func(egresspolicy.Key, egresspolicy.Value)) error
 	// MaxEntries is the map's capacity.
 	MaxEntries() int
 }
@@ -189,7 +189,7 @@ func (p *BPFPolicyMap) with(do func(m *ebpf.Map) error) error {
 }
 
 // Update implements PolicyMap.
-func (p *BPFPolicyMap) Update(k policy.Key, v policy.Value) error {
+func (p *BPFPolicyMap) Update(k egresspolicy.Key, v egresspolicy.Value) error {
 	key, err := bpfKey(k)
 	if err != nil {
 		return err
@@ -207,7 +207,7 @@ func (p *BPFPolicyMap) Update(k policy.Key, v policy.Value) error {
 }
 
 // Delete implements PolicyMap.
-func (p *BPFPolicyMap) Delete(k policy.Key) error {
+func (p *BPFPolicyMap) Delete(k egresspolicy.Key) error {
 	key, err := bpfKey(k)
 	if err != nil {
 		return err
@@ -221,7 +221,7 @@ func (p *BPFPolicyMap) Delete(k policy.Key) error {
 }
 
 // IterateWithCallback implements PolicyMap.
-func (p *BPFPolicyMap) IterateWithCallback(cb func(policy.Key, policy.Value)) error {
+func (p *BPFPolicyMap) IterateWithCallback(cb func(egresspolicy.Key, egresspolicy.Value)) error {
 	return p.with(func(m *ebpf.Map) error {
 		var k egressmap.EgressPolicyKey4
 		var v egressmap.EgressPolicyVal4
@@ -238,7 +238,7 @@ func (p *BPFPolicyMap) IterateWithCallback(cb func(policy.Key, policy.Value)) er
 
 // bpfKey converts k, masking the destination's host bits: the trie matches
 // only the prefix, but it stores and dumps the bits as written.
-func bpfKey(k policy.Key) (egressmap.EgressPolicyKey4, error) {
+func bpfKey(k egresspolicy.Key) (egressmap.EgressPolicyKey4, error) {
 	if !k.Source.Is4() || !k.Dest.IsValid() || !k.Dest.Addr().Is4() {
 		return egressmap.EgressPolicyKey4{}, fmt.Errorf("key %s is not IPv4", k)
 	}
@@ -248,14 +248,14 @@ func bpfKey(k policy.Key) (egressmap.EgressPolicyKey4, error) {
 // fromBPFKey converts a key read from the map. Both writers (Cilium's
 // manager and egressha) always match the whole source address, so the
 // prefix length is at least 32.
-func fromBPFKey(k *egressmap.EgressPolicyKey4) policy.Key {
+func fromBPFKey(k *egressmap.EgressPolicyKey4) egresspolicy.Key {
 	bits := int(k.PrefixLen) - int(egressmap.PolicyStaticPrefixBits4)
-	return policy.Key{
+	return egresspolicy.Key{
 		Source: k.SourceIP.Addr(),
 		Dest:   netip.PrefixFrom(k.DestCIDR.Addr(), bits).Masked(),
 	}
 }
 
-func fromBPFValue(v *egressmap.EgressPolicyVal4) policy.Value {
-	return policy.Value{EgressIP: v.EgressIP.Addr(), GatewayIP: v.GatewayIP.Addr()}
+func fromBPFValue(v *egressmap.EgressPolicyVal4) egresspolicy.Value {
+	return egresspolicy.Value{EgressIP: v.EgressIP.Addr(), GatewayIP: v.GatewayIP.Addr()}
 }

@@ -1,4 +1,4 @@
-package maps
+package policymap
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 	"github.com/cilium/cilium/pkg/hive/health/types"
 	"github.com/cilium/cilium/pkg/metrics"
 
-	"github.com/egressha/egressha/egressgw/maps/mapstest"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
+	"github.com/egressha/egressha/egressgw/policymap/mapstest"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
@@ -77,7 +77,7 @@ func (h *harness) markInitialized() {
 	wtxn.Commit()
 }
 
-func (h *harness) insert(entries ...policy.Entry) {
+func (h *harness) insert(entries ...egresspolicy.Entry) {
 	wtxn := h.db.WriteTxn(h.tbl)
 	for _, e := range entries {
 		h.tbl.Insert(wtxn, &tables.PolicyEntry{Entry: e, Status: reconciler.StatusPending()})
@@ -85,13 +85,13 @@ func (h *harness) insert(entries ...policy.Entry) {
 	wtxn.Commit()
 }
 
-func (h *harness) delete(k policy.Key) {
+func (h *harness) delete(k egresspolicy.Key) {
 	wtxn := h.db.WriteTxn(h.tbl)
-	h.tbl.Delete(wtxn, &tables.PolicyEntry{Entry: policy.Entry{Key: k}})
+	h.tbl.Delete(wtxn, &tables.PolicyEntry{Entry: egresspolicy.Entry{Key: k}})
 	wtxn.Commit()
 }
 
-func (h *harness) status(k policy.Key) reconciler.Status {
+func (h *harness) status(k egresspolicy.Key) reconciler.Status {
 	e, _, ok := h.tbl.Get(h.db.ReadTxn(), tables.PolicyEntryKeyIndex.Query(k))
 	if !ok {
 		h.t.Fatalf("no row %s", k)
@@ -111,15 +111,15 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func (h *harness) waitStatus(k policy.Key, kind reconciler.StatusKind) reconciler.Status {
+func (h *harness) waitStatus(k egresspolicy.Key, kind reconciler.StatusKind) reconciler.Status {
 	h.t.Helper()
 	eventually(h.t, "row "+k.String()+" to be "+string(kind), func() bool { return h.status(k).Kind == kind })
 	return h.status(k)
 }
 
-func (h *harness) waitMap(m PolicyMap, want map[policy.Key]policy.Value) {
+func (h *harness) waitMap(m PolicyMap, want map[egresspolicy.Key]egresspolicy.Value) {
 	h.t.Helper()
-	var got map[policy.Key]policy.Value
+	var got map[egresspolicy.Key]egresspolicy.Value
 	eventually(h.t, "the map to hold the desired entries", func() bool {
 		var err error
 		got, err = dump(m)
@@ -141,8 +141,8 @@ func (h *harness) degraded() string {
 	return ""
 }
 
-func entry(k policy.Key, v policy.Value) policy.Entry {
-	return policy.Entry{Key: k, Value: v, Policy: "p"}
+func entry(k egresspolicy.Key, v egresspolicy.Value) egresspolicy.Entry {
+	return egresspolicy.Entry{Key: k, Value: v, Policy: "p"}
 }
 
 // reconcilerScenario drives RegisterReconciler against m, a map of at least
@@ -157,7 +157,7 @@ func reconcilerScenario(t *testing.T, m PolicyMap) {
 
 	// The previous agent left a correct entry for a and one for a pod that
 	// was deleted while the agent was down.
-	for k, v := range map[policy.Key]policy.Value{a: vA, stale: vB} {
+	for k, v := range map[egresspolicy.Key]egresspolicy.Value{a: vA, stale: vB} {
 		if err := m.Update(k, v); err != nil {
 			t.Fatalf("seeding the map: %v", err)
 		}
@@ -171,7 +171,7 @@ func reconcilerScenario(t *testing.T, m PolicyMap) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !maps.Equal(got, map[policy.Key]policy.Value{a: vA, stale: vB}) {
+	if !maps.Equal(got, map[egresspolicy.Key]egresspolicy.Value{a: vA, stale: vB}) {
 		t.Fatalf("the map changed before the table was initialized: %v", got)
 	}
 	if n := rec.count(); n != 0 {
@@ -184,7 +184,7 @@ func reconcilerScenario(t *testing.T, m PolicyMap) {
 	h.markInitialized()
 	h.waitStatus(a, reconciler.StatusKindDone)
 	h.waitStatus(b, reconciler.StatusKindDone)
-	h.waitMap(m, map[policy.Key]policy.Value{a: vA, b: vB})
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA, b: vB})
 	for _, o := range rec.writesTo(a) {
 		if o.Delete || o.Value != vA {
 			t.Fatalf("the correct entry of a was deleted or changed during the restart: %+v", o)
@@ -192,17 +192,17 @@ func reconcilerScenario(t *testing.T, m PolicyMap) {
 	}
 
 	// Incremental: change a, delete b.
-	vA2 := policy.DropValue
+	vA2 := egresspolicy.DropValue
 	h.insert(entry(a, vA2))
 	h.waitStatus(a, reconciler.StatusKindDone)
-	h.waitMap(m, map[policy.Key]policy.Value{a: vA2, b: vB})
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA2, b: vB})
 	h.delete(b)
-	h.waitMap(m, map[policy.Key]policy.Value{a: vA2})
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA2})
 
 	// Drift: a foreign entry, a changed value and a lost entry; the full
 	// resync repairs all three.
 	c := key("10.244.2.20", "198.51.100.0/24")
-	h.insert(entry(c, policy.ExcludedValue))
+	h.insert(entry(c, egresspolicy.ExcludedValue))
 	h.waitStatus(c, reconciler.StatusKindDone)
 	foreign := key("10.244.9.9", "0.0.0.0/0")
 	if err := m.Update(foreign, vB); err != nil {
@@ -215,7 +215,7 @@ func reconcilerScenario(t *testing.T, m PolicyMap) {
 		t.Fatal(err)
 	}
 	h.r.Prune()
-	h.waitMap(m, map[policy.Key]policy.Value{a: vA2, c: policy.ExcludedValue})
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA2, c: egresspolicy.ExcludedValue})
 	eventually(t, "repair metrics", func() bool {
 		return h.metrics.ResyncRepairs.WithLabelValues("deleted").Get() >= 2 && // stale, foreign
 			h.metrics.ResyncRepairs.WithLabelValues("written").Get() >= 2 // a, c
@@ -250,16 +250,16 @@ func mapFullScenario(t *testing.T, m PolicyMap, inPlaceWhenFull bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !maps.Equal(got, map[policy.Key]policy.Value{x: v, y: v}) {
+	if !maps.Equal(got, map[egresspolicy.Key]egresspolicy.Value{x: v, y: v}) {
 		t.Fatalf("entries already present were touched: %v", got)
 	}
 
 	// A failover changes y's value while the map is full: newer kernels
 	// replace it in place.
 	if inPlaceWhenFull {
-		h.insert(entry(y, policy.DropValue))
+		h.insert(entry(y, egresspolicy.DropValue))
 		h.waitStatus(y, reconciler.StatusKindDone)
-		h.waitMap(m, map[policy.Key]policy.Value{x: v, y: policy.DropValue})
+		h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{x: v, y: egresspolicy.DropValue})
 		h.insert(entry(y, v))
 		h.waitStatus(y, reconciler.StatusKindDone)
 	} else {
@@ -269,7 +269,7 @@ func mapFullScenario(t *testing.T, m PolicyMap, inPlaceWhenFull bool) {
 	// Room appears: z is retried and written.
 	h.delete(x)
 	h.waitStatus(z, reconciler.StatusKindDone)
-	h.waitMap(m, map[policy.Key]policy.Value{y: v, z: v})
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{y: v, z: v})
 	eventually(t, "map full cleared", func() bool { return h.metrics.MapFull.Get() == 0 })
 }
 

@@ -1,19 +1,19 @@
-package maps
+package policymap
 
 import (
 	"net/netip"
 	"sync"
 
-	"github.com/egressha/egressha/egressgw/maps/mapstest"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
+	"github.com/egressha/egressha/egressgw/policymap/mapstest"
 )
 
-func key(src, dst string) policy.Key {
-	return policy.Key{Source: netip.MustParseAddr(src), Dest: netip.MustParsePrefix(dst)}
+func key(src, dst string) egresspolicy.Key {
+	return egresspolicy.Key{Source: netip.MustParseAddr(src), Dest: netip.MustParsePrefix(dst)}
 }
 
-func val(egress, gw string) policy.Value {
-	return policy.Value{EgressIP: netip.MustParseAddr(egress), GatewayIP: netip.MustParseAddr(gw)}
+func val(egress, gw string) egresspolicy.Value {
+	return egresspolicy.Value{EgressIP: netip.MustParseAddr(egress), GatewayIP: netip.MustParseAddr(gw)}
 }
 
 var _ PolicyMap = (*mapstest.Map)(nil)
@@ -21,8 +21,8 @@ var _ PolicyMap = (*mapstest.Map)(nil)
 // op is one call a recordingMap saw.
 type op struct {
 	Delete bool
-	Key    policy.Key
-	Value  policy.Value
+	Key    egresspolicy.Key
+	Value  egresspolicy.Value
 }
 
 // recordingMap passes every call to a PolicyMap and records the writes, so
@@ -33,14 +33,14 @@ type recordingMap struct {
 	ops []op
 }
 
-func (r *recordingMap) Update(k policy.Key, v policy.Value) error {
+func (r *recordingMap) Update(k egresspolicy.Key, v egresspolicy.Value) error {
 	r.mu.Lock()
 	r.ops = append(r.ops, op{Key: k, Value: v})
 	r.mu.Unlock()
 	return r.PolicyMap.Update(k, v)
 }
 
-func (r *recordingMap) Delete(k policy.Key) error {
+func (r *recordingMap) Delete(k egresspolicy.Key) error {
 	r.mu.Lock()
 	r.ops = append(r.ops, op{Delete: true, Key: k})
 	r.mu.Unlock()
@@ -54,7 +54,7 @@ func (r *recordingMap) count() int {
 }
 
 // writesTo returns the recorded writes of k.
-func (r *recordingMap) writesTo(k policy.Key) []op {
+func (r *recordingMap) writesTo(k egresspolicy.Key) []op {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []op
@@ -67,8 +67,8 @@ func (r *recordingMap) writesTo(k policy.Key) []op {
 }
 
 // dump reads the whole map.
-func dump(m PolicyMap) (map[policy.Key]policy.Value, error) {
-	out := map[policy.Key]policy.Value{}
-	err := m.IterateWithCallback(func(k policy.Key, v policy.Value) { out[k] = v })
+func dump(m PolicyMap) (map[egresspolicy.Key]egresspolicy.Value, error) {
+	out := map[egresspolicy.Key]egresspolicy.Value{}
+	err := m.IterateWithCallback(func(k egresspolicy.Key, v egresspolicy.Value) { out[k] = v })
 	return out, err
 }

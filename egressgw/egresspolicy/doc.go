@@ -1,4 +1,4 @@
-// Package policy computes the desired contents of Cilium's egress-gateway
+// Package egresspolicy computes the desired contents of Cilium's egress-gateway
 // policy map (cilium_egress_gw_policy_v4) from EgressGatewayPolicies,
 // EgressGateway statuses and endpoints, and the status conditions those
 // inputs imply for each policy.
@@ -44,4 +44,4 @@
 // exclusions never need a condition: the entries are split per prefix so
 // that the longest-prefix lookup gives each address exactly what the
 // policies ask.
-package policy
+package egresspolicy

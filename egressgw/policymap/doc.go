@@ -1,4 +1,4 @@
-// Package maps writes egressha's desired egress gateway entries into
+// Package policymap writes egressha's desired egress gateway entries into
 // Cilium's BPF map cilium_egress_gw_policy_v4.
 //
 //	egress-policy-entries (statedb) --RegisterReconciler/Ops--> PolicyMap --> cilium_egress_gw_policy_v4
@@ -14,7 +14,7 @@
 //     is initialized, so an agent restart never removes or rewrites a
 //     correct entry.
 //
-// It never decides what the entries are (egressgw/policy does), and it
-// never creates the pinned map itself: the agent's hive wiring (cells)
+// It never decides what the entries are (egressgw/egresspolicy does), and it
+// never creates the pinned map itself: egressgw/datapath
 // opens it in a start hook that the datapath loader waits for.
-package maps
+package policymap

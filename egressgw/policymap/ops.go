@@ -1,4 +1,4 @@
-package maps
+package policymap
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
@@ -29,7 +29,7 @@ type Ops struct {
 	metrics *Metrics
 
 	mu       sync.Mutex
-	rejected map[policy.Key]struct{}
+	rejected map[egresspolicy.Key]struct{}
 }
 
 var (
@@ -39,7 +39,7 @@ var (
 
 // NewOps returns the operations on m.
 func NewOps(log *slog.Logger, m PolicyMap, metrics *Metrics) *Ops {
-	return &Ops{log: log, m: m, metrics: metrics, rejected: map[policy.Key]struct{}{}}
+	return &Ops{log: log, m: m, metrics: metrics, rejected: map[egresspolicy.Key]struct{}{}}
 }
 
 // Update writes the row's entry. A full map yields a MapFullError, which
@@ -94,15 +94,15 @@ func (o *Ops) DeleteBatch(ctx context.Context, txn statedb.ReadTxn, batch []reco
 // table never deletes a correct entry.
 func (o *Ops) Prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables.PolicyEntry, statedb.Revision]) error {
 	type row struct {
-		v    policy.Value
+		v    egresspolicy.Value
 		done bool
 	}
-	desired := map[policy.Key]row{}
+	desired := map[egresspolicy.Key]row{}
 	for e := range objs {
 		desired[normalize(e.Key)] = row{e.Value, e.Status.Kind == reconciler.StatusKindDone}
 	}
-	current := map[policy.Key]policy.Value{}
-	if err := o.m.IterateWithCallback(func(k policy.Key, v policy.Value) { current[k] = v }); err != nil {
+	current := map[egresspolicy.Key]egresspolicy.Value{}
+	if err := o.m.IterateWithCallback(func(k egresspolicy.Key, v egresspolicy.Value) { current[k] = v }); err != nil {
 		return fmt.Errorf("reading %s: %w", PolicyMapName, err)
 	}
 
@@ -121,7 +121,7 @@ func (o *Ops) Prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables
 		deleted++
 	}
 	var full error
-	nowFull := map[policy.Key]bool{}
+	nowFull := map[egresspolicy.Key]bool{}
 	for k, r := range desired {
 		if cur, ok := current[k]; !r.done || (ok && cur == r.v) {
 			continue
@@ -171,13 +171,13 @@ func (o *Ops) Rejected() int {
 }
 
 // write stores k -> v and classifies a full map.
-func (o *Ops) write(k policy.Key, v policy.Value) error {
+func (o *Ops) write(k egresspolicy.Key, v egresspolicy.Value) error {
 	return classifyUpdateError(o.m.Update(k, v), o.m.MaxEntries())
 }
 
 // setRejectedLocked records whether k is a desired entry the map has no
 // room for, and publishes the change. o.mu must be held.
-func (o *Ops) setRejectedLocked(k policy.Key, rejected bool) {
+func (o *Ops) setRejectedLocked(k egresspolicy.Key, rejected bool) {
 	before := len(o.rejected)
 	if rejected {
 		o.rejected[k] = struct{}{}
@@ -203,6 +203,6 @@ func (o *Ops) setRejectedLocked(k policy.Key, rejected bool) {
 }
 
 // normalize masks the destination's host bits, as the map stores keys.
-func normalize(k policy.Key) policy.Key {
-	return policy.Key{Source: k.Source, Dest: k.Dest.Masked()}
+func normalize(k egresspolicy.Key) egresspolicy.Key {
+	return egresspolicy.Key{Source: k.Source, Dest: k.Dest.Masked()}
 }

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // Map implements maps.PolicyMap in memory. Tests may read and set Entries
@@ -18,7 +18,7 @@ import (
 type Map struct {
 	mu      sync.Mutex
 	Max     int
-	Entries map[policy.Key]policy.Value
+	Entries map[egresspolicy.Key]egresspolicy.Value
 	// OldKernel refuses replacing an entry while the map is full, as
 	// kernels without the in-place update fix for full LPM tries do.
 	OldKernel bool
@@ -28,11 +28,11 @@ type Map struct {
 
 // New returns an empty map holding at most max entries.
 func New(max int) *Map {
-	return &Map{Max: max, Entries: map[policy.Key]policy.Value{}}
+	return &Map{Max: max, Entries: map[egresspolicy.Key]egresspolicy.Value{}}
 }
 
 // Update inserts or replaces an entry.
-func (f *Map) Update(k policy.Key, v policy.Value) error {
+func (f *Map) Update(k egresspolicy.Key, v egresspolicy.Value) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.UpdateErr != nil {
@@ -46,7 +46,7 @@ func (f *Map) Update(k policy.Key, v policy.Value) error {
 }
 
 // Delete removes an entry; a missing key is not an error.
-func (f *Map) Delete(k policy.Key) error {
+func (f *Map) Delete(k egresspolicy.Key) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.Entries, k)
@@ -54,7 +54,7 @@ func (f *Map) Delete(k policy.Key) error {
 }
 
 // IterateWithCallback calls cb for a snapshot of the entries.
-func (f *Map) IterateWithCallback(cb func(policy.Key, policy.Value)) error {
+func (f *Map) IterateWithCallback(cb func(egresspolicy.Key, egresspolicy.Value)) error {
 	for k, v := range f.Snapshot() {
 		cb(k, v)
 	}
@@ -65,7 +65,7 @@ func (f *Map) IterateWithCallback(cb func(policy.Key, policy.Value)) error {
 func (f *Map) MaxEntries() int { return f.Max }
 
 // Snapshot copies the entries.
-func (f *Map) Snapshot() map[policy.Key]policy.Value {
+func (f *Map) Snapshot() map[egresspolicy.Key]egresspolicy.Value {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return maps.Clone(f.Entries)

@@ -1,4 +1,4 @@
-package maps
+package policymap
 
 import (
 	"errors"
@@ -17,7 +17,7 @@ import (
 	"github.com/cilium/cilium/pkg/bpf"
 	"github.com/cilium/cilium/pkg/maps/egressmap"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/internal/privileged"
 )
 
@@ -116,7 +116,7 @@ func TestPrivilegedPolicyMapReconciler(t *testing.T) {
 			if got := mapID(t, m2.FD()); got != id {
 				t.Errorf("reopening after a restart gave another map (id %d -> %d)", id, got)
 			}
-			if got, err := dump(m2); err != nil || !maps.Equal(got, map[policy.Key]policy.Value{k: v}) {
+			if got, err := dump(m2); err != nil || !maps.Equal(got, map[egresspolicy.Key]egresspolicy.Value{k: v}) {
 				t.Errorf("entries after the restart: %v %v", got, err)
 			}
 
@@ -136,7 +136,7 @@ func TestPrivilegedPolicyMapReconciler(t *testing.T) {
 		if err := m.Update(k, v); err != nil {
 			t.Fatal(err)
 		}
-		if err := m.Update(key("10.244.1.10", "198.51.100.0/24"), policy.ExcludedValue); err != nil {
+		if err := m.Update(key("10.244.1.10", "198.51.100.0/24"), egresspolicy.ExcludedValue); err != nil {
 			t.Fatal(err)
 		}
 		// cilium-dbg bpf egress list walks the map with egressmap's types.
@@ -178,7 +178,7 @@ func inPlaceUpdateWhenFull(t *testing.T) bool {
 	if err := m.Update(k, val("203.0.113.1", "172.18.0.2")); err != nil {
 		t.Fatal(err)
 	}
-	err := m.Update(k, policy.DropValue)
+	err := m.Update(k, egresspolicy.DropValue)
 	switch {
 	case err == nil:
 		return true

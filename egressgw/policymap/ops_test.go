@@ -1,4 +1,4 @@
-package maps
+package policymap
 
 import (
 	"context"
@@ -13,14 +13,14 @@ import (
 	"github.com/cilium/statedb/reconciler"
 	"golang.org/x/sys/unix"
 
-	"github.com/egressha/egressha/egressgw/maps/mapstest"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
+	"github.com/egressha/egressha/egressgw/policymap/mapstest"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
-func row(k policy.Key, v policy.Value, kind reconciler.StatusKind) *tables.PolicyEntry {
+func row(k egresspolicy.Key, v egresspolicy.Value, kind reconciler.StatusKind) *tables.PolicyEntry {
 	return &tables.PolicyEntry{
-		Entry:  policy.Entry{Key: k, Value: v, Policy: "p"},
+		Entry:  egresspolicy.Entry{Key: k, Value: v, Policy: "p"},
 		Status: reconciler.Status{Kind: kind},
 	}
 }
@@ -82,30 +82,30 @@ func TestOpsUpdateDelete(t *testing.T) {
 	if got := m.Entries[a]; got != val("203.0.113.1", "172.18.0.2") {
 		t.Fatalf("after insert: %v", got)
 	}
-	if err := ops.Update(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindPending)); err != nil {
+	if err := ops.Update(ctx, nil, 0, row(a, egresspolicy.DropValue, reconciler.StatusKindPending)); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Entries[a]; got != policy.DropValue {
+	if got := m.Entries[a]; got != egresspolicy.DropValue {
 		t.Fatalf("after update: %v", got)
 	}
 	// Host bits are masked, as the map stores keys.
-	if err := ops.Update(ctx, nil, 0, row(key("10.0.0.1", "198.51.100.7/24"), policy.ExcludedValue, reconciler.StatusKindPending)); err != nil {
+	if err := ops.Update(ctx, nil, 0, row(key("10.0.0.1", "198.51.100.7/24"), egresspolicy.ExcludedValue, reconciler.StatusKindPending)); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := m.Entries[key("10.0.0.1", "198.51.100.0/24")]; !ok {
 		t.Fatalf("destination not masked: %v", m.Entries)
 	}
-	if err := ops.Delete(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindDone)); err != nil {
+	if err := ops.Delete(ctx, nil, 0, row(a, egresspolicy.DropValue, reconciler.StatusKindDone)); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := m.Entries[a]; ok {
 		t.Fatal("entry not deleted")
 	}
-	if err := ops.Delete(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindDone)); err != nil {
+	if err := ops.Delete(ctx, nil, 0, row(a, egresspolicy.DropValue, reconciler.StatusKindDone)); err != nil {
 		t.Fatalf("deleting a missing entry: %v", err)
 	}
 	m.UpdateErr = fmt.Errorf("update: %w", unix.ENOMEM)
-	if err := ops.Update(ctx, nil, 0, row(a, policy.DropValue, reconciler.StatusKindPending)); err == nil || errors.Is(err, ErrMapFull) {
+	if err := ops.Update(ctx, nil, 0, row(a, egresspolicy.DropValue, reconciler.StatusKindPending)); err == nil || errors.Is(err, ErrMapFull) {
 		t.Fatalf("ENOMEM: want a plain error, got %v", err)
 	}
 }
@@ -117,7 +117,7 @@ func TestOpsMapFull(t *testing.T) {
 	ops := NewOps(hivetest.Logger(t), m, met)
 	x, y, z := key("10.0.0.1", "0.0.0.0/0"), key("10.0.0.2", "0.0.0.0/0"), key("10.0.0.3", "0.0.0.0/0")
 	v := val("203.0.113.1", "172.18.0.2")
-	for _, k := range []policy.Key{x, y} {
+	for _, k := range []egresspolicy.Key{x, y} {
 		if err := ops.Update(ctx, nil, 0, row(k, v, reconciler.StatusKindPending)); err != nil {
 			t.Fatal(err)
 		}
@@ -135,7 +135,7 @@ func TestOpsMapFull(t *testing.T) {
 		t.Fatalf("metrics: full=%v rejected=%v", met.MapFull.Get(), met.RejectedEntries.Get())
 	}
 	// Replacing a value in place needs no room.
-	if err := ops.Update(ctx, nil, 0, row(y, policy.DropValue, reconciler.StatusKindPending)); err != nil {
+	if err := ops.Update(ctx, nil, 0, row(y, egresspolicy.DropValue, reconciler.StatusKindPending)); err != nil {
 		t.Fatalf("in-place update of a full map: %v", err)
 	}
 	// Room appears; the retry of z succeeds and the map is no longer full.
@@ -176,7 +176,7 @@ func TestOpsFullMapOldKernel(t *testing.T) {
 	if err := ops.Update(ctx, nil, 0, row(x, v, reconciler.StatusKindPending)); err != nil {
 		t.Fatal(err)
 	}
-	if err := ops.Update(ctx, nil, 0, row(x, policy.DropValue, reconciler.StatusKindPending)); !errors.Is(err, ErrMapFull) {
+	if err := ops.Update(ctx, nil, 0, row(x, egresspolicy.DropValue, reconciler.StatusKindPending)); !errors.Is(err, ErrMapFull) {
 		t.Fatalf("changing the value of a full map on an old kernel: want map full, got %v", err)
 	}
 	if m.Entries[x] != v || met.MapFull.Get() != 1 {
@@ -198,7 +198,7 @@ func TestOpsPrune(t *testing.T) {
 	failing := key("10.0.0.5", "192.0.2.0/24") // Error: its retry owns it
 	stale := key("10.0.0.9", "192.0.2.0/24")   // no row
 	foreign := key("10.0.0.9", "0.0.0.0/0")    // no row
-	m.Entries = map[policy.Key]policy.Value{
+	m.Entries = map[egresspolicy.Key]egresspolicy.Value{
 		good: v1, drifted: v2, failing: v2, stale: v1, foreign: v2,
 	}
 	err := ops.Prune(ctx, nil, rows(
@@ -211,7 +211,7 @@ func TestOpsPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[policy.Key]policy.Value{good: v1, drifted: v1, lost: v1, failing: v2}
+	want := map[egresspolicy.Key]egresspolicy.Value{good: v1, drifted: v1, lost: v1, failing: v2}
 	if !maps.Equal(m.Entries, want) {
 		t.Fatalf("after prune:\n got %v\nwant %v", m.Entries, want)
 	}
@@ -240,11 +240,11 @@ func TestOpsPruneFullMap(t *testing.T) {
 	ops := NewOps(hivetest.Logger(t), m, met)
 	a, b, c, stale := key("10.0.0.1", "0.0.0.0/0"), key("10.0.0.2", "0.0.0.0/0"), key("10.0.0.3", "0.0.0.0/0"), key("10.0.0.9", "0.0.0.0/0")
 	v := val("203.0.113.1", "172.18.0.2")
-	m.Entries = map[policy.Key]policy.Value{a: v, stale: v}
+	m.Entries = map[egresspolicy.Key]egresspolicy.Value{a: v, stale: v}
 	if err := ops.Prune(ctx, nil, rows(row(a, v, reconciler.StatusKindDone), row(b, v, reconciler.StatusKindDone))); err != nil {
 		t.Fatalf("stale entry should have made room: %v", err)
 	}
-	if !maps.Equal(m.Entries, map[policy.Key]policy.Value{a: v, b: v}) {
+	if !maps.Equal(m.Entries, map[egresspolicy.Key]egresspolicy.Value{a: v, b: v}) {
 		t.Fatalf("map %v", m.Entries)
 	}
 	err := ops.Prune(ctx, nil, rows(row(a, v, reconciler.StatusKindDone), row(b, v, reconciler.StatusKindDone), row(c, v, reconciler.StatusKindDone)))

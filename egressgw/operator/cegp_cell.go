@@ -2,11 +2,12 @@ package operator
 
 import (
 	"context"
-	"log/slog"
+	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/reconciler"
 	corev1 "k8s.io/api/core/v1"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -33,34 +34,44 @@ var cegpCells = cell.Group(
 
 type cegpControllerParams struct {
 	cell.In
+	reconciler.Params
 
-	Log       *slog.Logger
-	Lifecycle cell.Lifecycle
 	Enabled   config.OperatorEnabled
 	Config    config.OperatorConfig
-	Jobs      job.Group
-	DB        *statedb.DB
+	JobGroup  job.Group
 	Nodes     statedb.Table[*NodeRow]
 	Table     statedb.RWTable[*CEGPRow]
 	Clientset k8sClient.Clientset
 	Clock     clock.WithTicker
 }
 
-func registerCEGPController(p cegpControllerParams) {
+func registerCEGPController(p cegpControllerParams) error {
 	if !p.Enabled {
-		return
+		return nil
 	}
 	cegps := p.Clientset.CiliumV2().CiliumEgressGatewayPolicies()
 	res := resource.New[*ciliumv2.CiliumEgressGatewayPolicy](p.Lifecycle,
 		utils.ListerWatcherFromTyped[*ciliumv2.CiliumEgressGatewayPolicyList](cegps),
 		resource.WithName("egressha-cegps"))
-	p.Jobs.Add(job.OneShot("egress-cegp-selection", func(ctx context.Context, _ cell.Health) error {
+	c := NewCEGPController(p.Log, p.DB, p.Nodes, p.Table, cegps, p.Clock, res,
+		p.Config.EgressGatewayHACEGPUpstreamSelection)
+	// The decisions' annotations are written by a statedb reconciler
+	// over egress-cegp-selection, which retries failures (50 ms doubling
+	// to 10 s, as the work queue it replaces) and shows each row's state.
+	if _, err := reconciler.Register(p.Params, p.Table,
+		(*CEGPRow).Clone, (*CEGPRow).SetStatus, (*CEGPRow).GetStatus,
+		c.AnnotationOps(), nil,
+		reconciler.WithoutPruning(),
+		reconciler.WithRetry(50*time.Millisecond, 10*time.Second),
+	); err != nil {
+		return err
+	}
+	p.JobGroup.Add(job.OneShot("egress-cegp-selection", func(ctx context.Context, _ cell.Health) error {
 		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.Clientset.CoreV1().Events("")})
 		defer broadcaster.Shutdown()
 		recorder := broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"})
-		c := NewCEGPController(p.Log, p.DB, p.Nodes, p.Table, cegps, p.Clock, recorder, res,
-			p.Config.EgressGatewayHACEGPUpstreamSelection)
-		return c.Run(ctx)
+		return c.Run(ctx, recorder)
 	}))
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/statedb"
@@ -354,12 +355,12 @@ func (o *oracle) check(t *testing.T, step int) {
 	// endpoints with the labels of their node.
 	var pols []egresspolicy.Policy
 	polRows := statedb.Collect(o.policies.All(txn))
-	slices.SortFunc(polRows, func(a, b *tables.Policy) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(polRows, func(a, b *tables.Policy) int { return strings.Compare(a.Name, b.Name) })
 	for _, r := range polRows {
 		pols = append(pols, r.Policy)
 	}
 	cegpRows := statedb.Collect(o.cegps.All(txn))
-	slices.SortFunc(cegpRows, func(a, b *tables.CEGP) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(cegpRows, func(a, b *tables.CEGP) int { return strings.Compare(a.Name, b.Name) })
 	for _, r := range cegpRows {
 		p := r.Policy
 		p.Spread, _ = cegp.Values(r.Selection, r.Entries, oracleLocalNode, o.j.CEGPLocal.Resolve)
@@ -412,14 +413,4 @@ func (o *oracle) check(t *testing.T, step int) {
 			}
 		}
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -128,24 +128,14 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 		j.peers.stop()
 	}()
 
+	// egress-local-gateways is initialized only once the gateways, the
+	// devices and the node's labels are known.
 	health.OK("Waiting for the local node, devices and EgressGateways")
-	for {
-		txn := j.p.DB.ReadTxn()
-		// egress-local-gateways is initialized once the gateways, the
-		// devices and the node's labels are known.
-		gwInit, gwWait := j.p.Gateways.Initialized(txn)
-		devInit, devWait := j.p.Devices.Initialized(txn)
-		factsInit, factsWait := j.p.LocalGateways.Initialized(txn)
-		if gwInit && devInit && factsInit {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-gwWait:
-		case <-devWait:
-		case <-factsWait:
-		}
+	_, factsInit := j.p.LocalGateways.Initialized(j.p.DB.ReadTxn())
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-factsInit:
 	}
 
 	for {

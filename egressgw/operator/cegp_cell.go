@@ -62,6 +62,9 @@ func registerCEGPController(p cegpControllerParams) error {
 		(*CEGPRow).Clone, (*CEGPRow).SetStatus, (*CEGPRow).GetStatus,
 		c.AnnotationOps(), nil,
 		reconciler.WithoutPruning(),
+		// The annotation is compared again on every event of its policy
+		// (onPolicy marks the row pending), not on a timer.
+		reconciler.WithRefreshing(0, nil),
 		reconciler.WithRetry(50*time.Millisecond, 10*time.Second),
 	); err != nil {
 		return err

@@ -71,13 +71,7 @@ func (r *CEGPRow) TableRow() []string {
 	if r.Upstream {
 		mode = "upstream"
 	}
-	ann := "pending"
-	switch r.Status.Kind {
-	case reconciler.StatusKindError:
-		ann = "error: " + r.Status.Error
-	case reconciler.StatusKindDone:
-		ann = "written"
-	}
+	ann := statusColumn(r.Status)
 	errText := r.Error
 	if errText == "" {
 		errText = "-"

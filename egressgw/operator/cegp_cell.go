@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
@@ -56,17 +55,9 @@ func registerCEGPController(p cegpControllerParams) error {
 	c := NewCEGPController(p.Log, p.DB, p.Nodes, p.Table, cegps, p.Clock, res,
 		p.Config.EgressGatewayHACEGPUpstreamSelection)
 	// The decisions' annotations are written by a statedb reconciler
-	// over egress-cegp-selection, which retries failures (50 ms doubling
-	// to 10 s, as the work queue it replaces) and shows each row's state.
-	if _, err := reconciler.Register(p.Params, p.Table,
-		(*CEGPRow).Clone, (*CEGPRow).SetStatus, (*CEGPRow).GetStatus,
-		c.AnnotationOps(), nil,
-		reconciler.WithoutPruning(),
-		// The annotation is compared again on every event of its policy
-		// (onPolicy marks the row pending), not on a timer.
-		reconciler.WithRefreshing(0, nil),
-		reconciler.WithRetry(50*time.Millisecond, 10*time.Second),
-	); err != nil {
+	// over egress-cegp-selection, which shows each row's state.
+	if err := registerStatusReconciler(p.Params, p.Table,
+		(*CEGPRow).Clone, (*CEGPRow).SetStatus, (*CEGPRow).GetStatus, c.AnnotationOps()); err != nil {
 		return err
 	}
 	p.JobGroup.Add(job.OneShot("egress-cegp-selection", func(ctx context.Context, _ cell.Health) error {

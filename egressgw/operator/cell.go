@@ -2,11 +2,12 @@ package operator
 
 import (
 	"context"
-	"log/slog"
+	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/reconciler"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,11 +34,13 @@ var Cell = cell.Group(
 	cell.ProvidePrivate(
 		NewNodesTable,
 		NewSelectionTable,
+		NewPolicyStatusTable,
 		newInputs,
 	),
 	cell.Provide(
 		statedb.RWTable[*NodeRow].ToTable,
 		statedb.RWTable[*SelectionRow].ToTable,
+		statedb.RWTable[*PolicyStatusRow].ToTable,
 	),
 	metrics.Metric(NewMetrics),
 	cell.Invoke(registerSelectionController),
@@ -85,36 +88,66 @@ func newInputs(p inputParams) Inputs {
 
 type selectionParams struct {
 	cell.In
+	reconciler.Params
 
-	Log       *slog.Logger
-	Enabled   config.OperatorEnabled
-	Jobs      job.Group
-	DB        *statedb.DB
-	Nodes     statedb.RWTable[*NodeRow]
-	Selection statedb.RWTable[*SelectionRow]
-	Clientset k8sClient.Clientset
-	CRDs      *client.Clientset
-	Metrics   *Metrics
-	Clock     clock.WithTicker
-	Inputs    Inputs
+	Enabled      config.OperatorEnabled
+	JobGroup     job.Group
+	Nodes        statedb.RWTable[*NodeRow]
+	Selection    statedb.RWTable[*SelectionRow]
+	PolicyStatus statedb.RWTable[*PolicyStatusRow]
+	Clientset    k8sClient.Clientset
+	CRDs         *client.Clientset
+	Metrics      *Metrics
+	Clock        clock.WithTicker
+	Inputs       Inputs
 }
 
-func registerSelectionController(p selectionParams) {
+func registerSelectionController(p selectionParams) error {
 	if !p.Enabled {
-		return
+		return nil
 	}
 	// egress-gateway-nodes is initialized once Nodes, agent Pods and
 	// Leases have synced; the CEGP controller waits for it.
 	wtxn := p.DB.WriteTxn(p.Nodes)
 	nodesSynced := p.Nodes.RegisterInitializer(wtxn, "egressha-node-facts")
 	wtxn.Commit()
-	p.Jobs.Add(job.OneShot("egress-gateway-selection", func(ctx context.Context, _ cell.Health) error {
+	c := NewController(p.Log, p.DB, p.Nodes, p.Selection, p.PolicyStatus, p.CRDs, p.Metrics, p.Clock, p.Inputs)
+	c.NodesSynced = nodesSynced
+	// The decisions reach the API through two statedb reconcilers, one
+	// over egress-gateway-selection (EgressGateway status) and one over
+	// egress-policy-status (EgressGatewayPolicy status). They retry
+	// failures 50 ms doubling to 10 s, as the work queue they replace.
+	if err := registerStatusReconciler(p.Params, p.Selection,
+		(*SelectionRow).Clone, (*SelectionRow).SetStatus, (*SelectionRow).GetStatus, c.GatewayStatusOps()); err != nil {
+		return err
+	}
+	if err := registerStatusReconciler(p.Params, p.PolicyStatus,
+		(*PolicyStatusRow).Clone, (*PolicyStatusRow).SetStatus, (*PolicyStatusRow).GetStatus, c.PolicyStatusOps()); err != nil {
+		return err
+	}
+	p.JobGroup.Add(job.OneShot("egress-gateway-selection", func(ctx context.Context, _ cell.Health) error {
 		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.Clientset.CoreV1().Events("")})
 		defer broadcaster.Shutdown()
 		recorder := broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"})
-		c := NewController(p.Log, p.DB, p.Nodes, p.Selection, p.CRDs, p.Metrics, p.Clock, recorder, p.Inputs)
-		c.NodesSynced = nodesSynced
-		return c.Run(ctx)
+		return c.Run(ctx, recorder)
 	}))
+	return nil
+}
+
+// registerStatusReconciler registers a statedb reconciler that writes the
+// rows of tbl to the API with ops: incremental only (no pruning: objects
+// without a row are not ours to change), no refresh on a timer (the
+// controllers mark a row pending on every event of its object), retries
+// from 50 ms doubling to 10 s. The operator's three writers (gateway
+// status, policy status, CEGP annotation) use it.
+func registerStatusReconciler[Obj comparable](p reconciler.Params, tbl statedb.RWTable[Obj],
+	clone func(Obj) Obj, setStatus func(Obj, reconciler.Status) Obj, getStatus func(Obj) reconciler.Status,
+	ops reconciler.Operations[Obj]) error {
+	_, err := reconciler.Register(p, tbl, clone, setStatus, getStatus, ops, nil,
+		reconciler.WithoutPruning(),
+		reconciler.WithRefreshing(0, nil),
+		reconciler.WithRetry(50*time.Millisecond, 10*time.Second),
+	)
+	return err
 }

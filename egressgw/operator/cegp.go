@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"maps"
 	"slices"
@@ -313,18 +312,15 @@ func (c *CEGPController) announce(obj *ciliumv2.CiliumEgressGatewayPolicy, prev,
 
 // AnnotationOps are the operations of the statedb reconciler that writes
 // each row's decision into its policy's egressha.io/gateway-nodes
-// annotation; the reconciler retries failures and records them in the
-// row's status.
+// annotation (writeAnnotation).
 func (c *CEGPController) AnnotationOps() reconciler.Operations[*CEGPRow] {
-	return cegpAnnotationOps{c}
+	return writeOps[*CEGPRow]{log: c.log, what: "CiliumEgressGatewayPolicy annotation",
+		name: func(r *CEGPRow) string { return r.Policy }, write: c.writeAnnotation}
 }
 
-type cegpAnnotationOps struct{ c *CEGPController }
-
-// Update patches the annotation, and only it, when it differs from the
-// decision.
-func (o cegpAnnotationOps) Update(ctx context.Context, _ statedb.ReadTxn, _ statedb.Revision, row *CEGPRow) error {
-	c := o.c
+// writeAnnotation patches the annotation, and only it, when it differs
+// from the row's decision.
+func (c *CEGPController) writeAnnotation(ctx context.Context, row *CEGPRow) error {
 	c.mu.Lock()
 	obj, ok := c.objs[row.Policy]
 	c.mu.Unlock()
@@ -338,7 +334,6 @@ func (o cegpAnnotationOps) Update(ctx context.Context, _ statedb.ReadTxn, _ stat
 		if apierrors.IsNotFound(err) {
 			return nil // the policy is gone; its row goes with its Delete event
 		}
-		c.log.Warn("CiliumEgressGatewayPolicy annotation write failed; retrying", "policy", row.Policy, "error", err)
 		return err
 	}
 	c.mu.Lock()
@@ -346,16 +341,5 @@ func (o cegpAnnotationOps) Update(ctx context.Context, _ statedb.ReadTxn, _ stat
 		c.objs[row.Policy] = written
 	}
 	c.mu.Unlock()
-	return nil
-}
-
-// Delete does nothing: a row is deleted with its policy.
-func (cegpAnnotationOps) Delete(context.Context, statedb.ReadTxn, statedb.Revision, *CEGPRow) error {
-	return nil
-}
-
-// Prune does nothing: annotations of policies without a row are not ours
-// to remove.
-func (cegpAnnotationOps) Prune(context.Context, statedb.ReadTxn, iter.Seq2[*CEGPRow, statedb.Revision]) error {
 	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
-	corev1 "k8s.io/api/core/v1"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
@@ -17,7 +15,6 @@ import (
 	"github.com/cilium/cilium/pkg/k8s/resource"
 	"github.com/cilium/cilium/pkg/k8s/utils"
 
-	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 )
 
@@ -61,11 +58,7 @@ func registerCEGPController(p cegpControllerParams) error {
 		return err
 	}
 	p.JobGroup.Add(job.OneShot("egress-cegp-selection", func(ctx context.Context, _ cell.Health) error {
-		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.Clientset.CoreV1().Events("")})
-		defer broadcaster.Shutdown()
-		recorder := broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"})
-		return c.Run(ctx, recorder)
+		return withEventRecorder(ctx, p.Clientset, func(recorder record.EventRecorder) error { return c.Run(ctx, recorder) })
 	}))
 	return nil
 }

@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"time"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
@@ -11,7 +10,6 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
@@ -126,28 +124,7 @@ func registerSelectionController(p selectionParams) error {
 		return err
 	}
 	p.JobGroup.Add(job.OneShot("egress-gateway-selection", func(ctx context.Context, _ cell.Health) error {
-		broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: p.Clientset.CoreV1().Events("")})
-		defer broadcaster.Shutdown()
-		recorder := broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"})
-		return c.Run(ctx, recorder)
+		return withEventRecorder(ctx, p.Clientset, func(recorder record.EventRecorder) error { return c.Run(ctx, recorder) })
 	}))
 	return nil
-}
-
-// registerStatusReconciler registers a statedb reconciler that writes the
-// rows of tbl to the API with ops: incremental only (no pruning: objects
-// without a row are not ours to change), no refresh on a timer (the
-// controllers mark a row pending on every event of its object), retries
-// from 50 ms doubling to 10 s. The operator's three writers (gateway
-// status, policy status, CEGP annotation) use it.
-func registerStatusReconciler[Obj comparable](p reconciler.Params, tbl statedb.RWTable[Obj],
-	clone func(Obj) Obj, setStatus func(Obj, reconciler.Status) Obj, getStatus func(Obj) reconciler.Status,
-	ops reconciler.Operations[Obj]) error {
-	_, err := reconciler.Register(p, tbl, clone, setStatus, getStatus, ops, nil,
-		reconciler.WithoutPruning(),
-		reconciler.WithRefreshing(0, nil),
-		reconciler.WithRetry(50*time.Millisecond, 10*time.Second),
-	)
-	return err
 }

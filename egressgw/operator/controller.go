@@ -13,7 +13,6 @@ package operator
 import (
 	"context"
 	"errors"
-	"iter"
 	"log/slog"
 	"sync"
 	"time"
@@ -479,56 +478,21 @@ func (c *Controller) recompute(pending map[string]struct{}, detected time.Time) 
 	c.refreshVIP(func(string) bool { return true })
 }
 
-// gatewayStatusOps are the operations of the statedb reconciler that
+// GatewayStatusOps are the operations of the statedb reconciler that
 // writes each decision of egress-gateway-selection into its EgressGateway's
-// status; policyStatusOps those of the one that writes the status of the
-// policies of egress-policy-status. Both compare before they write, retry
-// failures (the reconciler's backoff) and record the outcome in the row.
-type (
-	gatewayStatusOps struct{ c *Controller }
-	policyStatusOps  struct{ c *Controller }
-)
-
-// GatewayStatusOps returns the operations of the gateway status reconciler.
+// status (writeGateway).
 func (c *Controller) GatewayStatusOps() reconciler.Operations[*SelectionRow] {
-	return gatewayStatusOps{c}
+	return writeOps[*SelectionRow]{log: c.log, what: "EgressGateway status",
+		name:  func(r *SelectionRow) string { return r.Gateway },
+		write: func(ctx context.Context, r *SelectionRow) error { return c.writeGateway(ctx, r.Gateway) }}
 }
 
-// PolicyStatusOps returns the operations of the policy status reconciler.
+// PolicyStatusOps are the operations of the statedb reconciler that writes
+// the status of the policies of egress-policy-status (writePolicy).
 func (c *Controller) PolicyStatusOps() reconciler.Operations[*PolicyStatusRow] {
-	return policyStatusOps{c}
-}
-
-func (o gatewayStatusOps) Update(ctx context.Context, _ statedb.ReadTxn, _ statedb.Revision, row *SelectionRow) error {
-	err := o.c.writeGateway(ctx, row.Gateway)
-	if err != nil && ctx.Err() == nil {
-		o.c.log.Warn("status write failed; retrying", "object", "EgressGateway "+row.Gateway, "error", err)
-	}
-	return err
-}
-
-func (gatewayStatusOps) Delete(context.Context, statedb.ReadTxn, statedb.Revision, *SelectionRow) error {
-	return nil
-}
-
-func (gatewayStatusOps) Prune(context.Context, statedb.ReadTxn, iter.Seq2[*SelectionRow, statedb.Revision]) error {
-	return nil
-}
-
-func (o policyStatusOps) Update(ctx context.Context, _ statedb.ReadTxn, _ statedb.Revision, row *PolicyStatusRow) error {
-	err := o.c.writePolicy(ctx, row.Policy)
-	if err != nil && ctx.Err() == nil {
-		o.c.log.Warn("status write failed; retrying", "object", "EgressGatewayPolicy "+row.Policy, "error", err)
-	}
-	return err
-}
-
-func (policyStatusOps) Delete(context.Context, statedb.ReadTxn, statedb.Revision, *PolicyStatusRow) error {
-	return nil
-}
-
-func (policyStatusOps) Prune(context.Context, statedb.ReadTxn, iter.Seq2[*PolicyStatusRow, statedb.Revision]) error {
-	return nil
+	return writeOps[*PolicyStatusRow]{log: c.log, what: "EgressGatewayPolicy status",
+		name:  func(r *PolicyStatusRow) string { return r.Policy },
+		write: func(ctx context.Context, r *PolicyStatusRow) error { return c.writePolicy(ctx, r.Policy) }}
 }
 
 // writeGateway writes the decision to the gateway's status if it differs.

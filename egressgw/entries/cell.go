@@ -2,7 +2,7 @@
 // egress-policy-entries, the desired contents of Cilium's egress policy
 // map, equal to policy.Compute over its inputs, incrementally:
 //
-//   - egress-policies: EgressGatewayPolicies (reflectors.NewPoliciesTableAndReflector);
+//   - egress-policy-specs: EgressGatewayPolicies as reflected;
 //   - egress-cegps: CiliumEgressGatewayPolicies with the operator's decision;
 //   - egress-gateways: EgressGateway status (active node, its InternalIP,
 //     egress IP);
@@ -11,8 +11,8 @@
 //     nodeSelector of CiliumEgressGatewayPolicy selectors;
 //   - egress-local-gateways: this node's own address per basic-mode gateway.
 //
-// It also writes each EgressGatewayPolicy's Ready and Conflict conditions,
-// as this agent sees them, into egress-policies. It never touches the BPF
+// It is the only writer of egress-policies: each EgressGatewayPolicy with
+// the Ready and Conflict conditions this agent computes for it. It never touches the BPF
 // map (the datapath package's reconciler does) nor the API server.
 //
 // The table egress-policy-entries itself belongs to the datapath cells. Its
@@ -26,7 +26,6 @@ import (
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 
-	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
@@ -37,7 +36,7 @@ var Cell = cell.Module(
 	"egress-gateway-ha-entries",
 	"Desired egress map entries and EgressGatewayPolicies",
 
-	cell.ProvidePrivate(reflectors.NewPoliciesTableAndReflector),
+	cell.ProvidePrivate(tables.NewPoliciesTable),
 	cell.Provide(statedb.RWTable[*tables.Policy].ToTable),
 	cell.Invoke(registerDesiredEntries),
 )

@@ -32,10 +32,13 @@ const desiredEntriesInitializer = "egressha-desired-entries"
 type desiredEntriesParams struct {
 	cell.In
 
-	Log       *slog.Logger
-	DB        *statedb.DB
-	JobGroup  job.Group
-	Enabled   config.Enabled
+	Log      *slog.Logger
+	DB       *statedb.DB
+	JobGroup job.Group
+	Enabled  config.Enabled
+	Specs    statedb.Table[*tables.PolicySpec]
+	// Policies is this controller's output beside the entries: each
+	// policy with its conditions.
 	Policies  statedb.RWTable[*tables.Policy]
 	Gateways  statedb.Table[*tables.EgressGateway]
 	Endpoints statedb.Table[*tables.Endpoint]
@@ -63,13 +66,22 @@ func registerDesiredEntries(p desiredEntriesParams) {
 	if !p.Enabled {
 		return
 	}
-	p.JobGroup.Add(job.OneShot("desired-entries", newEntriesJob(p, done).run))
+	// egress-policies is initialized once the policies are listed, as
+	// before the first computation the controller mirrors them (without
+	// conditions).
+	wtxn = p.DB.WriteTxn(p.Policies)
+	policiesDone := p.Policies.RegisterInitializer(wtxn, "egressha-policies")
+	wtxn.Commit()
+	j := newEntriesJob(p, done)
+	j.policiesDone = policiesDone
+	p.JobGroup.Add(job.OneShot("desired-entries", j.run))
 }
 
 func newEntriesJob(p desiredEntriesParams, initDone func(statedb.WriteTxn)) *entriesJob {
 	return &entriesJob{
 		desiredEntriesParams: p,
 		initDone:             initDone,
+		policiesDone:         func(statedb.WriteTxn) {},
 		policies:             map[string]*tables.Policy{},
 		gateways:             map[string]egresspolicy.Gateway{},
 		fromStatus:           map[string]egresspolicy.Gateway{},
@@ -98,10 +110,13 @@ func newEntriesJob(p desiredEntriesParams, initDone func(statedb.WriteTxn)) *ent
 type entriesJob struct {
 	desiredEntriesParams
 	initDone func(statedb.WriteTxn)
+	// policiesDone marks egress-policies initialized (once the specs are).
+	policiesDone        func(statedb.WriteTxn)
+	policiesInitialized bool
 
 	// The inputs' change iterators (subscribe).
 	cegpChanges statedb.ChangeIterator[*tables.CEGP]
-	polChanges  statedb.ChangeIterator[*tables.Policy]
+	polChanges  statedb.ChangeIterator[*tables.PolicySpec]
 	gwChanges   statedb.ChangeIterator[*tables.EgressGateway]
 	epChanges   statedb.ChangeIterator[*tables.Endpoint]
 
@@ -143,12 +158,14 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 	// Nothing is computed before every input has synced: an entry computed
 	// from a partial view (a policy whose gateway is not listed yet) would
 	// be wrong, and the first computation is what marks the table
-	// initialized.
+	// initialized. Meanwhile egress-policies mirrors the policies, without
+	// conditions.
 	for {
+		specsWatch := j.mirrorPolicies()
 		txn := j.DB.ReadTxn()
 		var pending []string
 		var watch <-chan struct{}
-		for _, t := range []statedb.TableMeta{j.Policies, j.Gateways, j.Endpoints, j.CEGPs} {
+		for _, t := range []statedb.TableMeta{j.Specs, j.Gateways, j.Endpoints, j.CEGPs} {
 			if ok, w := t.Initialized(txn); !ok {
 				pending = append(pending, t.Name())
 				watch = w
@@ -166,6 +183,7 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 		case <-ctx.Done():
 			return nil
 		case <-watch:
+		case <-specsWatch:
 		}
 	}
 
@@ -196,13 +214,13 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 
 // subscribe starts the change iterators of the inputs.
 func (j *entriesJob) subscribe() error {
-	wtxn := j.DB.WriteTxn(j.Policies, j.Gateways, j.Endpoints, j.CEGPs)
+	wtxn := j.DB.WriteTxn(j.Specs, j.Gateways, j.Endpoints, j.CEGPs)
 	defer wtxn.Abort()
 	var err error
 	if j.cegpChanges, err = j.CEGPs.Changes(wtxn); err != nil {
 		return err
 	}
-	if j.polChanges, err = j.Policies.Changes(wtxn); err != nil {
+	if j.polChanges, err = j.Specs.Changes(wtxn); err != nil {
 		return err
 	}
 	if j.gwChanges, err = j.Gateways.Changes(wtxn); err != nil {
@@ -247,9 +265,10 @@ func (j *entriesJob) round() roundWatch {
 	// operator's decision: either can change any of its entries. The
 	// spread values are computed before the first computation too.
 	valuesChanged := j.refreshCEGPValues()
+	var n writeCounts
 	full := !j.initialized || valuesChanged || cegpsChanged
 	for c := range pol {
-		if j.policyChanged(c) {
+		if j.policyChanged(wtxn, c, &n) {
 			full = true
 		}
 	}
@@ -281,7 +300,6 @@ func (j *entriesJob) round() roundWatch {
 		}
 	}
 
-	var n writeCounts
 	if full {
 		j.polList = j.polList[:0]
 		for _, name := range slices.Sorted(maps.Keys(j.policies)) {
@@ -423,23 +441,58 @@ type writeCounts struct {
 	writes, inserted, updated, deleted int
 }
 
-// policyChanged records a change of egress-policies and reports whether
-// the entries may change: only a change of the spec matters (the status
-// the operator writes and the conditions this job writes do not).
-func (j *entriesJob) policyChanged(c statedb.Change[*tables.Policy]) bool {
+// mirrorPolicies applies the policies' changes to egress-policies before
+// the first computation, and marks it initialized once the policies are
+// listed. It returns the channel of the next change.
+func (j *entriesJob) mirrorPolicies() <-chan struct{} {
+	wtxn := j.DB.WriteTxn(j.Policies)
+	defer wtxn.Abort()
+	changes, watch := j.polChanges.Next(wtxn)
+	var n writeCounts
+	for c := range changes {
+		j.policyChanged(wtxn, c, &n)
+	}
+	if ok, _ := j.Specs.Initialized(wtxn); ok && !j.policiesInitialized {
+		j.policiesDone(wtxn)
+		j.policiesInitialized = true
+		n.writes++
+	}
+	if n.writes > 0 {
+		wtxn.Commit()
+	}
+	return watch
+}
+
+// policyChanged records a change of egress-policy-specs and writes the
+// policy's row of egress-policies, keeping the conditions computed last. It
+// reports whether the entries may change: only a change of the spec
+// matters.
+func (j *entriesJob) policyChanged(wtxn statedb.WriteTxn, c statedb.Change[*tables.PolicySpec], n *writeCounts) bool {
 	name := c.Object.Name
 	old := j.policies[name]
 	if c.Deleted {
 		delete(j.policies, name)
 		delete(j.lastConflict, name)
+		if old != nil {
+			_, _, _ = j.Policies.Delete(wtxn, old)
+			n.writes++
+		}
 		return old != nil
 	}
-	j.policies[name] = c.Object
-	if c.Object.Error != "" && (old == nil || old.Error != c.Object.Error) {
-		j.Log.Warn("egressha: EgressGatewayPolicy is partly unusable; the rest of it is applied",
-			"policy", name, "error", c.Object.Error)
+	var conds []egresspolicy.Condition
+	if old != nil {
+		conds = old.Conditions
 	}
-	return specChanged(old, c.Object)
+	row := c.Object.WithConditions(conds)
+	if _, _, err := j.Policies.Insert(wtxn, row); err == nil {
+		n.writes++
+	}
+	j.policies[name] = row
+	if row.Error != "" && (old == nil || old.Error != row.Error) {
+		j.Log.Warn("egressha: EgressGatewayPolicy is partly unusable; the rest of it is applied",
+			"policy", name, "error", row.Error)
+	}
+	return specChanged(old, row)
 }
 
 func specChanged(old, cur *tables.Policy) bool {
@@ -447,7 +500,7 @@ func specChanged(old, cur *tables.Policy) bool {
 	case old == nil:
 		return true
 	case old.Object == cur.Object:
-		return false // a condition update of the same object
+		return false // the same object
 	case old.Object == nil || cur.Object == nil:
 		return true
 	}
@@ -584,8 +637,8 @@ func (j *entriesJob) setConflicts(ip netip.Addr, cs []egresspolicy.Conflict) {
 // policy status, and every agent writing its view would fight over it.
 func (j *entriesJob) syncConditions(wtxn statedb.WriteTxn, full bool, n *writeCounts) {
 	if !full && !j.conflictsChanged {
-		// Only conditions lost by a relist of the reflector need
-		// restoring; the computed ones are unchanged.
+		// Only rows that have no conditions yet need them; the computed
+		// ones are unchanged.
 		for _, row := range j.policies {
 			if row.Conditions == nil {
 				full = true

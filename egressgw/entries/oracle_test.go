@@ -78,6 +78,7 @@ type oracle struct {
 	db  *statedb.DB
 	j   *entriesJob
 
+	specs     statedb.RWTable[*tables.PolicySpec]
 	policies  statedb.RWTable[*tables.Policy]
 	gateways  statedb.RWTable[*tables.EgressGateway]
 	endpoints statedb.RWTable[*tables.Endpoint]
@@ -102,6 +103,8 @@ func newOracle(t *testing.T, seed uint64) *oracle {
 	}
 	o.policies, err = tables.NewPoliciesTable(db)
 	var e error
+	o.specs, e = tables.NewPolicySpecsTable(db)
+	must(e)
 	o.gateways, e = tables.NewEgressGatewaysTable(db)
 	must(e)
 	o.endpoints, e = tables.NewEndpointsTable(db)
@@ -117,7 +120,7 @@ func newOracle(t *testing.T, seed uint64) *oracle {
 	o.nodes = reflectors.NewNodeLabels(nil, nil)
 	p := desiredEntriesParams{
 		Log: slog.New(slog.DiscardHandler), DB: db,
-		Policies: o.policies, Gateways: o.gateways, Endpoints: o.endpoints, CEGPs: o.cegps,
+		Specs: o.specs, Policies: o.policies, Gateways: o.gateways, Endpoints: o.endpoints, CEGPs: o.cegps,
 		Nodes: o.nodes, Entries: o.entries,
 		// This node serves the CEGP entries the operator gave it, with
 		// one fixed egress IP (the agent asks netlink).
@@ -199,15 +202,14 @@ func (o *oracle) cidrs(max int) []string {
 }
 
 // policyEvent adds, changes or deletes an EgressGatewayPolicy as the
-// reflector does (keeping the conditions, or losing them as a relist
-// does).
+// reflector does.
 func (o *oracle) policyEvent() {
 	name := o.pick(oraclePolicies)
-	wtxn := o.db.WriteTxn(o.policies)
+	wtxn := o.db.WriteTxn(o.specs)
 	defer wtxn.Commit()
-	old, _, exists := o.policies.Get(wtxn, tables.PolicyByName(name))
+	old, _, exists := o.specs.Get(wtxn, tables.PolicySpecNameIndex.Query(name))
 	if exists && o.chance(0.2) {
-		o.policies.Delete(wtxn, old)
+		o.specs.Delete(wtxn, old)
 		return
 	}
 	obj := &v1alpha1.EgressGatewayPolicy{
@@ -236,11 +238,7 @@ func (o *oracle) policyEvent() {
 			PodSelector: &metav1.LabelSelector{MatchLabels: ml},
 		})
 	}
-	row := tables.NewPolicy(obj)
-	if exists && o.chance(0.8) {
-		row.Conditions = old.Conditions
-	}
-	o.policies.Insert(wtxn, row)
+	o.specs.Insert(wtxn, tables.NewPolicySpec(obj))
 }
 
 // gatewayEvent adds, changes or deletes an EgressGateway with a status
@@ -354,9 +352,9 @@ func (o *oracle) check(t *testing.T, step int) {
 	// the spread values of this node; gateways from their status;
 	// endpoints with the labels of their node.
 	var pols []egresspolicy.Policy
-	polRows := statedb.Collect(o.policies.All(txn))
-	slices.SortFunc(polRows, func(a, b *tables.Policy) int { return strings.Compare(a.Name, b.Name) })
-	for _, r := range polRows {
+	specRows := statedb.Collect(o.specs.All(txn))
+	slices.SortFunc(specRows, func(a, b *tables.PolicySpec) int { return strings.Compare(a.Name, b.Name) })
+	for _, r := range specRows {
 		pols = append(pols, r.Policy)
 	}
 	cegpRows := statedb.Collect(o.cegps.All(txn))
@@ -391,7 +389,16 @@ func (o *oracle) check(t *testing.T, step int) {
 		t.Fatalf("step %d: egress-policy-entries differ from egresspolicy.Compute:\ncontroller:\n%s\nCompute:\n%s",
 			step, egresspolicy.FormatTable(got), egresspolicy.FormatTable(want))
 	}
-	for _, r := range polRows {
+	// egress-policies holds exactly the policies, each with Compute's
+	// conditions.
+	if n := o.policies.NumObjects(txn); n != len(specRows) {
+		t.Fatalf("step %d: egress-policies has %d rows for %d policies", step, n, len(specRows))
+	}
+	for _, s := range specRows {
+		r, _, ok := o.policies.Get(txn, tables.PolicyByName(s.Name))
+		if !ok || r.Object != s.Object {
+			t.Fatalf("step %d: egress-policies row of %s is not its current spec", step, s.Name)
+		}
 		if !slices.Equal(r.Conditions, conds[r.Name]) {
 			t.Fatalf("step %d: conditions of %s:\ncontroller: %+v\nCompute:    %+v", step, r.Name, r.Conditions, conds[r.Name])
 		}

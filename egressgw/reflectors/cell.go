@@ -1,12 +1,10 @@
 // Package reflectors converts what the agent reads from the API server and
 // from Cilium into egressha's tables, once: EgressGateways into
-// egress-gateways, CiliumEgressGatewayPolicies into egress-cegps,
+// egress-gateways, EgressGatewayPolicies into egress-policy-specs,
+// CiliumEgressGatewayPolicies into egress-cegps,
 // CiliumEndpoints and the endpoint manager's local endpoints into
 // egress-endpoints, CiliumNode labels into NodeLabels, this node's labels
 // into LocalNodeLabels.
-// EgressGatewayPolicies are reflected into egress-policies by
-// NewPoliciesTableAndReflector, which the entries controller's module
-// provides (it also writes the conditions it computes into that table).
 // Nothing here decides anything: every decision reads these tables.
 package reflectors
 
@@ -17,7 +15,8 @@ import (
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
-// Cell provides egress-gateways, egress-cegps and egress-endpoints
+// Cell provides egress-gateways, egress-policy-specs, egress-cegps and
+// egress-endpoints
 // (statedb.Table, read-only to everyone else), *NodeLabels and
 // *LocalNodeLabels.
 var Cell = cell.Module(
@@ -26,11 +25,13 @@ var Cell = cell.Module(
 
 	cell.ProvidePrivate(
 		newGatewaysTableAndReflector,
+		newPolicySpecsTableAndReflector,
 		newCEGPsTableAndReflector,
 		newEndpointsTableAndSources,
 	),
 	cell.Provide(
 		statedb.RWTable[*tables.EgressGateway].ToTable,
+		statedb.RWTable[*tables.PolicySpec].ToTable,
 		statedb.RWTable[*tables.CEGP].ToTable,
 		statedb.RWTable[*tables.Endpoint].ToTable,
 		newNodeLabelsSource,

@@ -76,18 +76,14 @@ func newCEGPsTableAndReflector(p CRDParams) (statedb.RWTable[*tables.CEGP], erro
 	return tbl, reflectCRD(p, tbl, "ciliumegressgatewaypolicies", "CiliumEgressGatewayPolicy", lw, tables.NewCEGP, nil)
 }
 
-// NewPoliciesTableAndReflector creates egress-policies and its reflector.
-// The entries controller's module provides it privately: the controller
-// writes the conditions it computes into the same rows, and the reflector
-// keeps them across updates of the object.
-func NewPoliciesTableAndReflector(p CRDParams) (statedb.RWTable[*tables.Policy], error) {
-	tbl, err := tables.NewPoliciesTable(p.DB)
+// newPolicySpecsTableAndReflector creates egress-policy-specs and its
+// reflector of EgressGatewayPolicies. The entries controller turns them
+// into egress-policies, with the conditions it computes.
+func newPolicySpecsTableAndReflector(p CRDParams) (statedb.RWTable[*tables.PolicySpec], error) {
+	tbl, err := tables.NewPolicySpecsTable(p.DB)
 	if err != nil {
 		return nil, err
 	}
 	return tbl, reflectCRD(p, tbl, "egressgatewaypolicies", "EgressGatewayPolicy", p.CRDs.Policies.ListerWatcher(),
-		tables.NewPolicy, func(old, cur *tables.Policy) *tables.Policy {
-			cur.Conditions = old.Conditions
-			return cur
-		})
+		tables.NewPolicySpec, nil)
 }

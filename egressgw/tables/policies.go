@@ -11,40 +11,92 @@ import (
 	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
-// PoliciesTableName is the name of the table of EgressGatewayPolicies.
-const PoliciesTableName = "egress-policies"
+// PoliciesTableName is the name of the table of EgressGatewayPolicies with
+// this agent's conditions; PolicySpecsTableName the one of the policies as
+// reflected.
+const (
+	PoliciesTableName    = "egress-policies"
+	PolicySpecsTableName = "egress-policy-specs"
+)
 
-// Policy is one EgressGatewayPolicy as the agent sees it: the policy parsed
-// for the desired-entry computation, what could not be parsed, and the
-// conditions this agent computed for it.
-//
-// Policy, Error and Object come from the API object (NewPolicy); the job
-// that computes egress-policy-entries fills Conditions. Rows and Object are
-// immutable: a writer inserts a modified copy.
-type Policy struct {
+// PolicySpec is one EgressGatewayPolicy as reflected from the API server:
+// the policy parsed for the desired-entry computation and what could not
+// be parsed. The reflector is the only writer of egress-policy-specs. Rows
+// and Object are immutable.
+type PolicySpec struct {
 	Name string
 	// Policy is the object converted by egresspolicy.PolicyFromObject: what it
 	// could use, even when Error is set.
 	Policy egresspolicy.Policy
 	// Error describes what the conversion left out (empty when nothing).
 	Error string
+	// Object is the EgressGatewayPolicy as received from the API server.
+	Object *v1alpha1.EgressGatewayPolicy
+}
+
+// NewPolicySpec builds the row of obj.
+func NewPolicySpec(obj *v1alpha1.EgressGatewayPolicy) *PolicySpec {
+	p, err := egresspolicy.PolicyFromObject(obj)
+	r := &PolicySpec{Name: obj.Name, Policy: p, Object: obj}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
+}
+
+// Policy is one EgressGatewayPolicy as the agent sees it: its spec and the
+// conditions this agent computed for it. The entries controller is the
+// only writer of egress-policies. Rows are immutable: a writer inserts a
+// modified copy.
+type Policy struct {
+	PolicySpec
 	// Conditions are Ready and Conflict from egresspolicy.Conditions, as this
 	// agent computed them from its inputs; nil until the first computation
 	// after all inputs have synced. They are not written to the API: the
 	// operator owns the policy status.
 	Conditions []egresspolicy.Condition
-	// Object is the EgressGatewayPolicy as received from the API server.
-	Object *v1alpha1.EgressGatewayPolicy
 }
 
 // NewPolicy builds the row of obj (without conditions).
 func NewPolicy(obj *v1alpha1.EgressGatewayPolicy) *Policy {
-	p, err := egresspolicy.PolicyFromObject(obj)
-	r := &Policy{Name: obj.Name, Policy: p, Object: obj}
+	return &Policy{PolicySpec: *NewPolicySpec(obj)}
+}
+
+// WithConditions returns the row of egress-policies of s with conds.
+func (s *PolicySpec) WithConditions(conds []egresspolicy.Condition) *Policy {
+	return &Policy{PolicySpec: *s, Conditions: conds}
+}
+
+// TableHeader implements statedb.TableWritable.
+func (*PolicySpec) TableHeader() []string {
+	return []string{"Name", "Gateway", "Destinations", "Excluded", "Error"}
+}
+
+// TableRow implements statedb.TableWritable.
+func (s *PolicySpec) TableRow() []string {
+	return []string{s.Name, s.Policy.Gateway, orNone(prefixesString(s.Policy.Destinations)),
+		orNone(prefixesString(s.Policy.Exclusions)), orNone(s.Error)}
+}
+
+// PolicySpecNameIndex is the primary index of egress-policy-specs.
+var PolicySpecNameIndex = statedb.Index[*PolicySpec, string]{
+	Name: "name",
+	FromObject: func(s *PolicySpec) index.KeySet {
+		return index.NewKeySet(index.String(s.Name))
+	},
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// NewPolicySpecsTable creates the egress-policy-specs table and registers
+// it with db.
+func NewPolicySpecsTable(db *statedb.DB) (statedb.RWTable[*PolicySpec], error) {
+	tbl, err := statedb.NewTable(PolicySpecsTableName, PolicySpecNameIndex)
 	if err != nil {
-		r.Error = err.Error()
+		return nil, err
 	}
-	return r
+	return tbl, db.RegisterTable(tbl)
 }
 
 // Condition returns the condition of type typ, if computed.
@@ -59,9 +111,7 @@ func (p *Policy) Condition(typ string) (egresspolicy.Condition, bool) {
 
 // WithConditions returns a copy of p with the given conditions.
 func (p *Policy) WithConditions(conds []egresspolicy.Condition) *Policy {
-	cp := *p
-	cp.Conditions = conds
-	return &cp
+	return p.PolicySpec.WithConditions(conds)
 }
 
 // TableHeader implements statedb.TableWritable.

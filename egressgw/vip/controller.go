@@ -76,7 +76,7 @@ func registerController(p vipParams) error {
 	return nil
 }
 
-// vipJob is the responder's control loop; only run's goroutine touches it,
+// vipJob is the VIP controller's loop; only run's goroutine touches it,
 // except peers and the duplicate evidence (own locks).
 type vipJob struct {
 	p     vipParams
@@ -90,7 +90,7 @@ type vipJob struct {
 	wake  chan struct{}
 }
 
-// vipGW is the responder's state for one gateway.
+// vipGW is the controller's state for one gateway.
 type vipGW struct {
 	name    string
 	vip     netip.Addr

@@ -57,7 +57,7 @@ type heartbeatParams struct {
 	// basic-mode interface checks.
 	LocalGateways statedb.Table[*tables.LocalGateway]
 	// CEGPs makes a node matching a CiliumEgressGatewayPolicy gateway
-	// entry renew too (cegp_heartbeat.go).
+	// entry renew too (cegp.go).
 	CEGPs     statedb.Table[*tables.CEGP] `optional:"true"`
 	VIPs      statedb.Table[*tables.VirtualIP]
 	LocalNode *reflectors.LocalNodeLabels

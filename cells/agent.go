@@ -5,16 +5,22 @@
 package cells
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/cilium/hive/cell"
-	"github.com/spf13/pflag"
 
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/option"
+
+	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/datapath"
+	"github.com/egressha/egressha/egressgw/entries"
+	"github.com/egressha/egressha/egressgw/heartbeat/writer"
+	"github.com/egressha/egressha/egressgw/localgateways"
+	"github.com/egressha/egressha/egressgw/reflectors"
+	"github.com/egressha/egressha/egressgw/vip"
 )
 
 // Agent is egressha's part of cilium-agent.
@@ -23,118 +29,33 @@ var Agent = cell.Module(
 	"egressha HA egress gateway on every node",
 
 	agentCells,
-	crdClientCell,
-	datapathTakeoverCell,
-	vipResponderCell,
-	cegpLocalCell,
+	client.Cell,
+	datapath.TakeoverCell,
+	vip.Cell,
+	entries.LocalCell,
 )
 
 // agentCells are the agent's cells without the API client of our CRDs and
-// without the pinned BPF map (datapathTakeoverCell), so tests can run them
+// without the pinned BPF map (datapath.TakeoverCell), so tests can run them
 // against fakes.
 var agentCells = cell.Group(
-	cell.Config(DefaultAgentConfig),
+	config.AgentCell,
 	cell.Invoke(registerAgentChecks),
 
-	gatewaysTableCell,
-	vipTableCells,
-	heartbeatCell,
-	entriesCells,
-	datapathCells,
+	reflectors.Cell,
+	localgateways.Cell,
+	vip.TableCell,
+	writer.Cell,
+	entries.Cell,
+	datapath.Cell,
 )
-
-// AgentConfig holds the agent flags of egressha.
-type AgentConfig struct {
-	// EgressGatewayHAEnabled turns egressha's agent cells on. Off, the
-	// binary behaves exactly like stock cilium-agent.
-	EgressGatewayHAEnabled bool
-	// EgressGatewayHAHeartbeatRenewInterval is how often the agent renews
-	// its node's heartbeat Lease.
-	EgressGatewayHAHeartbeatRenewInterval time.Duration
-	// EgressGatewayHAHeartbeatExpiry is how long a heartbeat stays fresh; a
-	// node that cannot renew within it stops announcing (self-fencing).
-	EgressGatewayHAHeartbeatExpiry time.Duration
-}
-
-// DefaultAgentConfig are the defaults of the agent flags.
-var DefaultAgentConfig = AgentConfig{
-	EgressGatewayHAEnabled: true,
-	// A hard crash is detected within the expiry (plus up to one renew
-	// interval less): 1.5-2 s, so traffic resumes within the 3 s the
-	// benchmarks target; three renewals may fail in a row (1.5 s of API
-	// latency) before a healthy node loses the role.
-	EgressGatewayHAHeartbeatRenewInterval: 500 * time.Millisecond,
-	EgressGatewayHAHeartbeatExpiry:        2 * time.Second,
-}
-
-// Flags registers the agent flags.
-func (def AgentConfig) Flags(flags *pflag.FlagSet) {
-	flags.Bool("egress-gateway-ha-enabled", def.EgressGatewayHAEnabled,
-		"Enable egressha (HA egress gateway); requires Cilium's own egress gateway to be off")
-	flags.Duration("egress-gateway-ha-heartbeat-renew-interval", def.EgressGatewayHAHeartbeatRenewInterval,
-		"How often a candidate gateway node renews its heartbeat Lease")
-	flags.Duration("egress-gateway-ha-heartbeat-expiry", def.EgressGatewayHAHeartbeatExpiry,
-		"How long a heartbeat Lease stays fresh; must be at least twice the renew interval")
-}
-
-// Validate reports flag values that cannot work together.
-func (c AgentConfig) Validate() error {
-	return validateHeartbeat(c.EgressGatewayHAHeartbeatRenewInterval, c.EgressGatewayHAHeartbeatExpiry)
-}
-
-// validateHeartbeat checks a renew interval against an expiry: a lease
-// must survive at least one missed renewal, or a single slow API call
-// would fail the active node over.
-func validateHeartbeat(renew, expiry time.Duration) error {
-	if renew <= 0 {
-		return fmt.Errorf("--egress-gateway-ha-heartbeat-renew-interval must be positive, got %s", renew)
-	}
-	if expiry < 2*renew {
-		return fmt.Errorf("--egress-gateway-ha-heartbeat-expiry (%s) must be at least twice "+
-			"--egress-gateway-ha-heartbeat-renew-interval (%s) so one missed renewal does not expire the lease",
-			expiry, renew)
-	}
-	return nil
-}
-
-// CheckDatapathPreconditions returns every reason Cilium's configuration
-// cannot carry egressha's datapath, each with the setting that fixes it.
-// The egress gateway BPF code SNATs only with BPF masquerade, which needs
-// NodePort; Cilium's own egress gateway manager deletes every map entry it
-// did not write; endpoint identities must be CRD-backed CiliumEndpoints.
-func CheckDatapathPreconditions(dc *option.DaemonConfig, kprCfg kpr.KPRConfig) error {
-	var errs []error
-	if dc.EnableEgressGateway {
-		errs = append(errs, errors.New("enable-egress-gateway=true (Helm egressGateway.enabled): Cilium's own egress gateway "+
-			"deletes every egress map entry it did not write, so it cannot run beside egressha; set it to false"))
-	}
-	if !dc.EnableIPv4Masquerade {
-		errs = append(errs, errors.New("IPv4 masquerading is off; set enable-ipv4-masquerade=true (Helm enableIPv4Masquerade)"))
-	}
-	if !dc.EnableBPFMasquerade {
-		errs = append(errs, errors.New("BPF masquerading is off; set enable-bpf-masquerade=true (Helm bpf.masquerade)"))
-	}
-	if kprCfg.KubeProxyReplacement != option.KubeProxyReplacementTrue || !kprCfg.EnableNodePort {
-		errs = append(errs, errors.New("kube-proxy replacement is off; set kube-proxy-replacement=true (Helm kubeProxyReplacement)"))
-	}
-	if dc.IdentityAllocationMode != option.IdentityAllocationModeCRD {
-		errs = append(errs, fmt.Errorf("identity allocation mode is %q; egressha needs identity-allocation-mode=crd", dc.IdentityAllocationMode))
-	}
-	if dc.EnableCiliumEndpointSlice {
-		errs = append(errs, errors.New("CiliumEndpointSlice is enabled; egressha reads CiliumEndpoints, set enable-cilium-endpoint-slice=false"))
-	}
-	if !dc.EnableIPv4 {
-		errs = append(errs, errors.New("IPv4 is disabled; egressha programs IPv4 egress only, set enable-ipv4=true"))
-	}
-	return errors.Join(errs...)
-}
 
 type agentCheckParams struct {
 	cell.In
 
 	Log          *slog.Logger
 	Lifecycle    cell.Lifecycle
-	Config       AgentConfig
+	Config       config.AgentConfig
 	DaemonConfig *option.DaemonConfig
 	KPRConfig    kpr.KPRConfig
 }
@@ -153,7 +74,7 @@ func registerAgentChecks(p agentCheckParams) {
 			if err := p.Config.Validate(); err != nil {
 				return fmt.Errorf("egressha: invalid configuration: %w", err)
 			}
-			if err := CheckDatapathPreconditions(p.DaemonConfig, p.KPRConfig); err != nil {
+			if err := datapath.CheckPreconditions(p.DaemonConfig, p.KPRConfig); err != nil {
 				return fmt.Errorf("egressha cannot run on this Cilium configuration "+
 					"(fix the settings below or set egress-gateway-ha-enabled=false):\n%w", err)
 			}

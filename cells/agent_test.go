@@ -14,66 +14,13 @@ import (
 	k8sFake "github.com/cilium/cilium/pkg/k8s/client/testutils"
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/option"
+
+	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/internal/testcells"
 )
 
-func goodDaemonConfig() (*option.DaemonConfig, kpr.KPRConfig) {
-	return &option.DaemonConfig{
-			EnableIPv4:             true,
-			EnableIPv4Masquerade:   true,
-			EnableBPFMasquerade:    true,
-			IdentityAllocationMode: option.IdentityAllocationModeCRD,
-		}, kpr.KPRConfig{
-			KubeProxyReplacement: option.KubeProxyReplacementTrue,
-			EnableNodePort:       true,
-		}
-}
-
-func TestCheckDatapathPreconditions(t *testing.T) {
-	dc, k := goodDaemonConfig()
-	if err := CheckDatapathPreconditions(dc, k); err != nil {
-		t.Fatalf("a supported configuration was refused: %v", err)
-	}
-
-	cases := []struct {
-		name   string
-		mutate func(*option.DaemonConfig, *kpr.KPRConfig)
-		want   string
-	}{
-		{"cilium egress gateway on", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableEgressGateway = true }, "enable-egress-gateway=true"},
-		{"no ipv4 masquerade", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableIPv4Masquerade = false }, "enable-ipv4-masquerade=true"},
-		{"iptables masquerade", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableBPFMasquerade = false }, "enable-bpf-masquerade=true"},
-		{"no kpr", func(_ *option.DaemonConfig, k *kpr.KPRConfig) {
-			k.KubeProxyReplacement = "false"
-			k.EnableNodePort = false
-		}, "kube-proxy-replacement=true"},
-		{"kvstore identities", func(d *option.DaemonConfig, _ *kpr.KPRConfig) {
-			d.IdentityAllocationMode = option.IdentityAllocationModeKVstore
-		}, `identity allocation mode is "kvstore"`},
-		{"endpoint slices", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableCiliumEndpointSlice = true }, "enable-cilium-endpoint-slice=false"},
-		{"ipv6 only", func(d *option.DaemonConfig, _ *kpr.KPRConfig) { d.EnableIPv4 = false }, "enable-ipv4=true"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dc, k := goodDaemonConfig()
-			tc.mutate(dc, &k)
-			err := CheckDatapathPreconditions(dc, k)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want an error naming %q, got %v", tc.want, err)
-			}
-		})
-	}
-
-	// Every problem is reported at once, so an operator fixes them in one go.
-	dc, k = goodDaemonConfig()
-	dc.EnableEgressGateway, dc.EnableBPFMasquerade = true, false
-	err := CheckDatapathPreconditions(dc, k)
-	if err == nil || !strings.Contains(err.Error(), "enable-egress-gateway") || !strings.Contains(err.Error(), "enable-bpf-masquerade") {
-		t.Fatalf("want both problems reported, got %v", err)
-	}
-}
-
 func TestHeartbeatValidation(t *testing.T) {
-	if err := DefaultAgentConfig.Validate(); err != nil {
+	if err := config.DefaultAgentConfig.Validate(); err != nil {
 		t.Fatalf("defaults refused: %v", err)
 	}
 	for _, tc := range []struct {
@@ -83,7 +30,7 @@ func TestHeartbeatValidation(t *testing.T) {
 		{0, 4 * time.Second, "must be positive"},
 		{time.Second, 1500 * time.Millisecond, "at least twice"},
 	} {
-		c := AgentConfig{EgressGatewayHAEnabled: true, EgressGatewayHAHeartbeatRenewInterval: tc.renew, EgressGatewayHAHeartbeatExpiry: tc.expiry}
+		c := config.AgentConfig{EgressGatewayHAEnabled: true, EgressGatewayHAHeartbeatRenewInterval: tc.renew, EgressGatewayHAHeartbeatExpiry: tc.expiry}
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("renew %s expiry %s: want error %q, got %v", tc.renew, tc.expiry, tc.want, err)
 		}
@@ -94,8 +41,8 @@ func TestHeartbeatValidation(t *testing.T) {
 // and checks that our flags are registered with the egress-gateway-ha- prefix
 // and reach the config structs.
 func TestCellsRegisterFlags(t *testing.T) {
-	var agentCfg AgentConfig
-	h := hive.New(Agent, cellInvoke(func(c AgentConfig) { agentCfg = c }), providePreconditionInputs(), provideAgentDependencies())
+	var agentCfg config.AgentConfig
+	h := hive.New(Agent, cellInvoke(func(c config.AgentConfig) { agentCfg = c }), providePreconditionInputs(), provideAgentDependencies())
 	flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	h.RegisterFlags(flags)
 	for _, name := range []string{"egress-gateway-ha-enabled", "egress-gateway-ha-heartbeat-renew-interval", "egress-gateway-ha-heartbeat-expiry"} {
@@ -113,10 +60,10 @@ func TestCellsRegisterFlags(t *testing.T) {
 		t.Fatalf("flags did not reach AgentConfig: %+v", agentCfg)
 	}
 
-	var opCfg OperatorConfig
+	var opCfg config.OperatorConfig
 	h = hive.New(Operator, k8sFake.FakeClientCell(),
 		cell.Provide(func() *option.DaemonConfig { return &option.DaemonConfig{K8sNamespace: "kube-system"} }),
-		cellInvoke(func(c OperatorConfig) { opCfg = c }))
+		cellInvoke(func(c config.OperatorConfig) { opCfg = c }))
 	flags = pflag.NewFlagSet("operator", pflag.ContinueOnError)
 	h.RegisterFlags(flags)
 	if err := flags.Parse([]string{"--egress-gateway-ha-enabled=false"}); err != nil {
@@ -136,11 +83,11 @@ func TestCellsRegisterFlags(t *testing.T) {
 func TestAgentRefusesToStart(t *testing.T) {
 	bad := cell.Provide(
 		func() *option.DaemonConfig {
-			dc, _ := goodDaemonConfig()
+			dc, _ := testcells.GoodDaemonConfig()
 			dc.EnableEgressGateway = true
 			return dc
 		},
-		func() kpr.KPRConfig { _, k := goodDaemonConfig(); return k },
+		func() kpr.KPRConfig { _, k := testcells.GoodDaemonConfig(); return k },
 	)
 	for _, tc := range []struct {
 		args    []string

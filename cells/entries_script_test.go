@@ -33,6 +33,9 @@ import (
 
 	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/entries"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
@@ -82,13 +85,13 @@ func TestEntriesScripts(t *testing.T) {
 				}),
 				// This node is egress-1; it resolves every CEGP entry it
 				// serves to 172.18.18.21 (the real agent asks netlink).
-				cell.Provide(func() *CEGPLocal {
-					return &CEGPLocal{NodeName: func() string { return "egress-1" },
+				cell.Provide(func() *entries.CEGPLocal {
+					return &entries.CEGPLocal{NodeName: func() string { return "egress-1" },
 						Resolve: func(cegp.GatewayEntry) (netip.Addr, error) { return netip.MustParseAddr("172.18.18.21"), nil }}
 				}),
-				cell.Config(DefaultAgentConfig),
-				gatewaysTableCell,
-				entriesCells,
+				config.AgentCell,
+				reflectors.Cell,
+				entries.Cell,
 			)
 
 			return scriptEngine(t, h, log, args)

@@ -9,6 +9,8 @@ import (
 	"github.com/cilium/cilium/pkg/kpr"
 	"github.com/cilium/cilium/pkg/node"
 	"github.com/cilium/cilium/pkg/option"
+
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 func cellInvoke[T any](f func(T)) cell.Cell { return cell.Invoke(f) }
@@ -17,8 +19,8 @@ func cellInvoke[T any](f func(T)) cell.Cell { return cell.Invoke(f) }
 // cilium-agent's own cells provide.
 func providePreconditionInputs() cell.Cell {
 	return cell.Provide(
-		func() *option.DaemonConfig { dc, _ := goodDaemonConfig(); return dc },
-		func() kpr.KPRConfig { _, k := goodDaemonConfig(); return k },
+		func() *option.DaemonConfig { dc, _ := testcells.GoodDaemonConfig(); return dc },
+		func() kpr.KPRConfig { _, k := testcells.GoodDaemonConfig(); return k },
 	)
 }
 

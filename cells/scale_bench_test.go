@@ -12,8 +12,8 @@ package cells
 // i.e. every endpoint: N × 4 map entries. The gateway is a remote node, so
 // neither side derives an egress IP from a local interface.
 //
-//   - egressha: the agent's real cells (gatewaysTableCell, entriesCells,
-//     datapathCells, as in cells.Agent) in a hive: EgressGateway and
+//   - egressha: the agent's real cells (reflectors.Cell, entries.Cell,
+//     datapath.Cell, as in cells.Agent) in a hive: EgressGateway and
 //     EgressGatewayPolicy come from the fake API server through our
 //     reflectors, CiliumEndpoints from a resource.Resource stand-in (the
 //     agent shares Cilium's informer-backed one), the map is a real unpinned

@@ -29,6 +29,8 @@ import (
 	nodeTypes "github.com/cilium/cilium/pkg/node/types"
 	"github.com/cilium/cilium/pkg/option"
 	testidentity "github.com/cilium/cilium/pkg/testutils/identity"
+
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 // ciliumScale runs Cilium v1.18's egress gateway manager as the agent
@@ -180,7 +182,7 @@ func (s *ciliumScale) start(ctx context.Context, b testing.TB) {
 		Policies:          s.policies,
 		Nodes:             s.nodes,
 		Endpoints:         s.ceps,
-		Sysctl:            newFakeSysctl(),
+		Sysctl:            testcells.NewFakeSysctl(),
 		Lifecycle:         s.lc,
 	})
 	if err != nil {

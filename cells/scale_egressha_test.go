@@ -26,16 +26,22 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
-	egressmaps "github.com/egressha/egressha/egressgw/maps"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/datapath"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
+	"github.com/egressha/egressha/egressgw/entries"
+	"github.com/egressha/egressha/egressgw/localgateways"
+	"github.com/egressha/egressha/egressgw/policymap"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 // egresshaScale runs egressha's agent path: the cells of cells.Agent that
 // turn EgressGateways, EgressGatewayPolicies and CiliumEndpoints into
-// egress-policy-entries and reconcile it into the map (gatewaysTableCell,
-// entriesCells, datapathCells), on a real unpinned policy map. Left out:
-// heartbeatCell (the Lease) and the pinned-map takeover (the map is
+// egress-policy-entries and reconcile it into the map (reflectors.Cell,
+// entries.Cell, datapath.Cell), on a real unpinned policy map. Left out:
+// writer.Cell (the Lease) and the pinned-map takeover (the map is
 // provided instead).
 type egresshaScale struct {
 	in  *scaleInput
@@ -45,7 +51,7 @@ type egresshaScale struct {
 	db      *statedb.DB
 	entries statedb.RWTable[*tables.PolicyEntry]
 	inputs  []statedb.TableMeta // egress-policies, egress-gateways
-	pm      *egressmaps.BPFPolicyMap
+	pm      *policymap.BPFPolicyMap
 	ceps    *fakeResource[*k8sTypes.CiliumEndpoint]
 }
 
@@ -61,7 +67,7 @@ var entriesStatus = reconciler.NewStatusIndex((*tables.PolicyEntry).GetStatus)
 // fake API server and an empty map; no CiliumEndpoint is sent yet.
 func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 	registerHeartbeatTestScheme()
-	s.pm = egressmaps.NewPolicyMap(scaleMapMaxEntries)
+	s.pm = policymap.NewPolicyMap(scaleMapMaxEntries)
 	if err := s.pm.CreateUnpinned(); err != nil {
 		b.Fatal(err)
 	}
@@ -74,11 +80,11 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 				return client.NewForFake(&fc.CiliumFakeClientset.Fake)
 			},
 			func() resource.Resource[*k8sTypes.CiliumEndpoint] { return s.ceps },
-			func() egressmaps.PolicyMap { return s.pm },
+			func() policymap.PolicyMap { return s.pm },
 			func() *node.LocalNodeStore {
 				return node.NewTestLocalNodeStore(node.LocalNode{Node: nodeTypes.Node{Name: "bench-node"}})
 			},
-			func() sysctl.Sysctl { return newFakeSysctl() },
+			func() sysctl.Sysctl { return testcells.NewFakeSysctl() },
 			datapathtables.NewDeviceTable,
 			statedb.RWTable[*datapathtables.Device].ToTable,
 		),
@@ -91,13 +97,14 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 			}
 			return nil
 		}),
-		// As in cells.Agent: one module, so entriesCells see the
-		// RWTable datapathCells provide privately.
+		// As in cells.Agent: one module, so entries.Cell sees the
+		// RWTable datapath.Cell provide privately.
 		cell.Module("egress-gateway-ha-agent", "egressha agent cells under benchmark",
-			cell.Config(DefaultAgentConfig),
-			gatewaysTableCell,
-			entriesCells,
-			datapathCells,
+			config.AgentCell,
+			reflectors.Cell,
+			localgateways.Cell,
+			entries.Cell,
+			datapath.Cell,
 			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],
 				pols statedb.Table[*tables.Policy], gws statedb.Table[*tables.EgressGateway]) {
 				s.db, s.entries, s.inputs = db, entries, []statedb.TableMeta{pols, gws}
@@ -131,7 +138,7 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 }
 
 func scaleGateway() *v1alpha1.EgressGateway {
-	gw := basicGateway("bench-gw", scaleInterface, map[string]string{"egress": "true"}).Object
+	gw := testcells.BasicGateway("bench-gw", scaleInterface, map[string]string{"egress": "true"}).Object
 	gw = gw.DeepCopy()
 	gw.Status = v1alpha1.EgressGatewayStatus{
 		ActiveNodeName: scaleGatewayNode, ActiveNodeInternalIP: scaleGatewayNodeIP,
@@ -222,8 +229,8 @@ func (s *egresshaScale) prepare(ctx context.Context, b testing.TB) {
 // reconciler does not expose a trigger. The map is right, so Prune only
 // reads and compares; a write would show as a repair in the metrics.
 func (s *egresshaScale) steadyResync(ctx context.Context, b testing.TB) {
-	metrics := egressmaps.NewMetrics()
-	ops := egressmaps.NewOps(s.log, s.pm, metrics)
+	metrics := policymap.NewMetrics()
+	ops := policymap.NewOps(s.log, s.pm, metrics)
 	txn := s.db.ReadTxn()
 	if err := ops.Prune(ctx, txn, s.entries.All(txn)); err != nil {
 		b.Fatal(err)
@@ -260,9 +267,9 @@ func (s *egresshaScale) endpointAdded(ctx context.Context, b testing.TB, i int) 
 func (s *egresshaScale) settle(context.Context, testing.TB) {}
 
 func (s *egresshaScale) mapEntries(b testing.TB) int {
-	want := policy.Value{EgressIP: netip.MustParseAddr(scaleEgressIP), GatewayIP: netip.MustParseAddr(scaleGatewayNodeIP)}
+	want := egresspolicy.Value{EgressIP: netip.MustParseAddr(scaleEgressIP), GatewayIP: netip.MustParseAddr(scaleGatewayNodeIP)}
 	n, wrong := 0, 0
-	if err := s.pm.IterateWithCallback(func(_ policy.Key, v policy.Value) {
+	if err := s.pm.IterateWithCallback(func(_ egresspolicy.Key, v egresspolicy.Value) {
 		n++
 		if v != want {
 			wrong++

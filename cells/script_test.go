@@ -36,6 +36,7 @@ import (
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 const (
@@ -83,11 +84,11 @@ func TestHeartbeatScripts(t *testing.T) {
 						return client.NewForFake(&fc.CiliumFakeClientset.Fake)
 					},
 					func() *option.DaemonConfig {
-						dc, _ := goodDaemonConfig()
+						dc, _ := testcells.GoodDaemonConfig()
 						dc.K8sNamespace = heartbeatTestNamespace
 						return dc
 					},
-					func() kpr.KPRConfig { _, k := goodDaemonConfig(); return k },
+					func() kpr.KPRConfig { _, k := testcells.GoodDaemonConfig(); return k },
 					datapathtables.NewDeviceTable,
 					statedb.RWTable[*datapathtables.Device].ToTable,
 					newHeartbeatLeaseFaults,

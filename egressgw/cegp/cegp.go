@@ -11,7 +11,7 @@
 //   - the annotation (Annotation) through which the operator, the single
 //     authority on serving nodes, tells every agent its decision;
 //   - the map values an agent derives from that decision (Values), spread
-//     over the entries by upstream's endpoint hash in egressgw/policy.
+//     over the entries by upstream's endpoint hash in egressgw/egresspolicy.
 //
 // It never talks to Kubernetes, netlink or the clock: the local egress IP
 // is resolved by the caller and passed in.

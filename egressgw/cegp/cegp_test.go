@@ -9,8 +9,8 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 	slimv1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
 
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/heartbeat"
-	"github.com/egressha/egressha/egressgw/policy"
 	"github.com/egressha/egressha/egressgw/selection"
 )
 
@@ -133,9 +133,9 @@ func TestValuesAndChangeReason(t *testing.T) {
 		return netip.MustParseAddr("203.0.113.1"), nil
 	}
 	got, errs := Values(sels, entries, "a", resolve)
-	want := []policy.Value{
+	want := []egresspolicy.Value{
 		{GatewayIP: netip.MustParseAddr("10.0.0.1"), EgressIP: netip.MustParseAddr("203.0.113.1")},
-		{GatewayIP: netip.MustParseAddr("10.0.0.2"), EgressIP: policy.EgressIPNotFound},
+		{GatewayIP: netip.MustParseAddr("10.0.0.2"), EgressIP: egresspolicy.EgressIPNotFound},
 	}
 	if !reflect.DeepEqual(got, want) || len(errs) != 0 {
 		t.Fatalf("Values = %v %v, want %v", got, errs, want)
@@ -202,11 +202,11 @@ func TestNodeSelector(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, _, _ := PolicyFromObject(tc.obj)
-			p.Spread = []policy.Value{{GatewayIP: netip.MustParseAddr("10.0.0.1"), EgressIP: netip.MustParseAddr("203.0.113.1")}}
-			ep := policy.Endpoint{IP: netip.MustParseAddr("10.244.0.1"), Namespace: "default", UID: "u",
-				Labels:     map[string]string{"app": tc.app, policy.PodNamespaceLabel: "default"},
+			p.Spread = []egresspolicy.Value{{GatewayIP: netip.MustParseAddr("10.0.0.1"), EgressIP: netip.MustParseAddr("203.0.113.1")}}
+			ep := egresspolicy.Endpoint{IP: netip.MustParseAddr("10.244.0.1"), Namespace: "default", UID: "u",
+				Labels:     map[string]string{"app": tc.app, egresspolicy.PodNamespaceLabel: "default"},
 				NodeLabels: tc.nodeLabels}
-			entries, _ := policy.Resolve([]policy.Policy{p}, nil, ep)
+			entries, _ := egresspolicy.Resolve([]egresspolicy.Policy{p}, nil, ep)
 			if got := len(entries) > 0; got != tc.want {
 				t.Errorf("selected = %v (%v), want %v", got, entries, tc.want)
 			}

@@ -12,19 +12,19 @@ import (
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // PolicyFromObject converts a CiliumEgressGatewayPolicy into the
-// representation egressgw/policy computes entries from (named
+// representation egressgw/egresspolicy computes entries from (named
 // PolicyPrefix+name, Spreads set, Spread left for Values to fill) and its
-// gateway entries. Like policy.PolicyFromObject it is lenient: unusable
+// gateway entries. Like egresspolicy.PolicyFromObject it is lenient: unusable
 // CIDRs and selectors are left out and described in the error. IPv6 CIDRs
 // (the spec's examples list ::/0) are left out silently: egressha programs
 // the IPv4 map only. A broken gateway entry makes the entries nil (the
 // policy then drops, as it has no gateway).
-func PolicyFromObject(obj *ciliumv2.CiliumEgressGatewayPolicy) (policy.Policy, []GatewayEntry, error) {
-	p := policy.Policy{Name: PolicyPrefix + obj.Name, Spreads: true}
+func PolicyFromObject(obj *ciliumv2.CiliumEgressGatewayPolicy) (egresspolicy.Policy, []GatewayEntry, error) {
+	p := egresspolicy.Policy{Name: PolicyPrefix + obj.Name, Spreads: true}
 	var errs []error
 	parse := func(field string, cidrs []ciliumv2.CIDR) []netip.Prefix {
 		var out []netip.Prefix
@@ -53,7 +53,7 @@ func PolicyFromObject(obj *ciliumv2.CiliumEgressGatewayPolicy) (policy.Policy, [
 				p.NodeSelectors = append(p.NodeSelectors, ns)
 			}
 		}
-		sel, err := policy.NewSelector(ToMetaSelector(s.PodSelector), ToMetaSelector(s.NamespaceSelector))
+		sel, err := egresspolicy.NewSelector(ToMetaSelector(s.PodSelector), ToMetaSelector(s.NamespaceSelector))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("selectors[%d] ignored: %w", i, err))
 			continue
@@ -87,20 +87,20 @@ type Resolver func(GatewayEntry) (netip.Addr, error)
 
 // Values returns the map values of a policy's gateway entries that have a
 // serving node, sorted by gateway IP as upstream sorts them, for
-// policy.Policy.Spread: gateway IP = the serving node's InternalIP; egress
+// egresspolicy.Policy.Spread: gateway IP = the serving node's InternalIP; egress
 // IP = on the serving node itself what resolve gives (0.0.0.0, which makes
 // the gateway drop, when it fails, as upstream), on every other node
 // 0.0.0.0 (upstream programs no egress IP there; only the gateway node
 // reads it). errs has one error per failed local resolution.
-func Values(sels []EntrySelection, entries []GatewayEntry, localNode string, resolve Resolver) ([]policy.Value, []error) {
-	var out []policy.Value
+func Values(sels []EntrySelection, entries []GatewayEntry, localNode string, resolve Resolver) ([]egresspolicy.Value, []error) {
+	var out []egresspolicy.Value
 	var errs []error
 	for _, s := range sels {
 		gw, err := netip.ParseAddr(s.InternalIP)
 		if s.Node == "" || err != nil || !gw.Is4() {
 			continue
 		}
-		v := policy.Value{GatewayIP: gw, EgressIP: policy.EgressIPNotFound}
+		v := egresspolicy.Value{GatewayIP: gw, EgressIP: egresspolicy.EgressIPNotFound}
 		if s.Node == localNode && resolve != nil {
 			i := slices.IndexFunc(entries, func(e GatewayEntry) bool { return e.Index == s.Index })
 			if i < 0 {
@@ -113,6 +113,6 @@ func Values(sels []EntrySelection, entries []GatewayEntry, localNode string, res
 		}
 		out = append(out, v)
 	}
-	slices.SortStableFunc(out, func(a, b policy.Value) int { return a.GatewayIP.Compare(b.GatewayIP) })
+	slices.SortStableFunc(out, func(a, b egresspolicy.Value) int { return a.GatewayIP.Compare(b.GatewayIP) })
 	return out, errs
 }

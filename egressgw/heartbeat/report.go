@@ -37,20 +37,10 @@ type Device struct {
 	IPv4 []netip.Addr
 }
 
-// IsCandidate reports whether a node with nodeLabels is a candidate of gw:
-// every pair of spec.nodeSelector is among the labels. An empty selector
-// selects no node (the CRD refuses one; this keeps a broken object from
-// making every node a gateway).
+// IsCandidate reports whether a node with nodeLabels is a candidate of gw
+// (v1alpha1.NodeSelectorMatches).
 func IsCandidate(nodeLabels map[string]string, gw *v1alpha1.EgressGateway) bool {
-	if gw == nil || len(gw.Spec.NodeSelector) == 0 {
-		return false
-	}
-	for k, v := range gw.Spec.NodeSelector {
-		if got, ok := nodeLabels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return gw != nil && v1alpha1.NodeSelectorMatches(gw.Spec.NodeSelector, nodeLabels)
 }
 
 // VIPStatus is what the node's VIP responder (vipd) says about one
@@ -66,56 +56,104 @@ type VIPStatus struct {
 	Duplicate  string
 }
 
+// LocalFact is what this node knows of one gateway, from the gateway's spec,
+// the node's labels and its devices: whether the node is a candidate, and
+// for basic mode the interface and what its checks found. It holds no
+// state of the VIP controller (egress-virtual-ips has that).
+type LocalFact struct {
+	Gateway   string
+	Mode      v1alpha1.SourceIPMode
+	Candidate bool
+	// Interface is the interface of basic mode (empty in other modes).
+	Interface string
+	// VIP is the virtual IP of VirtualIPAddress mode as the spec spells it
+	// ("(none)" when missing; empty in other modes).
+	VIP string
+	// Basic is the result of the basic-mode checks of Interface: Ready with
+	// this node's egress address, or the first failed check. It is
+	// computed for every basic-mode gateway, candidate or not; zero in
+	// other modes.
+	Basic GatewayReport
+}
+
+// LocalEgressIP is this node's own address on the gateway's interface
+// (basic mode, interface usable); empty otherwise.
+func (f LocalFact) LocalEgressIP() string {
+	if f.Mode == v1alpha1.SourceIPModePrimaryIP && f.Basic.Ready {
+		return f.Basic.EgressIP
+	}
+	return ""
+}
+
+// LocalFacts returns the facts of every gateway, in the order given. Pure.
+func LocalFacts(nodeLabels map[string]string, gateways []*v1alpha1.EgressGateway, devices []Device) []LocalFact {
+	byName := devicesByName(devices)
+	out := make([]LocalFact, 0, len(gateways))
+	for _, gw := range gateways {
+		f := LocalFact{Gateway: gw.Name, Mode: gw.Spec.SourceIP.Mode, Candidate: IsCandidate(nodeLabels, gw)}
+		switch f.Mode {
+		case v1alpha1.SourceIPModePrimaryIP:
+			if p := gw.Spec.SourceIP.PrimaryIPFromEgressGatewayNodeInterface; p != nil {
+				f.Interface = string(p.InterfaceName)
+			}
+			f.Basic = interfaceReport(f.Interface, byName)
+		case v1alpha1.SourceIPModeVirtualIP:
+			f.VIP = "(none)"
+			if v := gw.Spec.SourceIP.VirtualIPAddress; v != nil {
+				f.VIP = string(v.IP)
+			}
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
 // BuildReport resolves, for every gateway whose nodeSelector matches
 // nodeLabels, whether this node can carry the gateway's traffic now and
-// with which source address. Gateways the node is not a candidate of are
-// left out, so an empty Report means the node is a candidate of nothing.
+// with which source address (ReportFromFacts of LocalFacts). Pure.
+func BuildReport(nodeLabels map[string]string, gateways []*v1alpha1.EgressGateway, devices []Device, vips map[string]VIPStatus) Report {
+	return ReportFromFacts(LocalFacts(nodeLabels, gateways, devices), vips)
+}
+
+// ReportFromFacts is the report of the gateways this node is a candidate
+// of. Gateways the node is not a candidate of are left out, so an empty
+// Report means the node is a candidate of nothing.
 //
 // Basic mode (PrimaryIPFromEgressGatewayNodeInterface) checks, in order:
 // the interface exists, is up, has a global IPv4 address and is one of
 // Cilium's devices; the first failed check is the reason. VirtualIPAddress
-// mode takes the VIP responder's status from vips (keyed by gateway name);
-// a gateway the responder has not reported yet is not ready (fail closed).
+// mode takes the VIP controller's status from vips (keyed by gateway name);
+// a gateway the controller has not reported yet is not ready (fail closed).
 //
-// BuildReport is pure: it reads only its arguments.
-func BuildReport(nodeLabels map[string]string, gateways []*v1alpha1.EgressGateway, devices []Device, vips map[string]VIPStatus) Report {
-	byName := devicesByName(devices)
+// ReportFromFacts is pure: it reads only its arguments.
+func ReportFromFacts(facts []LocalFact, vips map[string]VIPStatus) Report {
 	r := Report{}
-	for _, gw := range gateways {
-		if !IsCandidate(nodeLabels, gw) {
-			continue
+	for _, f := range facts {
+		if f.Candidate {
+			r[f.Gateway] = f.report(vips)
 		}
-		r[gw.Name] = gatewayReport(gw, byName, vips)
 	}
 	return r
 }
 
-func gatewayReport(gw *v1alpha1.EgressGateway, devices map[string]*Device, vips map[string]VIPStatus) GatewayReport {
-	switch gw.Spec.SourceIP.Mode {
+func (f LocalFact) report(vips map[string]VIPStatus) GatewayReport {
+	switch f.Mode {
 	case v1alpha1.SourceIPModePrimaryIP:
-		var name string
-		if p := gw.Spec.SourceIP.PrimaryIPFromEgressGatewayNodeInterface; p != nil {
-			name = string(p.InterfaceName)
-		}
-		return interfaceReport(name, devices)
+		return f.Basic
 
 	case v1alpha1.SourceIPModeVirtualIP:
-		vip := "(none)"
-		if v := gw.Spec.SourceIP.VirtualIPAddress; v != nil {
-			vip = string(v.IP)
-		}
-		st, ok := vips[gw.Name]
+		st, ok := vips[f.Gateway]
 		if !ok {
 			// The responder has not looked at this gateway yet: the
 			// operator must not elect a node that could not answer ARP.
 			return GatewayReport{
 				Reason:  ReasonVirtualIPNotReady,
-				Message: fmt.Sprintf("the VIP responder has not set up virtual IP %s on this node yet", vip),
+				Message: fmt.Sprintf("the VIP responder has not set up virtual IP %s on this node yet", f.VIP),
 			}
 		}
 		rep := GatewayReport{Ready: st.Ready, Announcing: st.Announcing, Duplicate: st.Duplicate, Message: st.Message}
 		if st.Ready {
-			rep.EgressIP = vip
+			rep.EgressIP = f.VIP
 		} else {
 			rep.Reason = ReasonVirtualIPNotReady
 		}
@@ -125,7 +163,7 @@ func gatewayReport(gw *v1alpha1.EgressGateway, devices map[string]*Device, vips 
 		return GatewayReport{
 			Reason: ReasonUnsupportedMode,
 			Message: fmt.Sprintf("sourceIP.mode %q is not supported by this agent (want %s or %s)",
-				gw.Spec.SourceIP.Mode, v1alpha1.SourceIPModePrimaryIP, v1alpha1.SourceIPModeVirtualIP),
+				f.Mode, v1alpha1.SourceIPModePrimaryIP, v1alpha1.SourceIPModeVirtualIP),
 		}
 	}
 }
@@ -184,15 +222,10 @@ func interfaceReport(name string, devices map[string]*Device) GatewayReport {
 // SNATs to if traffic of the gateway leaves through it, whether or not it
 // is (still, or already) a candidate. Pure.
 func LocalEgressIPs(gateways []*v1alpha1.EgressGateway, devices []Device) map[string]string {
-	byName := devicesByName(devices)
 	out := map[string]string{}
-	for _, gw := range gateways {
-		p := gw.Spec.SourceIP.PrimaryIPFromEgressGatewayNodeInterface
-		if gw.Spec.SourceIP.Mode != v1alpha1.SourceIPModePrimaryIP || p == nil {
-			continue
-		}
-		if r := interfaceReport(string(p.InterfaceName), byName); r.Ready {
-			out[gw.Name] = r.EgressIP
+	for _, f := range LocalFacts(nil, gateways, devices) {
+		if ip := f.LocalEgressIP(); ip != "" {
+			out[f.Gateway] = ip
 		}
 	}
 	return out

@@ -1,8 +1,6 @@
 package heartbeat
 
 import (
-	"maps"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -26,43 +24,10 @@ type Renewal struct {
 // it. The zero value is ready to use and reports no renewal.
 type Status struct {
 	last atomic.Pointer[Renewal]
-
-	mu      sync.Mutex
-	local   map[string]string
-	changed chan struct{}
 }
 
 // NewStatus returns an empty Status.
 func NewStatus() *Status { return &Status{} }
-
-// SetLocalEgressIPs records, per basic-mode gateway, the address this node
-// would SNAT to (LocalEgressIPs). Only the heartbeat job calls it.
-func (s *Status) SetLocalEgressIPs(ips map[string]string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.local != nil && maps.Equal(s.local, ips) {
-		return
-	}
-	s.local = ips
-	if s.changed != nil {
-		close(s.changed)
-	}
-	s.changed = make(chan struct{})
-}
-
-// LocalEgressIPs returns the last SetLocalEgressIPs (nil before the first)
-// and a channel closed when it changes. The datapath programs every node
-// that has a gateway's interface with its own address there, so a packet
-// that leaves a node which is not (or no longer, or not yet) the active
-// one is SNATed to that node's own address, never to another node's.
-func (s *Status) LocalEgressIPs() (map[string]string, <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.changed == nil {
-		s.changed = make(chan struct{})
-	}
-	return s.local, s.changed
-}
 
 // ValidUntil is the last successful renewal time plus the expiry; the zero
 // time when the Lease was never renewed by this agent. A caller holding a

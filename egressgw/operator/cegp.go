@@ -13,12 +13,12 @@ import (
 
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/index"
+	"github.com/cilium/statedb/reconciler"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
@@ -39,11 +39,21 @@ type CEGPRow struct {
 	// (--egress-gateway-ha-cegp-upstream-selection).
 	Upstream  bool
 	DecidedAt time.Time
-	// Annotated is when the annotation last matched the decision (zero
-	// while pending or failing); AnnotationError says why a write failed.
-	Annotated       time.Time
-	AnnotationError string
+	// Status is the annotation's: the statedb reconciler
+	// (cegpAnnotationOps) writes the decision into the policy's
+	// annotation and records here whether it did.
+	Status reconciler.Status
 }
+
+// Clone returns a shallow copy (rows are immutable; the reconciler sets
+// the status of a copy).
+func (r *CEGPRow) Clone() *CEGPRow { cp := *r; return &cp }
+
+// GetStatus returns the annotation's reconciliation status.
+func (r *CEGPRow) GetStatus() reconciler.Status { return r.Status }
+
+// SetStatus sets the annotation's reconciliation status.
+func (r *CEGPRow) SetStatus(st reconciler.Status) *CEGPRow { r.Status = st; return r }
 
 // TableHeader implements statedb.TableWritable.
 func (r *CEGPRow) TableHeader() []string {
@@ -60,13 +70,7 @@ func (r *CEGPRow) TableRow() []string {
 	if r.Upstream {
 		mode = "upstream"
 	}
-	ann := "pending"
-	switch {
-	case r.AnnotationError != "":
-		ann = "error: " + r.AnnotationError
-	case !r.Annotated.IsZero():
-		ann = "written"
-	}
+	ann := statusColumn(r.Status)
 	errText := r.Error
 	if errText == "" {
 		errText = "-"
@@ -122,26 +126,21 @@ type CEGPController struct {
 	// Owned by Run.
 	decided map[string][]cegp.EntrySelection
 
-	// Shared with the annotation writer.
-	mu      sync.Mutex
-	objs    map[string]*ciliumv2.CiliumEgressGatewayPolicy
-	desired map[string]string
-	queue   workqueue.TypedRateLimitingInterface[string]
+	// Shared with the annotation reconciler's operations.
+	mu   sync.Mutex
+	objs map[string]*ciliumv2.CiliumEgressGatewayPolicy
 }
 
-// NewCEGPController creates the controller; Run drives it.
+// NewCEGPController creates the controller; Run drives it, and the
+// statedb reconciler registered with AnnotationOps writes the annotations.
 func NewCEGPController(log *slog.Logger, db *statedb.DB, nodes statedb.Table[*NodeRow], tbl statedb.RWTable[*CEGPRow],
-	patcher CEGPPatcher, clk clock.WithTicker, recorder record.EventRecorder,
+	patcher CEGPPatcher, clk clock.WithTicker,
 	policies resource.Resource[*ciliumv2.CiliumEgressGatewayPolicy], upstream bool) *CEGPController {
 	return &CEGPController{
-		log: log, db: db, nodes: nodes, tbl: tbl, patcher: patcher, clock: clk, recorder: recorder,
+		log: log, db: db, nodes: nodes, tbl: tbl, patcher: patcher, clock: clk,
 		policies: policies, upstream: upstream,
 		decided: map[string][]cegp.EntrySelection{},
 		objs:    map[string]*ciliumv2.CiliumEgressGatewayPolicy{},
-		desired: map[string]string{},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 10*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "egressha-cegp", Clock: clk}),
 	}
 }
 
@@ -149,13 +148,11 @@ func NewCEGPController(log *slog.Logger, db *statedb.DB, nodes statedb.Table[*No
 // been listed and egress-gateway-nodes is initialized (the selection
 // controller marks it so once Nodes, agent Pods and heartbeat Leases have
 // synced): a new leader must not move a serving node on a partial view.
-func (c *CEGPController) Run(ctx context.Context) error {
-	defer c.queue.ShutDown()
-	go c.runWriter(ctx)
+func (c *CEGPController) Run(ctx context.Context, recorder record.EventRecorder) error {
+	c.recorder = recorder
 	events := c.policies.Events(ctx)
 	synced := false
-	var timer clock.Timer
-	var timerC <-chan time.Time
+	expiry := expiryTimer{clock: c.clock}
 	for {
 		txn := c.db.ReadTxn()
 		nodesInit, initWatch := c.nodes.Initialized(txn)
@@ -166,14 +163,10 @@ func (c *CEGPController) Run(ctx context.Context) error {
 				nodes = append(nodes, r.selectionNode())
 			}
 			c.recompute(nodes)
-			if timer != nil {
-				timer.Stop()
-				timerC = nil
-			}
-			if next := nextExpiry(nodes, c.clock.Now()); !next.IsZero() {
-				timer = c.clock.NewTimer(next.Sub(c.clock.Now()) + time.Millisecond)
-				timerC = timer.C()
-			}
+			// The same rule as the selection controller: an expiry the
+			// clock passes while the timer is armed is acted on at once.
+			expiry.Arm(func(now time.Time) time.Time { return nextExpiry(nodes, now) },
+				func(time.Time) { c.recompute(nodes) })
 		}
 		select {
 		case <-ctx.Done():
@@ -185,8 +178,8 @@ func (c *CEGPController) Run(ctx context.Context) error {
 			c.onPolicy(ev, &synced)
 		case <-nodesWatch:
 		case <-initWatch:
-		case <-timerC:
-			timerC = nil
+		case <-expiry.C:
+			expiry.Fired()
 		}
 	}
 }
@@ -217,7 +210,6 @@ func (c *CEGPController) onPolicy(ev resource.Event[*ciliumv2.CiliumEgressGatewa
 	case resource.Delete:
 		c.mu.Lock()
 		delete(c.objs, ev.Key.Name)
-		delete(c.desired, ev.Key.Name)
 		c.mu.Unlock()
 		delete(c.decided, ev.Key.Name)
 		txn := c.db.WriteTxn(c.tbl)
@@ -229,8 +221,12 @@ func (c *CEGPController) onPolicy(ev resource.Event[*ciliumv2.CiliumEgressGatewa
 	c.objs[ev.Key.Name] = ev.Object
 	c.mu.Unlock()
 	// The annotation may have been changed or removed by someone else:
-	// let the writer compare.
-	c.queue.Add(ev.Key.Name)
+	// let the reconciler compare it with the decision again.
+	txn := c.db.WriteTxn(c.tbl)
+	if row, _, ok := c.tbl.Get(txn, CEGPByPolicy(ev.Key.Name)); ok {
+		_, _, _ = c.tbl.Insert(txn, row.Clone().SetStatus(reconciler.StatusPending()))
+	}
+	txn.Commit()
 }
 
 // recompute decides every policy and publishes what changed.
@@ -269,11 +265,8 @@ func (c *CEGPController) recompute(nodes []*selection.Node) {
 		if txn == nil {
 			txn = c.db.WriteTxn(c.tbl)
 		}
-		_, _, _ = c.tbl.Insert(txn, &CEGPRow{Policy: name, Entries: sels, Error: errText, Upstream: c.upstream, DecidedAt: now})
-		c.mu.Lock()
-		c.desired[name] = cegp.Encode(sels)
-		c.mu.Unlock()
-		c.queue.Add(name)
+		_, _, _ = c.tbl.Insert(txn, &CEGPRow{Policy: name, Entries: sels, Error: errText, Upstream: c.upstream, DecidedAt: now,
+			Status: reconciler.StatusPending()})
 	}
 	if txn != nil {
 		txn.Commit()
@@ -317,66 +310,36 @@ func (c *CEGPController) announce(obj *ciliumv2.CiliumEgressGatewayPolicy, prev,
 	}
 }
 
-func (c *CEGPController) runWriter(ctx context.Context) {
-	for {
-		name, shutdown := c.queue.Get()
-		if shutdown {
-			return
-		}
-		err := c.writeAnnotation(ctx, name)
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn("CiliumEgressGatewayPolicy annotation write failed; retrying", "policy", name, "error", err)
-			c.queue.AddRateLimited(name)
-		} else {
-			c.queue.Forget(name)
-		}
-		c.queue.Done(name)
-	}
+// AnnotationOps are the operations of the statedb reconciler that writes
+// each row's decision into its policy's egressha.io/gateway-nodes
+// annotation (writeAnnotation).
+func (c *CEGPController) AnnotationOps() reconciler.Operations[*CEGPRow] {
+	return writeOps[*CEGPRow]{log: c.log, what: "CiliumEgressGatewayPolicy annotation",
+		name: func(r *CEGPRow) string { return r.Policy }, write: c.writeAnnotation}
 }
 
 // writeAnnotation patches the annotation, and only it, when it differs
-// from the decision.
-func (c *CEGPController) writeAnnotation(ctx context.Context, name string) error {
+// from the row's decision.
+func (c *CEGPController) writeAnnotation(ctx context.Context, row *CEGPRow) error {
 	c.mu.Lock()
-	obj, ok := c.objs[name]
-	want, decided := c.desired[name]
+	obj, ok := c.objs[row.Policy]
 	c.mu.Unlock()
-	if !ok || !decided {
-		return nil
-	}
-	if obj.Annotations[cegp.Annotation] == want {
-		c.markAnnotated(name, want, "")
+	want := cegp.Encode(row.Entries)
+	if !ok || obj.Annotations[cegp.Annotation] == want {
 		return nil
 	}
 	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, cegp.Annotation, want)
-	written, err := c.patcher.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	written, err := c.patcher.Patch(ctx, row.Policy, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil
+			return nil // the policy is gone; its row goes with its Delete event
 		}
-		c.markAnnotated(name, want, err.Error())
-		return fmt.Errorf("CiliumEgressGatewayPolicy %s: %w", name, err)
+		return err
 	}
 	c.mu.Lock()
-	if cur, ok := c.objs[name]; ok && cur.ResourceVersion == obj.ResourceVersion {
-		c.objs[name] = written
+	if cur, ok := c.objs[row.Policy]; ok && cur.ResourceVersion == obj.ResourceVersion {
+		c.objs[row.Policy] = written
 	}
 	c.mu.Unlock()
-	c.markAnnotated(name, want, "")
 	return nil
-}
-
-func (c *CEGPController) markAnnotated(name, value, errText string) {
-	txn := c.db.WriteTxn(c.tbl)
-	if row, _, ok := c.tbl.Get(txn, CEGPByPolicy(name)); ok && cegp.Encode(row.Entries) == value {
-		cp := *row
-		cp.AnnotationError = errText
-		if errText == "" {
-			cp.Annotated = c.clock.Now()
-		} else {
-			cp.Annotated = time.Time{}
-		}
-		_, _, _ = c.tbl.Insert(txn, &cp)
-	}
-	txn.Commit()
 }

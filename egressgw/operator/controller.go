@@ -2,7 +2,8 @@
 // the facts that decide eligibility (Node Ready and cordon, the
 // cilium-agent Pod's readiness, the heartbeat Lease and what it reports
 // per gateway), runs the selection engine, and writes the decisions to
-// the egress-gateway-selection table and to EgressGateway and
+// the egress-gateway-selection table; statedb reconcilers over that table
+// and egress-policy-status write them to EgressGateway and
 // EgressGatewayPolicy status, with Events and metrics. It runs on the
 // elected operator leader only, so there is one authority on which node is
 // active. The decision itself lives in egressgw/selection and never sees
@@ -12,20 +13,18 @@ package operator
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/reconciler"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	"github.com/cilium/cilium/pkg/k8s/resource"
@@ -61,7 +60,7 @@ type Controller struct {
 	ready     bool
 	agentPods map[string]map[resource.Key]bool // node -> pod -> ready
 
-	// Shared with the status writer.
+	// Shared with the status reconcilers' Ops.
 	mu         sync.Mutex
 	gateways   map[string]*v1alpha1.EgressGateway
 	policies   map[string]*v1alpha1.EgressGatewayPolicy
@@ -70,8 +69,11 @@ type Controller struct {
 	// vip is, per VirtualIPAddress gateway, what its active node's Lease
 	// reports (announcing, duplicate); it feeds the Ready and
 	// VirtualIPConflict conditions.
-	vip   map[string]heartbeat.GatewayReport
-	queue workqueue.TypedRateLimitingInterface[string]
+	vip map[string]heartbeat.GatewayReport
+	// polTbl holds the policies whose status the policy status
+	// reconciler writes; the controller marks a row pending when the
+	// status may have to change.
+	polTbl statedb.RWTable[*PolicyStatusRow]
 
 	// NodesSynced, when set, is called once in a write transaction of
 	// egress-gateway-nodes when every input has synced, to mark the table
@@ -82,9 +84,9 @@ type Controller struct {
 
 // NewController creates a controller; Run drives it.
 func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*NodeRow], sel statedb.RWTable[*SelectionRow],
-	crd *client.Clientset, m *Metrics, clk clock.WithTicker, recorder record.EventRecorder, in Inputs) *Controller {
+	pol statedb.RWTable[*PolicyStatusRow], crd *client.Clientset, m *Metrics, clk clock.WithTicker, in Inputs) *Controller {
 	return &Controller{
-		log: log, db: db, nodesTbl: nodes, selTbl: sel, crd: crd, metrics: m, clock: clk, recorder: recorder, inputs: in,
+		log: log, db: db, nodesTbl: nodes, selTbl: sel, polTbl: pol, crd: crd, metrics: m, clock: clk, inputs: in,
 		engine:     selection.NewEngine(),
 		rows:       map[string]*NodeRow{},
 		agentPods:  map[string]map[resource.Key]bool{},
@@ -93,23 +95,14 @@ func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*Node
 		results:    map[string]selection.Result{},
 		detectedAt: map[string]time.Time{},
 		vip:        map[string]heartbeat.GatewayReport{},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 10*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "egressha-status", Clock: clk}),
 	}
 }
-
-const (
-	gatewayKey = "gateway/"
-	policyKey  = "policy/"
-)
 
 // Run processes events until ctx ends. Nothing is decided or written
 // before every input has synced: a new leader must not act on a partial
 // view (it would see candidates without heartbeats and move the role).
-func (c *Controller) Run(ctx context.Context) error {
-	defer c.queue.ShutDown()
-	go c.runWriter(ctx)
+func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) error {
+	c.recorder = recorder
 
 	nodes := c.inputs.Nodes.Events(ctx)
 	pods := c.inputs.AgentPods.Events(ctx)
@@ -118,8 +111,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	pols := c.inputs.Policies.Events(ctx)
 	const inputs = 5
 	synced := map[string]bool{}
-	var timer clock.Timer
-	var timerC <-chan time.Time
+	expiry := expiryTimer{clock: c.clock}
 	pending := map[string]struct{}{} // gateways to recompute
 
 	for {
@@ -157,13 +149,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			detected = c.clock.Now()
 			c.onPolicy(ev, synced)
-		case <-timerC:
+		case <-expiry.C:
 			// A heartbeat lapsed: recompute the gateways of every node.
+			expiry.Fired()
 			detected = c.clock.Now()
 			for name := range c.gatewayNames() {
 				pending[name] = struct{}{}
 			}
-			timerC = nil
 		}
 		if len(synced) < inputs {
 			continue
@@ -181,34 +173,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.recompute(pending, detected)
 			clear(pending)
 		}
-		c.armExpiry(&timer, &timerC, pending)
-	}
-}
-
-// armExpiry sets the timer for the next heartbeat expiry. A timer is armed
-// relative to the clock at the moment it is created, so an expiry the clock
-// passes while this runs (between reading the time and arming, or during
-// the round before) is acted on here, at once, not left to a timer whose
-// instant is already gone.
-func (c *Controller) armExpiry(timer *clock.Timer, timerC *<-chan time.Time, pending map[string]struct{}) {
-	for range 3 {
-		now := c.clock.Now()
-		next := c.engine.NextExpiry(now)
-		if next.IsZero() {
-			return
-		}
-		if next.After(now) {
-			if *timer != nil {
-				(*timer).Stop()
-			}
-			// A hair after the expiry instant, so Fresh() is false then.
-			*timer = c.clock.NewTimer(next.Sub(now) + time.Millisecond)
-			*timerC = (*timer).C()
-			if next.After(c.clock.Now()) {
-				return
-			}
-		}
-		c.recompute(pending, c.clock.Now())
+		expiry.Arm(c.engine.NextExpiry, func(now time.Time) { c.recompute(pending, now) })
 	}
 }
 
@@ -366,7 +331,7 @@ func (c *Controller) storeRow(r *NodeRow, del bool, pending map[string]struct{})
 }
 
 // refreshVIP updates the announcing state of the VIP gateways whose active
-// node matches, from that node's Lease, and queues a status write when it
+// node matches, from that node's Lease, and marks its status write pending when it
 // changed. Run goroutine only (it reads rows).
 func (c *Controller) refreshVIP(match func(active string) bool) {
 	c.mu.Lock()
@@ -385,7 +350,7 @@ func (c *Controller) refreshVIP(match func(active string) bool) {
 		}
 		if old, had := c.vip[name]; !had || old != rep {
 			c.vip[name] = rep
-			c.queue.Add(gatewayKey + name)
+			c.markGatewayPending(name)
 		}
 	}
 }
@@ -403,11 +368,13 @@ func (c *Controller) onGateway(ev resource.Event[*v1alpha1.EgressGateway], synce
 		delete(c.detectedAt, name)
 		c.mu.Unlock()
 		c.engine.DeleteGateway(name)
-		txn := c.db.WriteTxn(c.selTbl)
+		txn := c.db.WriteTxn(c.selTbl, c.polTbl)
 		c.selTbl.Delete(txn, &SelectionRow{Result: selection.Result{Gateway: name}})
+		c.mu.Lock()
+		c.markPoliciesPending(txn, name)
+		c.mu.Unlock()
 		txn.Commit()
 		c.metrics.EligibleCandidates.DeleteLabelValues(name)
-		c.enqueuePoliciesOf(name)
 		return
 	}
 	c.gateways[name] = ev.Object
@@ -415,8 +382,18 @@ func (c *Controller) onGateway(ev resource.Event[*v1alpha1.EgressGateway], synce
 	c.engine.UpsertGateway(gatewayFromObject(ev.Object))
 	pending[name] = struct{}{}
 	// The status may differ from the decision (another writer, a restore
-	// from backup): let the writer compare.
-	c.queue.Add(gatewayKey + name)
+	// from backup): let the reconciler compare.
+	c.markGatewayPending(name)
+}
+
+// markGatewayPending makes the status reconciler compare the gateway's
+// status with its decision again (a row exists once it is decided).
+func (c *Controller) markGatewayPending(name string) {
+	txn := c.db.WriteTxn(c.selTbl)
+	if row, _, ok := c.selTbl.Get(txn, SelectionByGateway(name)); ok {
+		c.selTbl.Insert(txn, row.Clone().SetStatus(reconciler.StatusPending()))
+	}
+	txn.Commit()
 }
 
 func (c *Controller) onPolicy(ev resource.Event[*v1alpha1.EgressGatewayPolicy], synced map[string]bool) {
@@ -424,21 +401,25 @@ func (c *Controller) onPolicy(ev resource.Event[*v1alpha1.EgressGatewayPolicy], 
 	if markSynced(ev.Kind, "policies", synced) {
 		return
 	}
+	txn := c.db.WriteTxn(c.polTbl)
+	defer txn.Commit()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ev.Kind == resource.Delete {
 		delete(c.policies, ev.Key.Name)
+		c.polTbl.Delete(txn, &PolicyStatusRow{Policy: ev.Key.Name})
 		return
 	}
 	c.policies[ev.Key.Name] = ev.Object
-	c.queue.Add(policyKey + ev.Key.Name)
+	c.polTbl.Insert(txn, &PolicyStatusRow{Policy: ev.Key.Name, Status: reconciler.StatusPending()})
 }
 
-// enqueuePoliciesOf queues the policies that use a gateway. Caller holds mu.
-func (c *Controller) enqueuePoliciesOf(gateway string) {
+// markPoliciesPending marks the policies that use a gateway pending for the
+// policy status reconciler. Caller holds mu.
+func (c *Controller) markPoliciesPending(txn statedb.WriteTxn, gateway string) {
 	for name, p := range c.policies {
 		if p.Spec.EgressGatewayName == gateway {
-			c.queue.Add(policyKey + name)
+			c.polTbl.Insert(txn, &PolicyStatusRow{Policy: name, Status: reconciler.StatusPending()})
 		}
 	}
 }
@@ -472,7 +453,7 @@ func (c *Controller) recompute(pending map[string]struct{}, detected time.Time) 
 	if len(changed) == 0 {
 		return
 	}
-	txn := c.db.WriteTxn(c.selTbl)
+	txn := c.db.WriteTxn(c.selTbl, c.polTbl)
 	c.mu.Lock()
 	for _, r := range changed {
 		if _, ok := c.gateways[r.Gateway]; !ok {
@@ -489,40 +470,29 @@ func (c *Controller) recompute(pending map[string]struct{}, detected time.Time) 
 				"readyNodes", r.ReadyNodes, "message", r.Message)
 		}
 		c.metrics.EligibleCandidates.WithLabelValues(r.Gateway).Set(float64(r.ReadyNodes))
-		c.selTbl.Insert(txn, &SelectionRow{Result: r, DecidedAt: now})
-		c.queue.Add(gatewayKey + r.Gateway)
-		c.enqueuePoliciesOf(r.Gateway)
+		c.selTbl.Insert(txn, &SelectionRow{Result: r, DecidedAt: now, Status: reconciler.StatusPending()})
+		c.markPoliciesPending(txn, r.Gateway)
 	}
 	c.mu.Unlock()
 	txn.Commit()
 	c.refreshVIP(func(string) bool { return true })
 }
 
-func (c *Controller) runWriter(ctx context.Context) {
-	for {
-		key, shutdown := c.queue.Get()
-		if shutdown {
-			return
-		}
-		err := c.write(ctx, key)
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn("status write failed; retrying", "object", key, "error", err)
-			c.queue.AddRateLimited(key)
-		} else {
-			c.queue.Forget(key)
-		}
-		c.queue.Done(key)
-	}
+// GatewayStatusOps are the operations of the statedb reconciler that
+// writes each decision of egress-gateway-selection into its EgressGateway's
+// status (writeGateway).
+func (c *Controller) GatewayStatusOps() reconciler.Operations[*SelectionRow] {
+	return writeOps[*SelectionRow]{log: c.log, what: "EgressGateway status",
+		name:  func(r *SelectionRow) string { return r.Gateway },
+		write: func(ctx context.Context, r *SelectionRow) error { return c.writeGateway(ctx, r.Gateway) }}
 }
 
-func (c *Controller) write(ctx context.Context, key string) error {
-	if name, ok := strings.CutPrefix(key, gatewayKey); ok {
-		return c.writeGateway(ctx, name)
-	}
-	if name, ok := strings.CutPrefix(key, policyKey); ok {
-		return c.writePolicy(ctx, name)
-	}
-	return nil
+// PolicyStatusOps are the operations of the statedb reconciler that writes
+// the status of the policies of egress-policy-status (writePolicy).
+func (c *Controller) PolicyStatusOps() reconciler.Operations[*PolicyStatusRow] {
+	return writeOps[*PolicyStatusRow]{log: c.log, what: "EgressGatewayPolicy status",
+		name:  func(r *PolicyStatusRow) string { return r.Policy },
+		write: func(ctx context.Context, r *PolicyStatusRow) error { return c.writePolicy(ctx, r.Policy) }}
 }
 
 // writeGateway writes the decision to the gateway's status if it differs.
@@ -544,7 +514,6 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 		}
 		desired := DesiredStatus(gw, r, vip, detected, now)
 		if !StatusChanged(gw.Status, desired) {
-			c.markWritten(name, r, now, "")
 			return nil
 		}
 		upd := gw.DeepCopy()
@@ -556,8 +525,7 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 		}
 		c.metrics.StatusWriteErrors.WithLabelValues("EgressGateway").Inc()
 		if !apierrors.IsConflict(err) || attempt >= 5 {
-			c.markWritten(name, r, time.Time{}, err.Error())
-			return fmt.Errorf("EgressGateway %s status: %w", name, err)
+			return err
 		}
 		fresh, gerr := c.crd.Gateways.Get(ctx, name)
 		if gerr != nil {
@@ -581,7 +549,6 @@ func (c *Controller) afterGatewayWrite(old, written *v1alpha1.EgressGateway, r s
 		delete(c.detectedAt, written.Name)
 	}
 	c.mu.Unlock()
-	c.markWritten(written.Name, r, now, "")
 	c.vipEvents(old, written)
 	if old.Status.ActiveNodeName != written.Status.ActiveNodeName {
 		reason := r.ChangeReason
@@ -623,16 +590,6 @@ func orNone(s string) string {
 	return s
 }
 
-func (c *Controller) markWritten(name string, r selection.Result, at time.Time, errText string) {
-	txn := c.db.WriteTxn(c.selTbl)
-	if row, _, ok := c.selTbl.Get(txn, SelectionByGateway(name)); ok && row.Active == r.Active {
-		cp := *row
-		cp.StatusWritten, cp.StatusError = at, errText
-		c.selTbl.Insert(txn, &cp)
-	}
-	txn.Commit()
-}
-
 func (c *Controller) writePolicy(ctx context.Context, name string) error {
 	c.mu.Lock()
 	p, ok := c.policies[name]
@@ -664,7 +621,7 @@ func (c *Controller) writePolicy(ctx context.Context, name string) error {
 		}
 		c.metrics.StatusWriteErrors.WithLabelValues("EgressGatewayPolicy").Inc()
 		if !apierrors.IsConflict(err) || attempt >= 5 {
-			return fmt.Errorf("EgressGatewayPolicy %s status: %w", name, err)
+			return err
 		}
 		fresh, gerr := c.crd.Policies.Get(ctx, name)
 		if gerr != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/index"
+	"github.com/cilium/statedb/reconciler"
 
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/selection"
@@ -108,12 +109,20 @@ type SelectionRow struct {
 	selection.Result
 	// DecidedAt is when this decision was computed.
 	DecidedAt time.Time
-	// StatusWritten is when the EgressGateway status last matched it
-	// (zero while the write is pending or failing); StatusError says why
-	// a write failed.
-	StatusWritten time.Time
-	StatusError   string
+	// Status is the EgressGateway status write's: the statedb reconciler
+	// (gatewayStatusOps) writes the decision into the gateway's status and
+	// records here whether it did.
+	Status reconciler.Status
 }
+
+// Clone returns a shallow copy (rows are immutable).
+func (r *SelectionRow) Clone() *SelectionRow { cp := *r; return &cp }
+
+// GetStatus returns the status write's reconciliation status.
+func (r *SelectionRow) GetStatus() reconciler.Status { return r.Status }
+
+// SetStatus sets the status write's reconciliation status.
+func (r *SelectionRow) SetStatus(st reconciler.Status) *SelectionRow { r.Status = st; return r }
 
 // TableHeader implements statedb.TableWritable.
 func (r *SelectionRow) TableHeader() []string {
@@ -136,13 +145,7 @@ func (r *SelectionRow) TableRow() []string {
 		}
 		return s
 	}
-	status := "pending"
-	switch {
-	case r.StatusError != "":
-		status = "error: " + r.StatusError
-	case !r.StatusWritten.IsZero():
-		status = "written"
-	}
+	status := statusColumn(r.Status)
 	return []string{r.Gateway, orDash(r.Active), orDash(r.EgressIP), fmt.Sprint(r.ReadyNodes),
 		orDash(strings.Join(cands, " ")), orDash(r.ChangeReason), orDash(r.Message), status}
 }
@@ -163,6 +166,64 @@ func SelectionByGateway(name string) statedb.Query[*SelectionRow] {
 // NewSelectionTable creates the egress-gateway-selection table.
 func NewSelectionTable(db *statedb.DB) (statedb.RWTable[*SelectionRow], error) {
 	tbl, err := statedb.NewTable("egress-gateway-selection", selectionGatewayIndex)
+	if err != nil {
+		return nil, err
+	}
+	return tbl, db.RegisterTable(tbl)
+}
+
+// statusColumn shows a write's reconciliation status: pending, written, or
+// the error of the last attempt.
+func statusColumn(st reconciler.Status) string {
+	switch st.Kind {
+	case reconciler.StatusKindError:
+		return "error: " + st.Error
+	case reconciler.StatusKindDone:
+		return "written"
+	}
+	return "pending"
+}
+
+// PolicyStatusRow is one row of the egress-policy-status table: an
+// EgressGatewayPolicy whose status the operator keeps, and the state of
+// that write. The statedb reconciler (policyStatusOps) writes the status
+// from the decision of the policy's gateway.
+type PolicyStatusRow struct {
+	Policy string
+	Status reconciler.Status
+}
+
+// Clone returns a shallow copy (rows are immutable).
+func (r *PolicyStatusRow) Clone() *PolicyStatusRow { cp := *r; return &cp }
+
+// GetStatus returns the status write's reconciliation status.
+func (r *PolicyStatusRow) GetStatus() reconciler.Status { return r.Status }
+
+// SetStatus sets the status write's reconciliation status.
+func (r *PolicyStatusRow) SetStatus(st reconciler.Status) *PolicyStatusRow { r.Status = st; return r }
+
+// TableHeader implements statedb.TableWritable.
+func (r *PolicyStatusRow) TableHeader() []string { return []string{"Policy", "Status"} }
+
+// TableRow implements statedb.TableWritable.
+func (r *PolicyStatusRow) TableRow() []string { return []string{r.Policy, statusColumn(r.Status)} }
+
+var policyStatusIndex = statedb.Index[*PolicyStatusRow, string]{
+	Name:       "policy",
+	FromObject: func(r *PolicyStatusRow) index.KeySet { return index.NewKeySet(index.String(r.Policy)) },
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// PolicyStatusByName queries egress-policy-status by policy name.
+func PolicyStatusByName(name string) statedb.Query[*PolicyStatusRow] {
+	return policyStatusIndex.Query(name)
+}
+
+// NewPolicyStatusTable creates the egress-policy-status table.
+func NewPolicyStatusTable(db *statedb.DB) (statedb.RWTable[*PolicyStatusRow], error) {
+	tbl, err := statedb.NewTable("egress-policy-status", policyStatusIndex)
 	if err != nil {
 		return nil, err
 	}

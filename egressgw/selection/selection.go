@@ -297,15 +297,7 @@ func Rank(gw Gateway, nodes []string) []string {
 // Matches reports whether labels satisfy selector with matchLabels
 // semantics; an empty selector matches nothing.
 func Matches(selector, labels map[string]string) bool {
-	if len(selector) == 0 {
-		return false
-	}
-	for k, v := range selector {
-		if lv, ok := labels[k]; !ok || lv != v {
-			return false
-		}
-	}
-	return true
+	return v1alpha1.NodeSelectorMatches(selector, labels)
 }
 
 // findCandidate finds name in cands, which are sorted by node name.

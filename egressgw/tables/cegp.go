@@ -9,7 +9,7 @@ import (
 	ciliumv2 "github.com/cilium/cilium/pkg/k8s/apis/cilium.io/v2"
 
 	"github.com/egressha/egressha/egressgw/cegp"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // CEGPsTableName is the name of the agent's table of
@@ -23,7 +23,7 @@ const CEGPsTableName = "egress-cegps"
 // immutable.
 type CEGP struct {
 	Name    string
-	Policy  policy.Policy
+	Policy  egresspolicy.Policy
 	Entries []cegp.GatewayEntry
 	// Selection is the operator's decision; nil before the operator wrote
 	// one (every entry then has no node: the policy drops).

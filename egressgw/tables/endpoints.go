@@ -15,7 +15,7 @@ import (
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
 	"github.com/cilium/cilium/pkg/labels"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // EndpointsTableName is the name of the table of endpoints the egress
@@ -41,12 +41,12 @@ const (
 // immutable.
 type Endpoint struct {
 	// IP, Namespace and Labels (identity labels, "k8s:" stripped) are what
-	// policy.ForEndpoint matches. Node is the node name for local
+	// egresspolicy.ForEndpoint matches. Node is the node name for local
 	// endpoints and the node IP (status.networking.node) for
 	// CiliumEndpoints, which carry no node name; the agent finds the
 	// labels of the endpoint's node by it (see EndpointNodeIndex), as
 	// Cilium's egress gateway finds them by the CiliumEndpoint's node IP.
-	policy.Endpoint
+	egresspolicy.Endpoint
 	// Name is the pod's name (local) or the CiliumEndpoint's name, which is
 	// the pod's name.
 	Name   string
@@ -76,7 +76,7 @@ func (e *Endpoint) TableRow() []string {
 
 // IdentityLabels converts security identity labels as Cilium models them
 // ("k8s:app=backend", "k8s:io.kubernetes.pod.namespace=my-ns") into the map
-// egressgw/policy matches. It uses Cilium's own conversion
+// egressgw/egresspolicy matches. It uses Cilium's own conversion
 // (labels.Labels.K8sStringMap, as Cilium's egress gateway does): the k8s
 // source is stripped, other sources stay as "source.key". known is false
 // when no label has the k8s source, i.e. the identity is not resolved yet
@@ -112,7 +112,7 @@ func NewLocalEndpoint(ipv4, namespace, pod, node string, identityLabels []string
 		return nil, false
 	}
 	return &Endpoint{
-		Endpoint: policy.Endpoint{IP: ip, Namespace: namespace, Labels: lbls, Node: node},
+		Endpoint: egresspolicy.Endpoint{IP: ip, Namespace: namespace, Labels: lbls, Node: node},
 		Name:     pod,
 		Origin:   OriginLocal,
 	}, true
@@ -140,7 +140,7 @@ func EndpointsFromCiliumEndpoint(cep *k8sTypes.CiliumEndpoint) []*Endpoint {
 			continue
 		}
 		out = append(out, &Endpoint{
-			Endpoint: policy.Endpoint{IP: ip, Namespace: cep.Namespace, Labels: lbls, Node: cep.Networking.NodeIP, UID: string(cep.UID)},
+			Endpoint: egresspolicy.Endpoint{IP: ip, Namespace: cep.Namespace, Labels: lbls, Node: cep.Networking.NodeIP, UID: string(cep.UID)},
 			Name:     cep.Name,
 			Origin:   OriginCiliumEndpoint,
 		})

@@ -11,7 +11,7 @@ import (
 	slim_metav1 "github.com/cilium/cilium/pkg/k8s/slim/k8s/apis/meta/v1"
 	k8sTypes "github.com/cilium/cilium/pkg/k8s/types"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // TestNewLocalEndpoint covers the conversion of a local endpoint, given the
@@ -33,7 +33,7 @@ func TestNewLocalEndpoint(t *testing.T) {
 		{
 			name: "pod with identity labels", ip: "10.244.1.10", ns: "my-ns", pod: "backend-1", node: "worker-1", labels: backend,
 			want: &Endpoint{
-				Endpoint: policy.Endpoint{
+				Endpoint: egresspolicy.Endpoint{
 					IP: netip.MustParseAddr("10.244.1.10"), Namespace: "my-ns", Node: "worker-1",
 					Labels: map[string]string{
 						"app":                                 "backend",
@@ -52,7 +52,7 @@ func TestNewLocalEndpoint(t *testing.T) {
 			name: "other sources kept apart", ip: "10.244.1.11", ns: "my-ns", pod: "p", node: "n",
 			labels: []string{"k8s:app=x", "container:tier=y", "reserved:foo"},
 			want: &Endpoint{
-				Endpoint: policy.Endpoint{IP: netip.MustParseAddr("10.244.1.11"), Namespace: "my-ns", Node: "n",
+				Endpoint: egresspolicy.Endpoint{IP: netip.MustParseAddr("10.244.1.11"), Namespace: "my-ns", Node: "n",
 					Labels: map[string]string{"app": "x", "container.tier": "y", "reserved.foo": ""}},
 				Name: "p", Origin: OriginLocal,
 			},
@@ -125,7 +125,7 @@ func TestEndpointWriter(t *testing.T) {
 	ip := netip.MustParseAddr("10.244.1.10")
 	row := func(origin EndpointOrigin, name, app string) *Endpoint {
 		return &Endpoint{
-			Endpoint: policy.Endpoint{IP: ip, Namespace: "my-ns", Labels: map[string]string{"app": app}},
+			Endpoint: egresspolicy.Endpoint{IP: ip, Namespace: "my-ns", Labels: map[string]string{"app": app}},
 			Name:     name, Origin: origin,
 		}
 	}

@@ -7,14 +7,14 @@ import (
 	"github.com/cilium/statedb/index"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // PolicyEntry is one row of egress-policy-entries: a desired entry of
 // Cilium's cilium_egress_gw_policy_v4 map, with the policy it came from and
 // the reconciler's status (so a failed or full map shows in db/show).
 type PolicyEntry struct {
-	policy.Entry
+	egresspolicy.Entry
 	Status reconciler.Status
 }
 
@@ -46,13 +46,13 @@ func (e *PolicyEntry) TableRow() []string {
 }
 
 // keyBytes is the primary key: source IP, destination address, prefix length.
-func keyBytes(k policy.Key) index.Key {
+func keyBytes(k egresspolicy.Key) index.Key {
 	s, d := k.Source.As4(), k.Dest.Addr().As4()
 	return index.Key{s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], byte(k.Dest.Bits())}
 }
 
 // PolicyEntryKeyIndex is the primary index (unique per map key).
-var PolicyEntryKeyIndex = statedb.Index[*PolicyEntry, policy.Key]{
+var PolicyEntryKeyIndex = statedb.Index[*PolicyEntry, egresspolicy.Key]{
 	Name:       "key",
 	FromObject: func(e *PolicyEntry) index.KeySet { return index.NewKeySet(keyBytes(e.Key)) },
 	FromKey:    keyBytes,

@@ -8,14 +8,14 @@ import (
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 func testEntry(src, dst string, s reconciler.Status) *PolicyEntry {
 	return &PolicyEntry{
-		Entry: policy.Entry{
-			Key:    policy.Key{Source: netip.MustParseAddr(src), Dest: netip.MustParsePrefix(dst)},
-			Value:  policy.Value{EgressIP: netip.MustParseAddr("192.0.2.1"), GatewayIP: netip.MustParseAddr("172.18.0.2")},
+		Entry: egresspolicy.Entry{
+			Key:    egresspolicy.Key{Source: netip.MustParseAddr(src), Dest: netip.MustParsePrefix(dst)},
+			Value:  egresspolicy.Value{EgressIP: netip.MustParseAddr("192.0.2.1"), GatewayIP: netip.MustParseAddr("172.18.0.2")},
 			Policy: "p",
 		},
 		Status: s,

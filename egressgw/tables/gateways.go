@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/statedb/index"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 // EgressGatewaysTableName is the name of the table of EgressGateways.
@@ -47,6 +48,12 @@ type EgressGateway struct {
 	// EgressIP is status.egressIP; invalid when unset.
 	EgressIP netip.Addr
 
+	// MapValue is what the egress map needs of the status
+	// (egresspolicy.GatewayFromObject), converted here once; MapValueError is
+	// what the conversion could not use.
+	MapValue      egresspolicy.Gateway
+	MapValueError string
+
 	// Object is the EgressGateway as received from the API server.
 	Object *v1alpha1.EgressGateway
 }
@@ -71,6 +78,10 @@ func NewEgressGateway(gw *v1alpha1.EgressGateway) *EgressGateway {
 		}
 	}
 	r.EgressIP, _ = netip.ParseAddr(gw.Status.EgressIP)
+	var err error
+	if r.MapValue, err = egresspolicy.GatewayFromObject(gw); err != nil {
+		r.MapValueError = err.Error()
+	}
 	return r
 }
 

@@ -8,60 +8,110 @@ import (
 	"github.com/cilium/statedb/index"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
-// PoliciesTableName is the name of the table of EgressGatewayPolicies.
-const PoliciesTableName = "egress-policies"
+// PoliciesTableName is the name of the table of EgressGatewayPolicies with
+// this agent's conditions; PolicySpecsTableName the one of the policies as
+// reflected.
+const (
+	PoliciesTableName    = "egress-policies"
+	PolicySpecsTableName = "egress-policy-specs"
+)
 
-// Policy is one EgressGatewayPolicy as the agent sees it: the policy parsed
-// for the desired-entry computation, what could not be parsed, and the
-// conditions this agent computed for it.
-//
-// Policy, Error and Object come from the API object (NewPolicy); the job
-// that computes egress-policy-entries fills Conditions. Rows and Object are
-// immutable: a writer inserts a modified copy.
-type Policy struct {
+// PolicySpec is one EgressGatewayPolicy as reflected from the API server:
+// the policy parsed for the desired-entry computation and what could not
+// be parsed. The reflector is the only writer of egress-policy-specs. Rows
+// and Object are immutable.
+type PolicySpec struct {
 	Name string
-	// Policy is the object converted by policy.PolicyFromObject: what it
+	// Policy is the object converted by egresspolicy.PolicyFromObject: what it
 	// could use, even when Error is set.
-	Policy policy.Policy
+	Policy egresspolicy.Policy
 	// Error describes what the conversion left out (empty when nothing).
 	Error string
-	// Conditions are Ready and Conflict from policy.Conditions, as this
-	// agent computed them from its inputs; nil until the first computation
-	// after all inputs have synced. They are not written to the API: the
-	// operator owns the policy status.
-	Conditions []policy.Condition
 	// Object is the EgressGatewayPolicy as received from the API server.
 	Object *v1alpha1.EgressGatewayPolicy
 }
 
-// NewPolicy builds the row of obj (without conditions).
-func NewPolicy(obj *v1alpha1.EgressGatewayPolicy) *Policy {
-	p, err := policy.PolicyFromObject(obj)
-	r := &Policy{Name: obj.Name, Policy: p, Object: obj}
+// NewPolicySpec builds the row of obj.
+func NewPolicySpec(obj *v1alpha1.EgressGatewayPolicy) *PolicySpec {
+	p, err := egresspolicy.PolicyFromObject(obj)
+	r := &PolicySpec{Name: obj.Name, Policy: p, Object: obj}
 	if err != nil {
 		r.Error = err.Error()
 	}
 	return r
 }
 
+// Policy is one EgressGatewayPolicy as the agent sees it: its spec and the
+// conditions this agent computed for it. The entries controller is the
+// only writer of egress-policies. Rows are immutable: a writer inserts a
+// modified copy.
+type Policy struct {
+	PolicySpec
+	// Conditions are Ready and Conflict from egresspolicy.Conditions, as this
+	// agent computed them from its inputs; nil until the first computation
+	// after all inputs have synced. They are not written to the API: the
+	// operator owns the policy status.
+	Conditions []egresspolicy.Condition
+}
+
+// NewPolicy builds the row of obj (without conditions).
+func NewPolicy(obj *v1alpha1.EgressGatewayPolicy) *Policy {
+	return &Policy{PolicySpec: *NewPolicySpec(obj)}
+}
+
+// WithConditions returns the row of egress-policies of s with conds.
+func (s *PolicySpec) WithConditions(conds []egresspolicy.Condition) *Policy {
+	return &Policy{PolicySpec: *s, Conditions: conds}
+}
+
+// TableHeader implements statedb.TableWritable.
+func (*PolicySpec) TableHeader() []string {
+	return []string{"Name", "Gateway", "Destinations", "Excluded", "Error"}
+}
+
+// TableRow implements statedb.TableWritable.
+func (s *PolicySpec) TableRow() []string {
+	return []string{s.Name, s.Policy.Gateway, orNone(prefixesString(s.Policy.Destinations)),
+		orNone(prefixesString(s.Policy.Exclusions)), orNone(s.Error)}
+}
+
+// PolicySpecNameIndex is the primary index of egress-policy-specs.
+var PolicySpecNameIndex = statedb.Index[*PolicySpec, string]{
+	Name: "name",
+	FromObject: func(s *PolicySpec) index.KeySet {
+		return index.NewKeySet(index.String(s.Name))
+	},
+	FromKey:    index.String,
+	FromString: index.FromString,
+	Unique:     true,
+}
+
+// NewPolicySpecsTable creates the egress-policy-specs table and registers
+// it with db.
+func NewPolicySpecsTable(db *statedb.DB) (statedb.RWTable[*PolicySpec], error) {
+	tbl, err := statedb.NewTable(PolicySpecsTableName, PolicySpecNameIndex)
+	if err != nil {
+		return nil, err
+	}
+	return tbl, db.RegisterTable(tbl)
+}
+
 // Condition returns the condition of type typ, if computed.
-func (p *Policy) Condition(typ string) (policy.Condition, bool) {
+func (p *Policy) Condition(typ string) (egresspolicy.Condition, bool) {
 	for _, c := range p.Conditions {
 		if c.Type == typ {
 			return c, true
 		}
 	}
-	return policy.Condition{}, false
+	return egresspolicy.Condition{}, false
 }
 
 // WithConditions returns a copy of p with the given conditions.
-func (p *Policy) WithConditions(conds []policy.Condition) *Policy {
-	cp := *p
-	cp.Conditions = conds
-	return &cp
+func (p *Policy) WithConditions(conds []egresspolicy.Condition) *Policy {
+	return p.PolicySpec.WithConditions(conds)
 }
 
 // TableHeader implements statedb.TableWritable.
@@ -73,13 +123,13 @@ func (*Policy) TableHeader() []string {
 // status and, when not in the good state, the reason; Message explains the
 // conflict, or else why the policy is not ready.
 func (p *Policy) TableRow() []string {
-	ready, readyOK := p.Condition(policy.ConditionReady)
-	conflict, conflictOK := p.Condition(policy.ConditionConflict)
+	ready, readyOK := p.Condition(egresspolicy.ConditionReady)
+	conflict, conflictOK := p.Condition(egresspolicy.ConditionConflict)
 	var msg string
 	switch {
-	case conflictOK && conflict.Status == policy.StatusTrue:
+	case conflictOK && conflict.Status == egresspolicy.StatusTrue:
 		msg = conflict.Message
-	case readyOK && ready.Status != policy.StatusTrue:
+	case readyOK && ready.Status != egresspolicy.StatusTrue:
 		msg = ready.Message
 	}
 	return []string{
@@ -87,8 +137,8 @@ func (p *Policy) TableRow() []string {
 		p.Policy.Gateway,
 		orNone(prefixesString(p.Policy.Destinations)),
 		orNone(prefixesString(p.Policy.Exclusions)),
-		conditionString(ready, readyOK, policy.StatusTrue),
-		conditionString(conflict, conflictOK, policy.StatusFalse),
+		conditionString(ready, readyOK, egresspolicy.StatusTrue),
+		conditionString(conflict, conflictOK, egresspolicy.StatusFalse),
 		orNone(msg),
 		orNone(p.Error),
 	}
@@ -96,7 +146,7 @@ func (p *Policy) TableRow() []string {
 
 // conditionString is "Unknown" before the first computation, the status
 // alone in the good state, "status (reason)" otherwise.
-func conditionString(c policy.Condition, ok bool, good string) string {
+func conditionString(c egresspolicy.Condition, ok bool, good string) string {
 	switch {
 	case !ok:
 		return "Unknown"

@@ -7,7 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
-	"github.com/egressha/egressha/egressgw/policy"
+	"github.com/egressha/egressha/egressgw/egresspolicy"
 )
 
 func TestNewPolicy(t *testing.T) {
@@ -35,9 +35,9 @@ func TestNewPolicy(t *testing.T) {
 		t.Fatalf("TableRow = %q, want %q", row[:7], want)
 	}
 
-	conds := []policy.Condition{
-		{Type: policy.ConditionReady, Status: policy.StatusFalse, Reason: policy.ReasonGatewayNotReady, Message: "no active node"},
-		{Type: policy.ConditionConflict, Status: policy.StatusFalse, Reason: policy.ReasonNoConflict, Message: "none"},
+	conds := []egresspolicy.Condition{
+		{Type: egresspolicy.ConditionReady, Status: egresspolicy.StatusFalse, Reason: egresspolicy.ReasonGatewayNotReady, Message: "no active node"},
+		{Type: egresspolicy.ConditionConflict, Status: egresspolicy.StatusFalse, Reason: egresspolicy.ReasonNoConflict, Message: "none"},
 	}
 	r2 := r.WithConditions(conds)
 	if r.Conditions != nil {
@@ -46,7 +46,7 @@ func TestNewPolicy(t *testing.T) {
 	if got := r2.TableRow()[4:7]; !reflect.DeepEqual(got, []string{"False (GatewayNotReady)", "False", "no active node"}) {
 		t.Fatalf("not ready: %q", got)
 	}
-	conds[1] = policy.Condition{Type: policy.ConditionConflict, Status: policy.StatusTrue, Reason: policy.ReasonOverlappingPolicies, Message: "overlap"}
+	conds[1] = egresspolicy.Condition{Type: egresspolicy.ConditionConflict, Status: egresspolicy.StatusTrue, Reason: egresspolicy.ReasonOverlappingPolicies, Message: "overlap"}
 	if got := r.WithConditions(conds).TableRow()[5:7]; !reflect.DeepEqual(got, []string{"True (OverlappingPolicies)", "overlap"}) {
 		t.Fatalf("conflict: %q", got)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/egressha/egressha/egressgw/heartbeat"
 )
 
-// VirtualIPsTableName is the name of the VIP responder's table.
+// VirtualIPsTableName is the name of the VIP controller's table.
 const VirtualIPsTableName = "egress-virtual-ips"
 
 // VIP states, in the order a node goes through them when it becomes active.
@@ -38,7 +38,7 @@ const (
 	VIPFenced = "Fenced"
 )
 
-// VirtualIP is the VIP responder's state for one VirtualIPAddress gateway
+// VirtualIP is the VIP controller's state for one VirtualIPAddress gateway
 // this node is a candidate of. `db/show egress-virtual-ips` prints it.
 type VirtualIP struct {
 	Gateway    string

@@ -1,0 +1,261 @@
+package policymap
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/cilium/cilium/pkg/bpf"
+	"github.com/cilium/cilium/pkg/maps/egressmap"
+
+	"github.com/egressha/egressha/egressgw/egresspolicy"
+)
+
+// PolicyMap is the IPv4 egress gateway policy map as the reconciler sees it:
+// typed with egressha's own key and value, so the reconciler's operations
+// can run against a fake in unprivileged tests.
+type PolicyMap interface {
+	// Update inserts or replaces the entry of k.
+	Update(k egresspolicy.Key, v egresspolicy.Value) error
+	// Delete removes the entry of k; a missing entry is not an error.
+	Delete(k egresspolicy.Key) error
+	// IterateWithCallback calls cb for every entry in the map.
+	IterateWithCallback(cb func(egresspolicy.Key, egresspolicy.Value)) error
+	// MaxEntries is the map's capacity.
+	MaxEntries() int
+}
+
+// PolicyMapName is the name (and bpffs pin name) of Cilium's IPv4 egress
+// gateway policy map.
+const PolicyMapName = egressmap.PolicyMapName4
+
+// PolicyMapSpec returns the spec egressha creates cilium_egress_gw_policy_v4
+// with. It must equal what the datapath loader derives from the C
+// declaration in bpf/lib/egress_gateway.h (Cilium v1.18.11):
+//
+//	struct {
+//		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+//		__type(key, struct egress_gw_policy_key);
+//		__type(value, struct egress_gw_policy_entry);
+//		__uint(pinning, LIBBPF_PIN_BY_NAME);
+//		__uint(max_entries, EGRESS_POLICY_MAP_SIZE);
+//		__uint(map_flags, BPF_F_NO_PREALLOC);
+//	} cilium_egress_gw_policy_v4 __section_maps_btf;
+//
+// with struct egress_gw_policy_key { struct bpf_lpm_trie_key lpm_key;
+// __u32 saddr; __u32 daddr; } (12 bytes) and struct egress_gw_policy_entry
+// { __u32 egress_ip; __u32 gateway_ip; } (8 bytes) from bpf/lib/common.h,
+// which egressmap.EgressPolicyKey4/EgressPolicyVal4 mirror (Cilium's
+// alignchecker verifies that at agent start). EGRESS_POLICY_MAP_SIZE is the
+// node define egressmap.Cell writes from --egress-gateway-policy-map-max,
+// the same value the caller passes as maxEntries.
+//
+// Why it matters: when the loader loads bpf_host.o it opens the pinned map
+// and checks it with ebpf.MapSpec.Compatible (type, key size, value size,
+// max entries, flags). On ErrMapIncompatible, pkg/bpf.LoadCollection
+// creates a new map and replaces the pin after attaching the programs, so
+// the datapath would read a map nobody writes and our handle would be
+// stale. Cilium's own egressmap passes flags 0 to pkg/bpf.NewMap, whose
+// OpenOrCreate adds BPF_F_NO_PREALLOC for LPM tries
+// (bpf.GetMapMemoryFlags); we call pkg/bpf.OpenOrCreateMap directly, so
+// the flag must be in the spec (the kernel also refuses an LPM trie
+// without it). The BTF of key and value is not compared, so a map created
+// from Go without BTF is fine, as it is for Cilium's own egressmap.
+//
+// TestPolicyMapSpecMatchesCDeclaration compiles Cilium's bpf_host.c with
+// ENABLE_EGRESS_GATEWAY and compares this spec with the one ebpf-go reads
+// from the object; TestPrivilegedPolicyMapReconciler runs the loader's
+// Compatible check against a map created from this spec.
+func PolicyMapSpec(maxEntries int) *ebpf.MapSpec {
+	return &ebpf.MapSpec{
+		Name:       PolicyMapName,
+		Type:       ebpf.LPMTrie,
+		KeySize:    uint32(unsafe.Sizeof(egressmap.EgressPolicyKey4{})),
+		ValueSize:  uint32(unsafe.Sizeof(egressmap.EgressPolicyVal4{})),
+		MaxEntries: uint32(maxEntries),
+		Flags:      unix.BPF_F_NO_PREALLOC,
+		Pinning:    ebpf.PinByName,
+	}
+}
+
+// BPFPolicyMap is cilium_egress_gw_policy_v4, created with PolicyMapSpec.
+// Create it with NewPolicyMap, then open it with OpenOrCreate (pinned, the
+// agent) or CreateUnpinned (tests). Keys and values are Cilium's
+// egressmap.EgressPolicyKey4/EgressPolicyVal4, the types cilium-dbg reads
+// the map with.
+//
+// It is built on cilium/ebpf rather than pkg/bpf.Map: pkg/bpf.Map resolves
+// its pin path even for an unpinned map, which needs a mounted bpffs and
+// would keep the privileged test from running on a host without one. The
+// pinned map is opened with pkg/bpf.OpenOrCreateMap, the function
+// pkg/bpf.Map.OpenOrCreate (and so Cilium's own egressmap) uses.
+type BPFPolicyMap struct {
+	spec *ebpf.MapSpec
+
+	mu sync.RWMutex
+	m  *ebpf.Map
+}
+
+var _ PolicyMap = (*BPFPolicyMap)(nil)
+
+// errNotOpen is returned before OpenOrCreate or CreateUnpinned succeeded.
+var errNotOpen = errors.New(PolicyMapName + " is not open")
+
+// NewPolicyMap returns the map, not yet opened.
+func NewPolicyMap(maxEntries int) *BPFPolicyMap {
+	return &BPFPolicyMap{spec: PolicyMapSpec(maxEntries)}
+}
+
+// OpenOrCreate opens the pinned map at <bpffs>/tc/globals/<name>, or
+// creates and pins it. A pinned map with another spec (e.g. after
+// --egress-gateway-policy-map-max changed) is unpinned and replaced by an
+// empty one, as Cilium does; the reconciler then writes every entry again.
+func (p *BPFPolicyMap) OpenOrCreate(log *slog.Logger) error {
+	return p.openOrCreateIn(log, bpf.TCGlobalsPath())
+}
+
+// openOrCreateIn is OpenOrCreate with the pin directory of a test's bpffs.
+func (p *BPFPolicyMap) openOrCreateIn(log *slog.Logger, pinDir string) error {
+	m, err := bpf.OpenOrCreateMap(log, p.spec, pinDir)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", PolicyMapName, err)
+	}
+	return p.set(m)
+}
+
+// CreateUnpinned creates the map without pinning it (tests).
+func (p *BPFPolicyMap) CreateUnpinned() error {
+	spec := p.spec.Copy()
+	spec.Pinning = ebpf.PinNone
+	m, err := ebpf.NewMap(spec)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", PolicyMapName, err)
+	}
+	return p.set(m)
+}
+
+func (p *BPFPolicyMap) set(m *ebpf.Map) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m != nil {
+		m.Close()
+		return errors.New(PolicyMapName + " is already open")
+	}
+	p.m = m
+	return nil
+}
+
+// Close releases the map's file descriptor; the pin stays, and with it the
+// entries the datapath uses.
+func (p *BPFPolicyMap) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		return nil
+	}
+	err := p.m.Close()
+	p.m = nil
+	return err
+}
+
+// FD is the map's file descriptor, -1 when it is not open (tests compare
+// the kernel object with the C declaration through it).
+func (p *BPFPolicyMap) FD() int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.m == nil {
+		return -1
+	}
+	return p.m.FD()
+}
+
+// MaxEntries implements PolicyMap.
+func (p *BPFPolicyMap) MaxEntries() int { return int(p.spec.MaxEntries) }
+
+// with runs do on the open map.
+func (p *BPFPolicyMap) with(do func(m *ebpf.Map) error) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.m == nil {
+		return errNotOpen
+	}
+	return do(p.m)
+}
+
+// Update implements PolicyMap.
+func (p *BPFPolicyMap) Update(k egresspolicy.Key, v egresspolicy.Value) error {
+	key, err := bpfKey(k)
+	if err != nil {
+		return err
+	}
+	if !v.EgressIP.Is4() || !v.GatewayIP.Is4() {
+		return fmt.Errorf("value %s of %s is not IPv4", v, k)
+	}
+	val := egressmap.NewEgressPolicyVal4(v.EgressIP, v.GatewayIP)
+	return p.with(func(m *ebpf.Map) error {
+		if err := m.Update(&key, &val, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("update %s: %w", PolicyMapName, err)
+		}
+		return nil
+	})
+}
+
+// Delete implements PolicyMap.
+func (p *BPFPolicyMap) Delete(k egresspolicy.Key) error {
+	key, err := bpfKey(k)
+	if err != nil {
+		return err
+	}
+	return p.with(func(m *ebpf.Map) error {
+		if err := m.Delete(&key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from %s: %w", PolicyMapName, err)
+		}
+		return nil
+	})
+}
+
+// IterateWithCallback implements PolicyMap.
+func (p *BPFPolicyMap) IterateWithCallback(cb func(egresspolicy.Key, egresspolicy.Value)) error {
+	return p.with(func(m *ebpf.Map) error {
+		var k egressmap.EgressPolicyKey4
+		var v egressmap.EgressPolicyVal4
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			cb(fromBPFKey(&k), fromBPFValue(&v))
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("iterating %s: %w", PolicyMapName, err)
+		}
+		return nil
+	})
+}
+
+// bpfKey converts k, masking the destination's host bits: the trie matches
+// only the prefix, but it stores and dumps the bits as written.
+func bpfKey(k egresspolicy.Key) (egressmap.EgressPolicyKey4, error) {
+	if !k.Source.Is4() || !k.Dest.IsValid() || !k.Dest.Addr().Is4() {
+		return egressmap.EgressPolicyKey4{}, fmt.Errorf("key %s is not IPv4", k)
+	}
+	return egressmap.NewEgressPolicyKey4(k.Source, k.Dest.Masked()), nil
+}
+
+// fromBPFKey converts a key read from the map. Both writers (Cilium's
+// manager and egressha) always match the whole source address, so the
+// prefix length is at least 32.
+func fromBPFKey(k *egressmap.EgressPolicyKey4) egresspolicy.Key {
+	bits := int(k.PrefixLen) - int(egressmap.PolicyStaticPrefixBits4)
+	return egresspolicy.Key{
+		Source: k.SourceIP.Addr(),
+		Dest:   netip.PrefixFrom(k.DestCIDR.Addr(), bits).Masked(),
+	}
+}
+
+func fromBPFValue(v *egressmap.EgressPolicyVal4) egresspolicy.Value {
+	return egresspolicy.Value{EgressIP: v.EgressIP.Addr(), GatewayIP: v.GatewayIP.Addr()}
+}

@@ -1,0 +1,271 @@
+package policymap
+
+import (
+	"errors"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/cilium/hive/hivetest"
+	"golang.org/x/sys/unix"
+
+	"github.com/cilium/cilium/pkg/bpf"
+	"github.com/cilium/cilium/pkg/maps/egressmap"
+
+	"github.com/egressha/egressha/egressgw/egresspolicy"
+	"github.com/egressha/egressha/internal/privileged"
+)
+
+// requirePrivileged applies privileged.Require and lifts the memlock limit
+// (older kernels charge maps to it).
+func requirePrivileged(t *testing.T) {
+	t.Helper()
+	privileged.Require(t, "creates BPF maps")
+	if err := rlimit.RemoveMemlock(); err != nil {
+		t.Fatalf("removing the memlock limit: %v", err)
+	}
+}
+
+// newUnpinnedMap creates a real, unpinned cilium_egress_gw_policy_v4 with
+// egressha's spec.
+func newUnpinnedMap(t *testing.T, maxEntries int) *BPFPolicyMap {
+	t.Helper()
+	m := NewPolicyMap(maxEntries)
+	if err := m.CreateUnpinned(); err != nil {
+		t.Fatalf("creating the map: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// kernelMap opens the kernel's view of m (attributes as the kernel reports
+// them, as ebpf.LoadPinnedMap would).
+func kernelMap(t *testing.T, m *BPFPolicyMap) *ebpf.Map {
+	t.Helper()
+	fd, err := unix.Dup(m.FD())
+	if err != nil {
+		t.Fatal(err)
+	}
+	km, err := ebpf.NewMapFromFD(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { km.Close() })
+	return km
+}
+
+// TestPrivilegedPolicyMapReconciler runs the reconciler against real,
+// unpinned LPM trie maps created with the production spec.
+func TestPrivilegedPolicyMapReconciler(t *testing.T) {
+	requirePrivileged(t)
+
+	t.Run("spec-accepted-by-loader-check", func(t *testing.T) {
+		m := newUnpinnedMap(t, egressmap.DefaultPolicyConfig.EgressGatewayPolicyMapMax)
+		km := kernelMap(t, m)
+		// The check pkg/bpf.LoadCollection runs on the pinned map before
+		// deciding to re-pin: first against our own spec (what the kernel
+		// made of it), then against the C declaration when clang exists.
+		if err := PolicyMapSpec(m.MaxEntries()).Compatible(km); err != nil {
+			t.Fatalf("the kernel changed our spec: %v", err)
+		}
+		t.Run("against-C", func(t *testing.T) {
+			if err := compiledPolicyMapSpec(t).Compatible(km); err != nil {
+				t.Fatalf("the loader would re-pin the map: %v", err)
+			}
+		})
+	})
+
+	t.Run("pinned-map-survives-loader-and-restart", func(t *testing.T) {
+		cSpec := compiledPolicyMapSpec(t) // the map as bpf_host.o declares it
+		log := hivetest.Logger(t)
+		inPrivateBPFFS(t, func(bpffs string) {
+			pinDir := filepath.Join(bpffs, "tc", "globals")
+			maxEntries := int(cSpec.MaxEntries)
+			k, v := key("10.244.1.10", "192.0.2.0/24"), val("203.0.113.1", "172.18.0.2")
+
+			m := NewPolicyMap(maxEntries)
+			if err := m.openOrCreateIn(log, pinDir); err != nil {
+				t.Errorf("opening the pinned map: %v", err)
+				return
+			}
+			if err := m.Update(k, v); err != nil {
+				t.Error(err)
+				return
+			}
+			id := mapID(t, m.FD())
+
+			// The datapath loader, as it loads bpf_host.o: Cilium's own
+			// LoadCollection, which re-pins a map it finds incompatible.
+			if got := loadAsLoader(t, log, cSpec, pinDir); got != id {
+				t.Errorf("the loader replaced the pinned map (id %d -> %d): egressha's handle would be stale", id, got)
+			}
+
+			// An agent restart opens the same map, entries included.
+			m.Close()
+			m2 := NewPolicyMap(maxEntries)
+			if err := m2.openOrCreateIn(log, pinDir); err != nil {
+				t.Errorf("reopening the pinned map: %v", err)
+				return
+			}
+			defer m2.Close()
+			if got := mapID(t, m2.FD()); got != id {
+				t.Errorf("reopening after a restart gave another map (id %d -> %d)", id, got)
+			}
+			if got, err := dump(m2); err != nil || !maps.Equal(got, map[egresspolicy.Key]egresspolicy.Value{k: v}) {
+				t.Errorf("entries after the restart: %v %v", got, err)
+			}
+
+			// Control: a declaration that differs (one more entry) is
+			// re-pinned, so the check above can fail.
+			other := cSpec.Copy()
+			other.MaxEntries++
+			if got := loadAsLoader(t, log, other, pinDir); got == id {
+				t.Error("control: the loader kept a pinned map of another size; the check above proves nothing")
+			}
+		})
+	})
+
+	t.Run("encoding-as-cilium-dbg-reads-it", func(t *testing.T) {
+		m := newUnpinnedMap(t, 16)
+		k, v := key("10.244.1.10", "192.0.2.77/24"), val("203.0.113.1", "172.18.0.2")
+		if err := m.Update(k, v); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Update(key("10.244.1.10", "198.51.100.0/24"), egresspolicy.ExcludedValue); err != nil {
+			t.Fatal(err)
+		}
+		// cilium-dbg bpf egress list walks the map with egressmap's types.
+		got := map[string]string{}
+		var rk egressmap.EgressPolicyKey4
+		var rv egressmap.EgressPolicyVal4
+		it := kernelMap(t, m).Iterate()
+		for it.Next(&rk, &rv) {
+			got[rk.GetSourceIP().String()+" "+rk.GetDestCIDR().String()] = rv.GetEgressAddr().String() + " " + rv.GetGatewayAddr().String()
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{
+			"10.244.1.10 192.0.2.0/24":    "203.0.113.1 172.18.0.2",
+			"10.244.1.10 198.51.100.0/24": "0.0.0.0 0.0.0.1",
+		}
+		if !maps.Equal(got, want) {
+			t.Fatalf("map as cilium-dbg reads it: %v, want %v", got, want)
+		}
+		// And the datapath's longest-prefix lookup (full /64 key) finds it.
+		lk := egressmap.NewEgressPolicyKey4(k.Source, netip.MustParsePrefix("192.0.2.200/32"))
+		var lv egressmap.EgressPolicyVal4
+		if err := kernelMap(t, m).Lookup(&lk, &lv); err != nil || !lv.Match(v.EgressIP, v.GatewayIP) {
+			t.Fatalf("LPM lookup of 192.0.2.200: %v %v", lv, err)
+		}
+	})
+
+	t.Run("restart-incremental-resync", func(t *testing.T) { reconcilerScenario(t, newUnpinnedMap(t, 16)) })
+	t.Run("map-full", func(t *testing.T) { mapFullScenario(t, newUnpinnedMap(t, 2), inPlaceUpdateWhenFull(t)) })
+}
+
+// inPlaceUpdateWhenFull probes whether this kernel replaces a value in a
+// full LPM trie (newer kernels) or answers ENOSPC (older ones).
+func inPlaceUpdateWhenFull(t *testing.T) bool {
+	t.Helper()
+	m := newUnpinnedMap(t, 1)
+	k := key("10.0.0.1", "0.0.0.0/0")
+	if err := m.Update(k, val("203.0.113.1", "172.18.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	err := m.Update(k, egresspolicy.DropValue)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, unix.ENOSPC):
+		return false
+	}
+	t.Fatalf("replacing a value in a full trie: %v", err)
+	return false
+}
+
+// inPrivateBPFFS runs fn with a fresh bpffs mounted at a temporary
+// directory, in a mount namespace of its own: fn runs on a goroutine locked
+// to an OS thread that unshared its mount namespace, so nothing is mounted
+// on the host. fn is not on the test goroutine: it reports with t.Error.
+func inPrivateBPFFS(t *testing.T, fn func(bpffs string)) {
+	t.Helper()
+	dir := t.TempDir()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread ends with this goroutine, and its
+		// mount namespace with it.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			t.Errorf("unshare(CLONE_NEWNS): %v", err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			t.Errorf("making mounts private: %v", err)
+			return
+		}
+		if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+			t.Errorf("mounting bpffs: %v", err)
+			return
+		}
+		fn(dir)
+	}()
+	<-done
+}
+
+// mapID is the kernel's ID of the map behind fd.
+func mapID(t *testing.T, fd int) ebpf.MapID {
+	t.Helper()
+	dup, err := unix.Dup(fd)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	m, err := ebpf.NewMapFromFD(dup)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer m.Close()
+	info, err := m.Info()
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	id, _ := info.ID()
+	return id
+}
+
+// loadAsLoader loads a collection holding ms the way the datapath loader
+// loads bpf_host.o (pkg/bpf.LoadCollection, pins under pinDir, then the
+// commit that replaces incompatible pins) and returns the ID of the map
+// pinned afterwards.
+func loadAsLoader(t *testing.T, log *slog.Logger, ms *ebpf.MapSpec, pinDir string) ebpf.MapID {
+	t.Helper()
+	spec := &ebpf.CollectionSpec{Maps: map[string]*ebpf.MapSpec{ms.Name: ms.Copy()}}
+	coll, commit, err := bpf.LoadCollection(log, spec, &bpf.CollectionOptions{
+		CollectionOptions: ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}},
+	})
+	if err != nil {
+		t.Errorf("loading: %v", err)
+		return 0
+	}
+	defer coll.Close()
+	if err := commit(); err != nil {
+		t.Errorf("committing pins: %v", err)
+		return 0
+	}
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(pinDir, ms.Name), nil)
+	if err != nil {
+		t.Errorf("opening the pin: %v", err)
+		return 0
+	}
+	defer pinned.Close()
+	return mapID(t, pinned.FD())
+}

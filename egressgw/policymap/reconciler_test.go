@@ -1,0 +1,288 @@
+package policymap
+
+import (
+	"context"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/hivetest"
+	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/reconciler"
+
+	"github.com/cilium/cilium/pkg/hive"
+	"github.com/cilium/cilium/pkg/hive/health/types"
+	"github.com/cilium/cilium/pkg/metrics"
+
+	"github.com/egressha/egressha/egressgw/egresspolicy"
+	"github.com/egressha/egressha/egressgw/policymap/mapstest"
+	"github.com/egressha/egressha/egressgw/tables"
+)
+
+const testModule = "egressha-maps-test"
+
+// harness runs RegisterReconciler in a hive, with egress-policy-entries
+// and one initializer standing in for the table's producer.
+type harness struct {
+	t        *testing.T
+	db       *statedb.DB
+	tbl      statedb.RWTable[*tables.PolicyEntry]
+	health   statedb.Table[types.Status]
+	r        reconciler.Reconciler[*tables.PolicyEntry]
+	ops      *Ops
+	metrics  *Metrics
+	initDone func(statedb.WriteTxn)
+}
+
+func newHarness(t *testing.T, m PolicyMap) *harness {
+	h := &harness{t: t}
+	hv := hive.New(cell.Module(testModule, "egressha maps test",
+		metrics.Metric(NewMetrics),
+		cell.ProvidePrivate(tables.NewPolicyEntriesTable),
+		// The producer registers its initializer while it is constructed.
+		cell.Invoke(func(db *statedb.DB, tbl statedb.RWTable[*tables.PolicyEntry]) {
+			wtxn := db.WriteTxn(tbl)
+			h.initDone = tbl.RegisterInitializer(wtxn, "test-inputs")
+			wtxn.Commit()
+		}),
+		cell.Invoke(func(p reconciler.Params, tbl statedb.RWTable[*tables.PolicyEntry], met *Metrics, health statedb.Table[types.Status]) error {
+			h.db, h.tbl, h.metrics, h.health = p.DB, tbl, met, health
+			h.ops = NewOps(p.Log, m, met)
+			cfg := DefaultReconcilerConfig
+			cfg.ResyncInterval = time.Hour // tests trigger it with r.Prune()
+			cfg.RetryMax = 200 * time.Millisecond
+			var err error
+			h.r, err = RegisterReconciler(p, tbl, h.ops, cfg)
+			return err
+		}),
+	))
+	log := hivetest.Logger(t)
+	if err := hv.Start(log, context.Background()); err != nil {
+		t.Fatalf("hive start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := hv.Stop(log, context.Background()); err != nil {
+			t.Errorf("hive stop: %v", err)
+		}
+	})
+	return h
+}
+
+// markInitialized is the producer saying its inputs synced.
+func (h *harness) markInitialized() {
+	wtxn := h.db.WriteTxn(h.tbl)
+	h.initDone(wtxn)
+	wtxn.Commit()
+}
+
+func (h *harness) insert(entries ...egresspolicy.Entry) {
+	wtxn := h.db.WriteTxn(h.tbl)
+	for _, e := range entries {
+		h.tbl.Insert(wtxn, &tables.PolicyEntry{Entry: e, Status: reconciler.StatusPending()})
+	}
+	wtxn.Commit()
+}
+
+func (h *harness) delete(k egresspolicy.Key) {
+	wtxn := h.db.WriteTxn(h.tbl)
+	h.tbl.Delete(wtxn, &tables.PolicyEntry{Entry: egresspolicy.Entry{Key: k}})
+	wtxn.Commit()
+}
+
+func (h *harness) status(k egresspolicy.Key) reconciler.Status {
+	e, _, ok := h.tbl.Get(h.db.ReadTxn(), tables.PolicyEntryKeyIndex.Query(k))
+	if !ok {
+		h.t.Fatalf("no row %s", k)
+	}
+	return e.Status
+}
+
+// eventually polls cond for up to 10s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) waitStatus(k egresspolicy.Key, kind reconciler.StatusKind) reconciler.Status {
+	h.t.Helper()
+	eventually(h.t, "row "+k.String()+" to be "+string(kind), func() bool { return h.status(k).Kind == kind })
+	return h.status(k)
+}
+
+func (h *harness) waitMap(m PolicyMap, want map[egresspolicy.Key]egresspolicy.Value) {
+	h.t.Helper()
+	var got map[egresspolicy.Key]egresspolicy.Value
+	eventually(h.t, "the map to hold the desired entries", func() bool {
+		var err error
+		got, err = dump(m)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		return maps.Equal(got, want)
+	})
+}
+
+// degraded returns the error of a Degraded health status of the test
+// module, "" if none.
+func (h *harness) degraded() string {
+	for s := range h.health.All(h.db.ReadTxn()) {
+		if s.Level == types.LevelDegraded && strings.Contains(s.ID.String(), testModule) {
+			return s.Error
+		}
+	}
+	return ""
+}
+
+func entry(k egresspolicy.Key, v egresspolicy.Value) egresspolicy.Entry {
+	return egresspolicy.Entry{Key: k, Value: v, Policy: "p"}
+}
+
+// reconcilerScenario drives RegisterReconciler against m, a map of at least
+// 8 entries: restart without removing or rewriting a correct entry, no
+// write before the table is initialized, incremental insert/update/delete,
+// full resync repairing foreign, stale and drifted entries.
+func reconcilerScenario(t *testing.T, m PolicyMap) {
+	rec := &recordingMap{PolicyMap: m}
+	vA, vB := val("203.0.113.1", "172.18.0.2"), val("203.0.113.1", "172.18.0.3")
+	a, b := key("10.244.1.10", "192.0.2.0/24"), key("10.244.1.11", "0.0.0.0/0")
+	stale := key("10.244.1.99", "192.0.2.0/24")
+
+	// The previous agent left a correct entry for a and one for a pod that
+	// was deleted while the agent was down.
+	for k, v := range map[egresspolicy.Key]egresspolicy.Value{a: vA, stale: vB} {
+		if err := m.Update(k, v); err != nil {
+			t.Fatalf("seeding the map: %v", err)
+		}
+	}
+
+	h := newHarness(t, rec)
+	h.insert(entry(a, vA), entry(b, vB))
+	h.r.Prune() // a forced resync must wait too
+	time.Sleep(300 * time.Millisecond)
+	got, err := dump(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, map[egresspolicy.Key]egresspolicy.Value{a: vA, stale: vB}) {
+		t.Fatalf("the map changed before the table was initialized: %v", got)
+	}
+	if n := rec.count(); n != 0 {
+		t.Fatalf("%d writes before the table was initialized", n)
+	}
+	if s := h.status(b); s.Kind != reconciler.StatusKindPending {
+		t.Fatalf("row b reconciled before initialization: %v", s)
+	}
+
+	h.markInitialized()
+	h.waitStatus(a, reconciler.StatusKindDone)
+	h.waitStatus(b, reconciler.StatusKindDone)
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA, b: vB})
+	for _, o := range rec.writesTo(a) {
+		if o.Delete || o.Value != vA {
+			t.Fatalf("the correct entry of a was deleted or changed during the restart: %+v", o)
+		}
+	}
+
+	// Incremental: change a, delete b.
+	vA2 := egresspolicy.DropValue
+	h.insert(entry(a, vA2))
+	h.waitStatus(a, reconciler.StatusKindDone)
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA2, b: vB})
+	h.delete(b)
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA2})
+
+	// Drift: a foreign entry, a changed value and a lost entry; the full
+	// resync repairs all three.
+	c := key("10.244.2.20", "198.51.100.0/24")
+	h.insert(entry(c, egresspolicy.ExcludedValue))
+	h.waitStatus(c, reconciler.StatusKindDone)
+	foreign := key("10.244.9.9", "0.0.0.0/0")
+	if err := m.Update(foreign, vB); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Update(a, vB); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(c); err != nil {
+		t.Fatal(err)
+	}
+	h.r.Prune()
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA2, c: egresspolicy.ExcludedValue})
+	eventually(t, "repair metrics", func() bool {
+		return h.metrics.ResyncRepairs.WithLabelValues("deleted").Get() >= 2 && // stale, foreign
+			h.metrics.ResyncRepairs.WithLabelValues("written").Get() >= 2 // a, c
+	})
+}
+
+// mapFullScenario fills m, a map of exactly 2 entries, beyond capacity.
+// inPlaceWhenFull says whether the kernel replaces a value in a full LPM
+// trie (newer kernels) or refuses it (older ones).
+func mapFullScenario(t *testing.T, m PolicyMap, inPlaceWhenFull bool) {
+	if m.MaxEntries() != 2 {
+		t.Fatalf("mapFullScenario needs a map of 2 entries, got %d", m.MaxEntries())
+	}
+	h := newHarness(t, m)
+	h.markInitialized()
+	v := val("203.0.113.1", "172.18.0.2")
+	x, y, z := key("10.244.1.1", "0.0.0.0/0"), key("10.244.1.2", "0.0.0.0/0"), key("10.244.1.3", "0.0.0.0/0")
+	h.insert(entry(x, v), entry(y, v))
+	h.waitStatus(x, reconciler.StatusKindDone)
+	h.waitStatus(y, reconciler.StatusKindDone)
+
+	h.insert(entry(z, v))
+	s := h.waitStatus(z, reconciler.StatusKindError)
+	if want := "map full: raise egress-gateway-policy-map-max (now 2)"; !strings.Contains(s.Error, want) {
+		t.Fatalf("row status %q does not say %q", s.Error, want)
+	}
+	if h.metrics.MapFull.Get() != 1 || h.metrics.RejectedEntries.Get() != 1 {
+		t.Fatalf("metrics: full=%v rejected=%v", h.metrics.MapFull.Get(), h.metrics.RejectedEntries.Get())
+	}
+	eventually(t, "module health Degraded with map full", func() bool { return strings.Contains(h.degraded(), "map full") })
+	got, err := dump(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, map[egresspolicy.Key]egresspolicy.Value{x: v, y: v}) {
+		t.Fatalf("entries already present were touched: %v", got)
+	}
+
+	// A failover changes y's value while the map is full: newer kernels
+	// replace it in place.
+	if inPlaceWhenFull {
+		h.insert(entry(y, egresspolicy.DropValue))
+		h.waitStatus(y, reconciler.StatusKindDone)
+		h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{x: v, y: egresspolicy.DropValue})
+		h.insert(entry(y, v))
+		h.waitStatus(y, reconciler.StatusKindDone)
+	} else {
+		t.Log("this kernel refuses in-place updates of a full LPM trie; skipping the value change at capacity")
+	}
+
+	// Room appears: z is retried and written.
+	h.delete(x)
+	h.waitStatus(z, reconciler.StatusKindDone)
+	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{y: v, z: v})
+	eventually(t, "map full cleared", func() bool { return h.metrics.MapFull.Get() == 0 })
+}
+
+// TestReconciler runs the scenarios against the in-memory map; the
+// privileged test runs them against a real BPF map.
+func TestReconciler(t *testing.T) {
+	t.Run("restart-incremental-resync", func(t *testing.T) { reconcilerScenario(t, mapstest.New(16)) })
+	t.Run("map-full", func(t *testing.T) { mapFullScenario(t, mapstest.New(2), true) })
+}
+
+func TestRegisterReconcilerRefusesZeroInterval(t *testing.T) {
+	_, err := RegisterReconciler(reconciler.Params{}, nil, nil, ReconcilerConfig{})
+	if err == nil {
+		t.Fatal("a zero resync interval was accepted")
+	}
+}

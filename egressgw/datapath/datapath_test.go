@@ -175,17 +175,6 @@ func newDatapathHive(t *testing.T, nodeLabels map[string]string) *datapathHive {
 	return d
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestDatapathCellsReconcile checks the wiring: the producer's rows reach
 // the policy map once its initializer is done, and not before.
 func TestDatapathCellsReconcile(t *testing.T) {
@@ -202,7 +191,7 @@ func TestDatapathCellsReconcile(t *testing.T) {
 	wtxn = d.db.WriteTxn(d.entries)
 	d.initDone(wtxn)
 	wtxn.Commit()
-	waitFor(t, "the entry in the map", func() bool { return maps.Equal(d.pm.Snapshot(), map[egresspolicy.Key]egresspolicy.Value{k: v}) })
+	testcells.Eventually(t, "the entry in the map", func() bool { return maps.Equal(d.pm.Snapshot(), map[egresspolicy.Key]egresspolicy.Value{k: v}) })
 }
 
 // TestDatapathCellsRPFilter: rp_filter=2 on the existing interfaces of the
@@ -216,14 +205,14 @@ func TestDatapathCellsRPFilter(t *testing.T) {
 	d.devices.Insert(wtxn, &datapathtables.Device{Index: 2, Name: "eth1"})
 	d.devices.Insert(wtxn, &datapathtables.Device{Index: 3, Name: "eth2"})
 	wtxn.Commit()
-	waitFor(t, "rp_filter on eth1", func() bool {
+	testcells.Eventually(t, "rp_filter on eth1", func() bool {
 		return maps.Equal(d.sysctl.Snapshot(), map[string]string{"net.ipv4.conf.eth1.rp_filter": "2"})
 	})
 	// eth3 appears later.
 	wtxn = d.db.WriteTxn(d.devices)
 	d.devices.Insert(wtxn, &datapathtables.Device{Index: 4, Name: "eth3"})
 	wtxn.Commit()
-	waitFor(t, "rp_filter on eth3", func() bool {
+	testcells.Eventually(t, "rp_filter on eth3", func() bool {
 		return d.sysctl.Snapshot()["net.ipv4.conf.eth3.rp_filter"] == "2"
 	})
 }

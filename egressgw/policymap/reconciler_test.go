@@ -19,6 +19,7 @@ import (
 	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/egressgw/policymap/mapstest"
 	"github.com/egressha/egressha/egressgw/tables"
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 const testModule = "egressha-maps-test"
@@ -99,28 +100,16 @@ func (h *harness) status(k egresspolicy.Key) reconciler.Status {
 	return e.Status
 }
 
-// eventually polls cond for up to 10s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func (h *harness) waitStatus(k egresspolicy.Key, kind reconciler.StatusKind) reconciler.Status {
 	h.t.Helper()
-	eventually(h.t, "row "+k.String()+" to be "+string(kind), func() bool { return h.status(k).Kind == kind })
+	testcells.Eventually(h.t, "row "+k.String()+" to be "+string(kind), func() bool { return h.status(k).Kind == kind })
 	return h.status(k)
 }
 
 func (h *harness) waitMap(m PolicyMap, want map[egresspolicy.Key]egresspolicy.Value) {
 	h.t.Helper()
 	var got map[egresspolicy.Key]egresspolicy.Value
-	eventually(h.t, "the map to hold the desired entries", func() bool {
+	testcells.Eventually(h.t, "the map to hold the desired entries", func() bool {
 		var err error
 		got, err = dump(m)
 		if err != nil {
@@ -216,7 +205,7 @@ func reconcilerScenario(t *testing.T, m PolicyMap) {
 	}
 	h.r.Prune()
 	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{a: vA2, c: egresspolicy.ExcludedValue})
-	eventually(t, "repair metrics", func() bool {
+	testcells.Eventually(t, "repair metrics", func() bool {
 		return h.metrics.ResyncRepairs.WithLabelValues("deleted").Get() >= 2 && // stale, foreign
 			h.metrics.ResyncRepairs.WithLabelValues("written").Get() >= 2 // a, c
 	})
@@ -245,7 +234,7 @@ func mapFullScenario(t *testing.T, m PolicyMap, inPlaceWhenFull bool) {
 	if h.metrics.MapFull.Get() != 1 || h.metrics.RejectedEntries.Get() != 1 {
 		t.Fatalf("metrics: full=%v rejected=%v", h.metrics.MapFull.Get(), h.metrics.RejectedEntries.Get())
 	}
-	eventually(t, "module health Degraded with map full", func() bool { return strings.Contains(h.degraded(), "map full") })
+	testcells.Eventually(t, "module health Degraded with map full", func() bool { return strings.Contains(h.degraded(), "map full") })
 	got, err := dump(m)
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +259,7 @@ func mapFullScenario(t *testing.T, m PolicyMap, inPlaceWhenFull bool) {
 	h.delete(x)
 	h.waitStatus(z, reconciler.StatusKindDone)
 	h.waitMap(m, map[egresspolicy.Key]egresspolicy.Value{y: v, z: v})
-	eventually(t, "map full cleared", func() bool { return h.metrics.MapFull.Get() == 0 })
+	testcells.Eventually(t, "map full cleared", func() bool { return h.metrics.MapFull.Get() == 0 })
 }
 
 // TestReconciler runs the scenarios against the in-memory map; the

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -132,3 +134,16 @@ func (f *FakeSysctl) Snapshot() map[string]string {
 type sysctlError struct{ name string }
 
 func (e *sysctlError) Error() string { return "no such sysctl " + e.name }
+
+// Eventually polls cond every 10 ms until it holds, and fails the test if
+// it does not within 10 s (a liveness bound, not a timing assertion).
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -191,13 +191,54 @@ func Encode(sel []EntrySelection) string {
 	return string(b)
 }
 
-// Decode parses an annotation value.
+// Decode parses an annotation value: a JSON list (never null) of entry
+// decisions as Encode writes them, each with its own index (>= 0), a
+// serving node always with its IPv4 InternalIP and an InternalIP only with
+// a node, and every skipped node with a name and at least one reason.
+// Anything else is an error naming the annotation and what is wrong, and
+// no decision: the caller keeps the last good one (tables.KeepDecision)
+// rather than acting on part of a broken one. Unknown fields are ignored
+// (a newer operator may add some).
 func Decode(s string) ([]EntrySelection, error) {
 	var out []EntrySelection
 	if err := json.Unmarshal([]byte(s), &out); err != nil {
 		return nil, fmt.Errorf("annotation %s: %w", Annotation, err)
 	}
+	if out == nil {
+		return nil, fmt.Errorf("annotation %s: not a list of gateway entry decisions", Annotation)
+	}
+	seen := make(map[int]bool, len(out))
+	for i, e := range out {
+		if err := e.validate(); err != nil {
+			return nil, fmt.Errorf("annotation %s: item %d: %w", Annotation, i, err)
+		}
+		if seen[e.Index] {
+			return nil, fmt.Errorf("annotation %s: item %d: gateway entry %d decided twice", Annotation, i, e.Index)
+		}
+		seen[e.Index] = true
+	}
 	return out, nil
+}
+
+// validate checks one decoded entry decision.
+func (e EntrySelection) validate() error {
+	if e.Index < 0 {
+		return fmt.Errorf("negative gateway entry index %d", e.Index)
+	}
+	if e.Node == "" && e.InternalIP != "" {
+		return fmt.Errorf("gateway entry %d: internalIP %q without a node", e.Index, e.InternalIP)
+	}
+	if e.Node != "" {
+		if a, err := netip.ParseAddr(e.InternalIP); err != nil || !a.Is4() || a.Zone() != "" {
+			return fmt.Errorf("gateway entry %d: node %q needs an IPv4 internalIP, got %q", e.Index, e.Node, e.InternalIP)
+		}
+	}
+	for _, sk := range e.Skipped {
+		if sk.Node == "" || len(sk.Reasons) == 0 {
+			return fmt.Errorf("gateway entry %d: a skipped node needs a name and a reason", e.Index)
+		}
+	}
+	return nil
 }
 
 // maxSkipped bounds the skipped nodes recorded per entry, so that a

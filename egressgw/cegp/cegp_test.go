@@ -3,6 +3,7 @@ package cegp
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +121,33 @@ func TestAnnotationRoundTrip(t *testing.T) {
 	}
 	if _, err := Decode("{"); err == nil {
 		t.Fatal("want error for malformed annotation")
+	}
+}
+
+// TestDecodeRejects: what Encode never writes is an error that names the
+// annotation and the problem, and gives no decision at all.
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`{`, "unexpected end of JSON input"},
+		{`null`, "not a list of gateway entry decisions"},
+		{`{"index":0}`, "cannot unmarshal object"},
+		{`[{"index":-1}]`, "item 0: negative gateway entry index -1"},
+		{`[{"index":0},{"index":0,"reason":"NoMatchingNode"}]`, "item 1: gateway entry 0 decided twice"},
+		{`[{"index":0,"node":"a"}]`, `item 0: gateway entry 0: node "a" needs an IPv4 internalIP, got ""`},
+		{`[{"index":0,"node":"a","internalIP":"fd00::1"}]`, `needs an IPv4 internalIP, got "fd00::1"`},
+		{`[{"index":0,"internalIP":"10.0.0.1"}]`, `internalIP "10.0.0.1" without a node`},
+		{`[{"index":0,"reason":"NoEligibleNode","skipped":[{"node":"a"}]}]`, "a skipped node needs a name and a reason"},
+	} {
+		sels, err := Decode(tc.in)
+		if err == nil || sels != nil || !strings.HasPrefix(err.Error(), "annotation "+Annotation+": ") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Decode(%s) = %v, %v; want no decision and an error with %q", tc.in, sels, err, tc.want)
+		}
+	}
+	if sels, err := Decode(`[]`); err != nil || sels == nil {
+		t.Errorf("Decode([]) = %v, %v: an empty decision is a decision", sels, err)
+	}
+	if _, err := Decode(`[{"index":0,"node":"a","internalIP":"10.0.0.1","term":7}]`); err != nil {
+		t.Errorf("unknown fields are ignored: %v", err)
 	}
 }
 

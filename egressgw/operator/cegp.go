@@ -102,9 +102,11 @@ func NewCEGPSelectionTable(db *statedb.DB) (statedb.RWTable[*CEGPRow], error) {
 	return tbl, db.RegisterTable(tbl)
 }
 
-// CEGPPatcher patches the metadata of a CiliumEgressGatewayPolicy.
+// CEGPPatcher patches the metadata of a CiliumEgressGatewayPolicy, and
+// reads it again when a patch was refused because it changed meanwhile.
 type CEGPPatcher interface {
 	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (*ciliumv2.CiliumEgressGatewayPolicy, error)
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*ciliumv2.CiliumEgressGatewayPolicy, error)
 }
 
 // CEGPController chooses the serving node of every gateway entry of every
@@ -320,6 +322,14 @@ func (c *CEGPController) AnnotationOps() reconciler.Operations[*CEGPRow] {
 
 // writeAnnotation patches the annotation, and only it, when it differs
 // from the row's decision.
+//
+// The patch carries the resourceVersion of the object the decision was
+// compared with, so the API server refuses it (Conflict) when the object
+// changed since: a writer never overwrites an annotation it has not seen
+// (another operator's decision written meanwhile, an object replaced by
+// GitOps). On Conflict the policy is read again, the error goes back to
+// the reconciler, and its retry compares the decision with the object as
+// it now is: nothing is written when the annotation already says it.
 func (c *CEGPController) writeAnnotation(ctx context.Context, row *CEGPRow) error {
 	c.mu.Lock()
 	obj, ok := c.objs[row.Policy]
@@ -328,11 +338,27 @@ func (c *CEGPController) writeAnnotation(ctx context.Context, row *CEGPRow) erro
 	if !ok || obj.Annotations[cegp.Annotation] == want {
 		return nil
 	}
-	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, cegp.Annotation, want)
+	patch := annotationPatch(obj.ResourceVersion, want)
 	written, err := c.patcher.Patch(ctx, row.Policy, types.MergePatchType, patch, metav1.PatchOptions{})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil // the policy is gone; its row goes with its Delete event
+		}
+		if apierrors.IsConflict(err) {
+			fresh, gerr := c.patcher.Get(ctx, row.Policy, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(gerr):
+				return nil
+			case gerr != nil:
+				return fmt.Errorf("%w; reading it again: %w", err, gerr)
+			}
+			c.mu.Lock()
+			if cur, ok := c.objs[row.Policy]; ok && cur.ResourceVersion == obj.ResourceVersion {
+				c.objs[row.Policy] = fresh
+			}
+			c.mu.Unlock()
+			return fmt.Errorf("policy changed since resourceVersion %s (now %s): not overwritten, comparing again: %w",
+				obj.ResourceVersion, fresh.ResourceVersion, err)
 		}
 		return err
 	}
@@ -342,4 +368,13 @@ func (c *CEGPController) writeAnnotation(ctx context.Context, row *CEGPRow) erro
 	}
 	c.mu.Unlock()
 	return nil
+}
+
+// annotationPatch is the merge patch that sets the decision annotation
+// with resourceVersion as a precondition (none when it is empty).
+func annotationPatch(resourceVersion, value string) []byte {
+	if resourceVersion == "" {
+		return fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, cegp.Annotation, value)
+	}
+	return fmt.Appendf(nil, `{"metadata":{"resourceVersion":%q,"annotations":{%q:%q}}}`, resourceVersion, cegp.Annotation, value)
 }

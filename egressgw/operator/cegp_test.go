@@ -2,8 +2,12 @@ package operator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cilium/statedb/reconciler"
@@ -17,9 +21,15 @@ import (
 	"github.com/egressha/egressha/egressgw/cegp"
 )
 
+// fakePatcher records patches. With server set it is an API server of
+// one object: a merge patch whose metadata.resourceVersion is not the
+// object's is refused with Conflict, as the real one does; otherwise the
+// annotations are applied and the resourceVersion advances.
 type fakePatcher struct {
 	patches []string
+	gets    int
 	err     error
+	server  *ciliumv2.CiliumEgressGatewayPolicy
 }
 
 func (f *fakePatcher) Patch(_ context.Context, name string, _ types.PatchType, data []byte, _ metav1.PatchOptions, _ ...string) (*ciliumv2.CiliumEgressGatewayPolicy, error) {
@@ -27,9 +37,44 @@ func (f *fakePatcher) Patch(_ context.Context, name string, _ types.PatchType, d
 	if f.err != nil {
 		return nil, f.err
 	}
-	o := &ciliumv2.CiliumEgressGatewayPolicy{}
-	o.Name = name
-	return o, nil
+	if f.server == nil {
+		o := &ciliumv2.CiliumEgressGatewayPolicy{}
+		o.Name = name
+		return o, nil
+	}
+	var p struct {
+		Metadata struct {
+			ResourceVersion string            `json:"resourceVersion"`
+			Annotations     map[string]string `json:"annotations"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, apierrors.NewBadRequest(err.Error())
+	}
+	if rv := p.Metadata.ResourceVersion; rv != "" && rv != f.server.ResourceVersion {
+		return nil, apierrors.NewConflict(schema.GroupResource{Group: "cilium.io", Resource: "ciliumegressgatewaypolicies"}, name,
+			errors.New("the object has been modified"))
+	}
+	f.bump(p.Metadata.Annotations)
+	return f.server.DeepCopy(), nil
+}
+
+func (f *fakePatcher) Get(_ context.Context, name string, _ metav1.GetOptions) (*ciliumv2.CiliumEgressGatewayPolicy, error) {
+	f.gets++
+	if f.server == nil {
+		return nil, apierrors.NewNotFound(schema.GroupResource{Group: "cilium.io", Resource: "ciliumegressgatewaypolicies"}, name)
+	}
+	return f.server.DeepCopy(), nil
+}
+
+// bump is a write to the server's object: annotations set, next version.
+func (f *fakePatcher) bump(ann map[string]string) {
+	if f.server.Annotations == nil {
+		f.server.Annotations = map[string]string{}
+	}
+	maps.Copy(f.server.Annotations, ann)
+	rv, _ := strconv.Atoi(f.server.ResourceVersion)
+	f.server.ResourceVersion = strconv.Itoa(rv + 1)
 }
 
 // TestCEGPAnnotationOps: the annotation reconciler's Update patches only
@@ -87,5 +132,65 @@ func TestCEGPAnnotationOps(t *testing.T) {
 		if got := r.TableRow()[3]; got != tc.want {
 			t.Errorf("status %v: Annotation column %q, want %q", tc.st, got, tc.want)
 		}
+	}
+}
+
+// TestCEGPAnnotationStaleResourceVersion: a decision written against an
+// object the writer no longer has the newest version of is refused by the
+// API server (resourceVersion precondition) instead of overwriting what
+// another writer put there; the writer reads the policy again and its
+// retry compares with what is there now: it writes nothing when the
+// annotation already holds its decision, and otherwise writes against the
+// new resourceVersion.
+func TestCEGPAnnotationStaleResourceVersion(t *testing.T) {
+	ours := []cegp.EntrySelection{{Index: 0, Node: "b", InternalIP: "10.0.0.2"}}
+	theirs := []cegp.EntrySelection{{Index: 0, Node: "c", InternalIP: "10.0.0.3"}}
+	server := &ciliumv2.CiliumEgressGatewayPolicy{}
+	server.Name, server.ResourceVersion = "pol", "10"
+	server.Annotations = map[string]string{cegp.Annotation: cegp.Encode([]cegp.EntrySelection{{Index: 0, Node: "a", InternalIP: "10.0.0.1"}})}
+	p := &fakePatcher{server: server}
+	c := NewCEGPController(slog.New(slog.DiscardHandler), nil, nil, nil, p, nil, nil, false)
+	c.objs["pol"] = server.DeepCopy() // this operator's view: resourceVersion 10
+	ops := c.AnnotationOps()
+	row := &CEGPRow{Policy: "pol", Entries: ours}
+
+	// Another writer's decision lands first (resourceVersion 11).
+	p.bump(map[string]string{cegp.Annotation: cegp.Encode(theirs)})
+	err := ops.Update(context.Background(), nil, 0, row)
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("write against resourceVersion 10 of an object now at 11: err %v, want a Conflict", err)
+	}
+	if got := server.Annotations[cegp.Annotation]; got != cegp.Encode(theirs) {
+		t.Fatalf("the stale write overwrote the newer decision: %s", got)
+	}
+	if p.gets != 1 || c.objs["pol"].ResourceVersion != "11" {
+		t.Fatalf("after the Conflict the policy must be read again: gets %d, known resourceVersion %s", p.gets, c.objs["pol"].ResourceVersion)
+	}
+	if got, want := p.patches[0], `"resourceVersion":"10"`; !strings.Contains(got, want) {
+		t.Fatalf("patch %q carries no precondition %s", got, want)
+	}
+
+	// The retry compares with the object as it is now and writes
+	// against its resourceVersion.
+	if err := ops.Update(context.Background(), nil, 0, row); err != nil {
+		t.Fatalf("retry after reading again: %v", err)
+	}
+	if got := server.Annotations[cegp.Annotation]; got != cegp.Encode(ours) || server.ResourceVersion != "12" {
+		t.Fatalf("retry: annotation %s at resourceVersion %s", got, server.ResourceVersion)
+	}
+	if got, want := p.patches[1], `"resourceVersion":"11"`; !strings.Contains(got, want) {
+		t.Fatalf("retry patch %q, want precondition %s", got, want)
+	}
+
+	// A retry that finds its decision already there writes nothing.
+	c.objs["pol"] = server.DeepCopy()
+	c.objs["pol"].ResourceVersion = "5"
+	c.objs["pol"].Annotations = nil
+	if err := ops.Update(context.Background(), nil, 0, row); !apierrors.IsConflict(err) {
+		t.Fatalf("stale view: err %v, want a Conflict", err)
+	}
+	n := len(p.patches)
+	if err := ops.Update(context.Background(), nil, 0, row); err != nil || len(p.patches) != n {
+		t.Fatalf("annotation already holds the decision: err %v, %d more patches", err, len(p.patches)-n)
 	}
 }

@@ -1,6 +1,9 @@
 package reflectors
 
 import (
+	"fmt"
+	"log/slog"
+
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
 	"github.com/cilium/statedb"
@@ -11,6 +14,7 @@ import (
 	k8sClient "github.com/cilium/cilium/pkg/k8s/client"
 	"github.com/cilium/cilium/pkg/k8s/utils"
 
+	"github.com/egressha/egressha/egressgw/cegp"
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/tables"
@@ -20,6 +24,7 @@ import (
 type CRDParams struct {
 	cell.In
 
+	Log       *slog.Logger
 	DB        *statedb.DB
 	JobGroup  job.Group
 	Enabled   config.Enabled
@@ -63,7 +68,10 @@ func newGatewaysTableAndReflector(p CRDParams) (statedb.RWTable[*tables.EgressGa
 }
 
 // newCEGPsTableAndReflector creates egress-cegps and its reflector of
-// Cilium's CiliumEgressGatewayPolicies.
+// Cilium's CiliumEgressGatewayPolicies. A policy whose decision
+// annotation disappears or becomes malformed keeps the last decision seen
+// (tables.KeepDecision): the previous row is read in the same write
+// transaction, on a watch event as on a relist.
 func newCEGPsTableAndReflector(p CRDParams) (statedb.RWTable[*tables.CEGP], error) {
 	tbl, err := tables.NewCEGPsTable(p.DB)
 	if err != nil {
@@ -73,7 +81,27 @@ func newCEGPsTableAndReflector(p CRDParams) (statedb.RWTable[*tables.CEGP], erro
 		return tbl, nil
 	}
 	lw := utils.ListerWatcherFromTyped[*ciliumv2.CiliumEgressGatewayPolicyList](p.Clientset.CiliumV2().CiliumEgressGatewayPolicies())
-	return tbl, reflectCRD(p, tbl, "ciliumegressgatewaypolicies", "CiliumEgressGatewayPolicy", lw, tables.NewCEGP, nil)
+	return tbl, k8s.RegisterReflector(p.JobGroup, p.DB, k8s.ReflectorConfig[*tables.CEGP]{
+		Name:          "ciliumegressgatewaypolicies",
+		Table:         tbl,
+		ListerWatcher: lw,
+		MetricScope:   "CiliumEgressGatewayPolicy",
+		Transform: func(txn statedb.ReadTxn, obj any) (*tables.CEGP, bool) {
+			o, ok := obj.(*ciliumv2.CiliumEgressGatewayPolicy)
+			if !ok {
+				return nil, false
+			}
+			old, _, _ := tbl.Get(txn, tables.CEGPNameIndex.Query(o.Name))
+			row, kept := tables.KeepDecision(old, tables.NewCEGP(o))
+			if kept && p.Log != nil {
+				p.Log.Warn("CiliumEgressGatewayPolicy decision annotation "+row.AnnotationProblem+
+					": keeping the last decision seen until the operator writes a new one",
+					"policy", o.Name, "annotation", cegp.Annotation, "keptFromResourceVersion", row.SelectionVersion,
+					"decision", fmt.Sprint(row.Selection), "error", row.Error)
+			}
+			return row, true
+		},
+	})
 }
 
 // newPolicySpecsTableAndReflector creates egress-policy-specs and its

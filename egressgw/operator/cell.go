@@ -98,6 +98,7 @@ type selectionParams struct {
 	Metrics      *Metrics
 	Clock        clock.WithTicker
 	Inputs       Inputs
+	Config       config.OperatorConfig
 }
 
 func registerSelectionController(p selectionParams) error {
@@ -111,6 +112,7 @@ func registerSelectionController(p selectionParams) error {
 	wtxn.Commit()
 	c := NewController(p.Log, p.DB, p.Nodes, p.Selection, p.PolicyStatus, p.CRDs, p.Metrics, p.Clock, p.Inputs)
 	c.NodesSynced = nodesSynced
+	c.MaxExpiry = p.Config.EgressGatewayHAHeartbeatMaxExpiry
 	// The decisions reach the API through two statedb reconcilers, one
 	// over egress-gateway-selection (EgressGateway status) and one over
 	// egress-policy-status (EgressGatewayPolicy status). They retry

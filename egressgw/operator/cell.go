@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
@@ -104,6 +105,9 @@ type selectionParams struct {
 func registerSelectionController(p selectionParams) error {
 	if !p.Enabled {
 		return nil
+	}
+	if d := p.Config.EgressGatewayHAHeartbeatMaxExpiry; d <= 0 {
+		return fmt.Errorf("--egress-gateway-ha-heartbeat-max-expiry must be positive, got %s", d)
 	}
 	// egress-gateway-nodes is initialized once Nodes, agent Pods and
 	// Leases have synced; the CEGP controller waits for it.

@@ -104,12 +104,21 @@ type OperatorConfig struct {
 	// a CiliumEgressGatewayPolicy's gateway node: the first matching node
 	// whatever its state.
 	EgressGatewayHACEGPUpstreamSelection bool
+	// EgressGatewayHAHeartbeatMaxExpiry bounds the expiry a heartbeat
+	// Lease may claim (leaseDurationSeconds): the operator honours
+	// min(leaseDurationSeconds, this), so a Lease written with a huge
+	// duration cannot keep a dead node active.
+	EgressGatewayHAHeartbeatMaxExpiry time.Duration
 }
 
 // DefaultOperatorConfig are the defaults of the operator flags.
 var DefaultOperatorConfig = OperatorConfig{
 	EgressGatewayHAEnabled:          true,
 	EgressGatewayHAAgentPodSelector: "k8s-app=cilium",
+	// Five times the agents' default expiry (2 s): room for agents
+	// configured slower, while a dead node is still failed over within
+	// seconds whatever its Lease claims.
+	EgressGatewayHAHeartbeatMaxExpiry: 10 * time.Second,
 }
 
 // Flags registers the operator flags.
@@ -121,6 +130,9 @@ func (def OperatorConfig) Flags(flags *pflag.FlagSet) {
 	flags.Bool("egress-gateway-ha-cegp-upstream-selection", def.EgressGatewayHACEGPUpstreamSelection,
 		"CiliumEgressGatewayPolicy: serve each gateway entry from the first matching node whatever its state, "+
 			"exactly as Cilium's own egress gateway (no failover)")
+	flags.Duration("egress-gateway-ha-heartbeat-max-expiry", def.EgressGatewayHAHeartbeatMaxExpiry,
+		"The longest a heartbeat Lease stays fresh whatever its leaseDurationSeconds says; must be at least the agents' "+
+			"--egress-gateway-ha-heartbeat-expiry")
 }
 
 // OperatorEnabled is whether egressha's operator cells act: the flag is on

@@ -15,8 +15,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 )
@@ -83,16 +85,139 @@ func (r Report) Encode() (string, error) {
 	return string(b), err
 }
 
-// DecodeReport parses an annotation value.
+// Bounds of what a node may report (issue 16): whatever a Lease says, the
+// decoded report holds no string longer than these, so it fits into the
+// EgressGateway status (a condition message is at most 32 KiB), the
+// tables and the logs.
+const (
+	// MaxMessageBytes bounds a report's message and duplicate fields.
+	MaxMessageBytes = 256
+	// MaxEgressIPBytes bounds a report's egressIP (an IPv4 address is at
+	// most 15 bytes; a longer value is unusable anyway).
+	MaxEgressIPBytes = 64
+	// MaxGatewayNameBytes is the longest EgressGateway name (a DNS
+	// subdomain); a longer key names no gateway and is dropped.
+	MaxGatewayNameBytes = 253
+	// TruncatedMarker ends a string that was cut to its bound.
+	TruncatedMarker = "...(truncated)"
+)
+
+// Kinds of rejection of what a Lease says: the closed label set of the
+// operator's egressha_heartbeat_rejected_total.
+const (
+	// RejectMalformed: the Lease cannot be decoded (annotation not JSON,
+	// held by another node); the node is not eligible (HeartbeatMalformed).
+	RejectMalformed = "Malformed"
+	// RejectUnknownReason: an entry's reason is not one this version
+	// knows; the entry becomes not ready with reason HeartbeatMalformed.
+	RejectUnknownReason = "UnknownReason"
+	// RejectTooLong: a string was truncated, or an over-long gateway key
+	// dropped.
+	RejectTooLong = "TooLong"
+	// RejectDurationClamped: leaseDurationSeconds exceeds the operator's
+	// maximum expiry and was clamped to it.
+	RejectDurationClamped = "DurationClamped"
+)
+
+// RejectKinds is the closed set of rejection kinds.
+var RejectKinds = []string{RejectMalformed, RejectUnknownReason, RejectTooLong, RejectDurationClamped}
+
+// Rejection is one part of a Lease that was not taken as written.
+type Rejection struct {
+	// Kind is one of the Reject* constants.
+	Kind string
+	// Detail names the field and what was done, e.g.
+	// `gateways["gw"].reason: unknown reason "Foo"`.
+	Detail string
+}
+
+// ReportedReasons is the closed set of reasons a node may report for a
+// gateway it cannot serve (what BuildReport writes, and
+// HeartbeatMalformed). Any other reason decodes as HeartbeatMalformed.
+var ReportedReasons = []string{
+	ReasonInterfaceMissing, ReasonInterfaceDown, ReasonNoIPv4Address, ReasonNotCiliumDevice,
+	ReasonVirtualIPNotReady, ReasonUnsupportedMode, ReasonNotReported, ReasonHeartbeatMalformed,
+}
+
+// Truncate cuts s to at most max bytes (max > len(TruncatedMarker)), on a
+// rune boundary, ending it with TruncatedMarker; it reports whether it
+// cut. A string within max is returned as is.
+func Truncate(s string, max int) (string, bool) {
+	if len(s) <= max {
+		return s, false
+	}
+	cut := max - len(TruncatedMarker)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + TruncatedMarker, true
+}
+
+// DecodeReport parses an annotation value and bounds it (Sanitize).
 func DecodeReport(s string) (Report, error) {
+	r, _, err := DecodeReportChecked(s)
+	return r, err
+}
+
+// DecodeReportChecked parses an annotation value and bounds it
+// (Sanitize), returning what was not taken as written. An error means
+// the value is not a report at all.
+func DecodeReportChecked(s string) (Report, []Rejection, error) {
 	r := Report{}
 	if strings.TrimSpace(s) == "" {
-		return r, nil
+		return r, nil, nil
 	}
 	if err := json.Unmarshal([]byte(s), &r); err != nil {
-		return nil, fmt.Errorf("annotation %s: %w", GatewaysAnnotation, err)
+		return nil, nil, fmt.Errorf("annotation %s: %w", GatewaysAnnotation, err)
 	}
-	return r, nil
+	if r == nil { // "null"
+		r = Report{}
+	}
+	return r, r.Sanitize(), nil
+}
+
+// Sanitize bounds r in place: an entry with a reason outside
+// ReportedReasons becomes not ready with reason HeartbeatMalformed and a
+// message naming the field; messages, duplicates and egress IPs longer
+// than their bounds are truncated; keys longer than a gateway name are
+// dropped. It returns the rejections in key order. Sanitize is
+// idempotent: a sanitized report has none.
+func (r Report) Sanitize() []Rejection {
+	var rej []Rejection
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for k := range r {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		g := r[name]
+		if len(name) > MaxGatewayNameBytes {
+			delete(r, name)
+			short, _ := Truncate(name, 64)
+			rej = append(rej, Rejection{RejectTooLong, fmt.Sprintf("gateways[%q]: key longer than %d bytes, dropped", short, MaxGatewayNameBytes)})
+			continue
+		}
+		field := fmt.Sprintf("gateways[%q]", name)
+		if g.Reason != "" && !slices.Contains(ReportedReasons, g.Reason) {
+			reason, _ := Truncate(g.Reason, 64)
+			msg := fmt.Sprintf("%s.reason: unknown reason %q", field, reason)
+			rej = append(rej, Rejection{RejectUnknownReason, msg})
+			g.Ready, g.Reason, g.Message = false, ReasonHeartbeatMalformed, msg
+		}
+		for _, f := range []struct {
+			name string
+			v    *string
+			max  int
+		}{{"message", &g.Message, MaxMessageBytes}, {"duplicate", &g.Duplicate, MaxMessageBytes}, {"egressIP", &g.EgressIP, MaxEgressIPBytes}} {
+			if t, cut := Truncate(*f.v, f.max); cut {
+				rej = append(rej, Rejection{RejectTooLong, fmt.Sprintf("%s.%s: %d bytes, truncated to %d", field, f.name, len(*f.v), f.max)})
+				*f.v = t
+			}
+		}
+		r[name] = g
+	}
+	return rej
 }
 
 // Heartbeat is a decoded heartbeat Lease.
@@ -101,6 +226,13 @@ type Heartbeat struct {
 	RenewTime time.Time
 	Duration  time.Duration
 	Gateways  Report
+	// Malformed, when set, says why the Lease could not be decoded (its
+	// annotation is not a report, or another node holds it): the node is
+	// then not eligible, with reason HeartbeatMalformed, and Gateways is
+	// empty.
+	Malformed string
+	// Rejections are the parts of the Lease not taken as written.
+	Rejections []Rejection
 }
 
 // Fresh reports whether the heartbeat has not expired at now.
@@ -111,7 +243,21 @@ func (h Heartbeat) Fresh(now time.Time) bool {
 // Expiry is when the heartbeat expires.
 func (h Heartbeat) Expiry() time.Time { return h.RenewTime.Add(h.Duration) }
 
-// FromLease decodes a heartbeat Lease.
+// ClampDuration bounds Duration to max (max > 0): a Lease cannot keep a
+// dead node fresh for longer than the reader allows. It records a
+// rejection when it clamps.
+func (h *Heartbeat) ClampDuration(max time.Duration) {
+	if max > 0 && h.Duration > max {
+		h.Rejections = append(h.Rejections, Rejection{RejectDurationClamped,
+			fmt.Sprintf("spec.leaseDurationSeconds: %s exceeds the maximum expiry %s, clamped", h.Duration, max)})
+		h.Duration = max
+	}
+}
+
+// FromLease decodes a heartbeat Lease. A Lease that is a heartbeat but
+// cannot be decoded returns the heartbeat with Malformed set (and its
+// renewal and duration) together with the error; a Lease that is not a
+// heartbeat returns the zero Heartbeat and an error.
 func FromLease(l *coordinationv1.Lease) (Heartbeat, error) {
 	if l == nil {
 		return Heartbeat{}, errors.New("nil lease")
@@ -121,19 +267,26 @@ func FromLease(l *coordinationv1.Lease) (Heartbeat, error) {
 		return Heartbeat{}, fmt.Errorf("lease %s is not a heartbeat (want %s<node>)", l.Name, LeasePrefix)
 	}
 	h := Heartbeat{Node: node}
-	if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != node {
-		return h, fmt.Errorf("lease %s is held by %q, not by node %s", l.Name, *l.Spec.HolderIdentity, node)
-	}
 	if l.Spec.RenewTime != nil {
 		h.RenewTime = l.Spec.RenewTime.Time
 	}
 	if l.Spec.LeaseDurationSeconds != nil {
 		h.Duration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
 	}
-	r, err := DecodeReport(l.Annotations[GatewaysAnnotation])
-	if err != nil {
+	malformed := func(err error) (Heartbeat, error) {
+		h.Malformed = err.Error()
+		h.Rejections = append(h.Rejections, Rejection{RejectMalformed, h.Malformed})
 		return h, err
 	}
-	h.Gateways = r
+	if l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != node {
+		short, _ := Truncate(*l.Spec.HolderIdentity, 64)
+		return malformed(fmt.Errorf("spec.holderIdentity: lease %s is held by %q, not by node %s", l.Name, short, node))
+	}
+	r, rej, err := DecodeReportChecked(l.Annotations[GatewaysAnnotation])
+	if err != nil {
+		msg, _ := Truncate(err.Error(), MaxMessageBytes)
+		return malformed(errors.New(msg))
+	}
+	h.Gateways, h.Rejections = r, append(h.Rejections, rej...)
 	return h, nil
 }

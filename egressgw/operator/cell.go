@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/job"
@@ -98,11 +99,15 @@ type selectionParams struct {
 	Metrics      *Metrics
 	Clock        clock.WithTicker
 	Inputs       Inputs
+	Config       config.OperatorConfig
 }
 
 func registerSelectionController(p selectionParams) error {
 	if !p.Enabled {
 		return nil
+	}
+	if d := p.Config.EgressGatewayHAHeartbeatMaxExpiry; d <= 0 {
+		return fmt.Errorf("--egress-gateway-ha-heartbeat-max-expiry must be positive, got %s", d)
 	}
 	// egress-gateway-nodes is initialized once Nodes, agent Pods and
 	// Leases have synced; the CEGP controller waits for it.
@@ -111,6 +116,7 @@ func registerSelectionController(p selectionParams) error {
 	wtxn.Commit()
 	c := NewController(p.Log, p.DB, p.Nodes, p.Selection, p.PolicyStatus, p.CRDs, p.Metrics, p.Clock, p.Inputs)
 	c.NodesSynced = nodesSynced
+	c.MaxExpiry = p.Config.EgressGatewayHAHeartbeatMaxExpiry
 	// The decisions reach the API through two statedb reconcilers, one
 	// over egress-gateway-selection (EgressGateway status) and one over
 	// egress-policy-status (EgressGatewayPolicy status). They retry

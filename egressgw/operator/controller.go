@@ -80,6 +80,14 @@ type Controller struct {
 	// initialized for its other readers (the CiliumEgressGatewayPolicy
 	// controller).
 	NodesSynced func(statedb.WriteTxn)
+
+	// MaxExpiry bounds the expiry a heartbeat Lease may claim (zero: no
+	// bound); set before Run.
+	MaxExpiry time.Duration
+	// rejectedAt is, per heartbeat Lease, the resourceVersion whose
+	// rejections were last logged and counted: each is reported once, not
+	// on every event that repeats the same object.
+	rejectedAt map[string]string
 }
 
 // NewController creates a controller; Run drives it.
@@ -95,6 +103,7 @@ func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*Node
 		results:    map[string]selection.Result{},
 		detectedAt: map[string]time.Time{},
 		vip:        map[string]heartbeat.GatewayReport{},
+		rejectedAt: map[string]string{},
 	}
 }
 
@@ -275,6 +284,7 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 		if !ok {
 			return
 		}
+		delete(c.rejectedAt, ev.Key.String())
 		r := c.row(node)
 		r.Heartbeat, r.HeartbeatError = nil, ""
 		c.storeRow(r, !r.NodeKnown && len(c.agentPods[node]) == 0, pending)
@@ -286,11 +296,9 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 	}
 	r := c.row(node)
 	prev, prevReported := r.Heartbeat, r.ReportedRenewTime
-	var errText string
-	r.Heartbeat, errText = heartbeatFromLease(ev.Object)
-	r.HeartbeatError = errText
-	if errText != "" {
-		c.log.Warn("ignoring malformed heartbeat lease", "lease", ev.Key, "error", errText)
+	r.Heartbeat, r.HeartbeatError = heartbeatFromLease(ev.Object, c.MaxExpiry)
+	if hb := r.Heartbeat; hb != nil {
+		c.reportRejections(ev.Key.String(), ev.Object.ResourceVersion, hb.Rejections)
 	}
 	if hb := r.Heartbeat; hb != nil {
 		// Freshness is judged on this operator's clock, as client-go's
@@ -308,6 +316,24 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 		}
 	}
 	c.storeRow(r, false, pending)
+}
+
+// reportRejections logs and counts what a Lease said that was not taken
+// as written, once per resourceVersion of the Lease.
+func (c *Controller) reportRejections(lease, version string, rej []heartbeat.Rejection) {
+	if len(rej) == 0 {
+		delete(c.rejectedAt, lease)
+		return
+	}
+	if seen, ok := c.rejectedAt[lease]; ok && seen == version {
+		return
+	}
+	c.rejectedAt[lease] = version
+	for _, x := range rej {
+		c.metrics.HeartbeatRejected.WithLabelValues(x.Kind).Inc()
+		c.log.Warn("heartbeat lease not taken as written", "lease", lease, "resourceVersion", version,
+			"reason", x.Kind, "detail", x.Detail)
+	}
 }
 
 // storeRow records a node row in the engine and the table; del removes it.

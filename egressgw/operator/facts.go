@@ -3,6 +3,7 @@ package operator
 import (
 	"net/netip"
 	"strings"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -57,11 +58,18 @@ func agentPodReady(p *corev1.Pod) bool {
 	return false
 }
 
-// heartbeatFromLease decodes a lease into the row fields.
-func heartbeatFromLease(l *coordinationv1.Lease) (*heartbeat.Heartbeat, string) {
+// heartbeatFromLease decodes a lease into the row fields, its duration
+// clamped to maxExpiry. A heartbeat Lease that cannot be decoded gives a
+// heartbeat with Malformed set (the node shows HeartbeatMalformed, not
+// HeartbeatMissing) and the error text.
+func heartbeatFromLease(l *coordinationv1.Lease, maxExpiry time.Duration) (*heartbeat.Heartbeat, string) {
 	hb, err := heartbeat.FromLease(l)
-	if err != nil {
+	if hb.Node == "" {
 		return nil, err.Error()
+	}
+	hb.ClampDuration(maxExpiry)
+	if err != nil {
+		return &hb, err.Error()
 	}
 	return &hb, ""
 }

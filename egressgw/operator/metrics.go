@@ -15,6 +15,10 @@ type Metrics struct {
 	EligibleCandidates metric.DeletableVec[metric.Gauge]
 	// StatusWriteErrors counts failed status writes (retried).
 	StatusWriteErrors metric.Vec[metric.Counter]
+	// HeartbeatRejected counts parts of heartbeat Leases not taken as
+	// written, by kind (heartbeat.RejectKinds, a closed set), once per
+	// Lease resourceVersion.
+	HeartbeatRejected metric.Vec[metric.Counter]
 }
 
 // NewMetrics creates the metrics.
@@ -41,5 +45,10 @@ func NewMetrics() *Metrics {
 			Namespace:  "egressha", Name: "status_write_errors_total",
 			Help: "Failed EgressGateway/EgressGatewayPolicy status writes (they are retried)",
 		}, []string{"kind"}),
+		HeartbeatRejected: metric.NewCounterVec(metric.CounterOpts{
+			ConfigName: "egressha_heartbeat_rejected_total",
+			Namespace:  "egressha", Name: "heartbeat_rejected_total",
+			Help: "Parts of heartbeat Leases not taken as written, by reason (Malformed, UnknownReason, TooLong, DurationClamped)",
+		}, []string{"reason"}),
 	}
 }

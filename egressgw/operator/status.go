@@ -74,6 +74,7 @@ func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, vip heartbeat
 	if cond.Message == "" {
 		cond.Message = cond.Reason
 	}
+	cond.Message = boundMessage(cond.Message)
 	meta.SetStatusCondition(&st.Conditions, cond)
 	if gw.Spec.SourceIP.Mode == v1alpha1.SourceIPModeVirtualIP {
 		dup := metav1.Condition{Type: v1alpha1.ConditionVirtualIPConflict, ObservedGeneration: gw.Generation,
@@ -84,11 +85,23 @@ func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, vip heartbeat
 			dup.Message = fmt.Sprintf("another host claims %s: %s (seen by %s); find and remove the duplicate address",
 				r.EgressIP, vip.Duplicate, r.Active)
 		}
+		dup.Message = boundMessage(dup.Message)
 		meta.SetStatusCondition(&st.Conditions, dup)
 	} else {
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionVirtualIPConflict)
 	}
 	return st
+}
+
+// MaxConditionMessageBytes bounds the message of every condition the
+// operator writes, well under the API's 32 KiB limit of a condition
+// message: a message listing thousands of candidates, or carrying what a
+// node reported, must not make the status write fail.
+const MaxConditionMessageBytes = 4096
+
+func boundMessage(s string) string {
+	s, _ = heartbeat.Truncate(s, MaxConditionMessageBytes)
+	return s
 }
 
 // StatusChanged reports whether writing desired would change anything.
@@ -113,6 +126,7 @@ func PolicyStatus(p *v1alpha1.EgressGatewayPolicy, r selection.Result, found boo
 		cond.Status, cond.Reason = metav1.ConditionTrue, v1alpha1.ReasonPolicyReady
 		cond.Message = fmt.Sprintf("traffic leaves through %s as %s", r.Active, r.EgressIP)
 	}
+	cond.Message = boundMessage(cond.Message)
 	meta.SetStatusCondition(&st.Conditions, cond)
 	return st
 }

@@ -149,7 +149,9 @@ func normalize(gw Gateway) Gateway {
 // only place the eligibility rules live. Reasons come in this fixed order:
 //
 //	NodeNotReady, Cordoned, CiliumAgentNotReady,
-//	HeartbeatMissing (no Lease; nothing further is read) or HeartbeatExpired,
+//	HeartbeatMissing (no Lease; nothing further is read), HeartbeatMalformed
+//	(a Lease that cannot be decoded; nothing further is read) or
+//	HeartbeatExpired,
 //	then the node's report for this gateway: NotReportedByAgent when the
 //	Lease has no entry for it, the reported reason when the entry is not
 //	Ready (NotReportedByAgent if it gave none), and in basic mode
@@ -167,7 +169,7 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 	// At most six reasons; collect on the stack and allocate once.
 	var buf [6]string
 	r := appendNodeReasons(buf[:0], n, now)
-	if hb := n.Heartbeat; hb != nil {
+	if hb := n.Heartbeat; hb != nil && hb.Malformed == "" {
 		rep, ok := hb.Gateways[gw.Name]
 		switch {
 		case !ok:
@@ -195,7 +197,8 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 
 // appendNodeReasons appends the reasons that keep n from serving any
 // gateway, whatever the gateway: NodeNotReady, Cordoned,
-// CiliumAgentNotReady, then HeartbeatMissing or HeartbeatExpired.
+// CiliumAgentNotReady, then HeartbeatMissing, HeartbeatMalformed or
+// HeartbeatExpired.
 func appendNodeReasons(r []string, n *Node, now time.Time) []string {
 	if !n.Ready {
 		r = append(r, v1alpha1.CandidateNodeNotReady)
@@ -208,6 +211,8 @@ func appendNodeReasons(r []string, n *Node, now time.Time) []string {
 	}
 	if hb := n.Heartbeat; hb == nil {
 		r = append(r, heartbeat.ReasonHeartbeatMissing)
+	} else if hb.Malformed != "" {
+		r = append(r, heartbeat.ReasonHeartbeatMalformed)
 	} else if !hb.Fresh(now) {
 		r = append(r, heartbeat.ReasonHeartbeatExpired)
 	}

@@ -40,6 +40,15 @@ func TestEvaluate(t *testing.T) {
 			reasons: []string{heartbeat.ReasonHeartbeatMissing}},
 		{name: "heartbeat missing in vip mode keeps the vip", gw: vip, mutate: func(n *Node) { n.Heartbeat = nil },
 			reasons: []string{heartbeat.ReasonHeartbeatMissing}, egress: "198.51.100.7"},
+		{name: "malformed heartbeat reads no report", gw: basic,
+			mutate: func(n *Node) {
+				n.Heartbeat.Malformed = "annotation egressha.io/gateways: unexpected end of JSON input"
+				n.Heartbeat.Gateways = nil
+			},
+			reasons: []string{heartbeat.ReasonHeartbeatMalformed}},
+		{name: "malformed heartbeat is not eligible even while fresh", gw: vip,
+			mutate:  func(n *Node) { n.Heartbeat.Malformed = "held by another node" },
+			reasons: []string{heartbeat.ReasonHeartbeatMalformed}, egress: "198.51.100.7"},
 		{name: "heartbeat fresh 1ns before expiry", gw: basic, now: t0.Add(hbLife - 1), egress: egressIPOf("n1")},
 		{name: "heartbeat expired at the expiry instant", gw: basic, now: t0.Add(hbLife),
 			reasons: []string{heartbeat.ReasonHeartbeatExpired}, egress: egressIPOf("n1")},

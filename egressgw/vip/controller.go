@@ -321,6 +321,17 @@ func (j *vipJob) claim(ctx context.Context, g *vipGW, now time.Time) time.Time {
 	return j.p.Status.ValidUntil().Add(-j.cfg.EgressGatewayHAVIPFenceMargin)
 }
 
+// peerExpiry is when another node's Lease, whose renewal this agent
+// observed at observed, stops blocking this node from claiming a VIP. Its
+// leaseDurationSeconds counts up to the larger of this agent's own expiry
+// (the agents of a cluster share the flag, so a legitimate peer never
+// claims more) and the operator's default maximum expiry: a Lease claiming
+// years cannot keep the VIP unannounced for years.
+func peerExpiry(hb heartbeat.Heartbeat, observed time.Time, ownExpiry time.Duration) time.Time {
+	hb.ClampDuration(max(ownExpiry, config.DefaultOperatorConfig.EgressGatewayHAHeartbeatMaxExpiry))
+	return observed.Add(hb.Duration)
+}
+
 type blocker struct {
 	node    string
 	expires time.Time
@@ -353,7 +364,7 @@ func (j *vipJob) blockers(ctx context.Context, gateway string, now time.Time) ([
 		if err != nil || hb.Node == j.node || !hb.Gateways[gateway].Announcing {
 			continue
 		}
-		expires := j.peers.observed(hb.Node, hb.RenewTime, now).Add(hb.Duration)
+		expires := peerExpiry(hb, j.peers.observed(hb.Node, hb.RenewTime, now), j.p.Config.EgressGatewayHAHeartbeatExpiry)
 		if now.Before(expires) {
 			out = append(out, blocker{node: hb.Node, expires: expires})
 		}

@@ -10,6 +10,7 @@ import (
 	datapathtables "github.com/cilium/cilium/pkg/datapath/tables"
 
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/heartbeat"
 )
 
 func TestAutoVIPInterfaces(t *testing.T) {
@@ -59,5 +60,25 @@ func TestVIPConfigValidate(t *testing.T) {
 	c.EgressGatewayHAVIPProbeInterval = -time.Second
 	if err := c.Validate(hb); err == nil {
 		t.Error("GARP count 0 and a negative probe interval must be refused")
+	}
+}
+
+// Another node's Lease blocks claiming the VIP for its duration, but a
+// Lease claiming years blocks only up to the larger of this agent's expiry
+// and the operator's default maximum (10 s).
+func TestPeerExpiryIsBounded(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		lease, own, want time.Duration
+	}{
+		{2 * time.Second, 2 * time.Second, 2 * time.Second},
+		{8 * time.Second, 2 * time.Second, 8 * time.Second},
+		{(1<<31 - 1) * time.Second, 2 * time.Second, 10 * time.Second},
+		{(1<<31 - 1) * time.Second, 30 * time.Second, 30 * time.Second},
+	} {
+		hb := heartbeat.Heartbeat{Node: "peer", RenewTime: t0, Duration: tc.lease}
+		if got := peerExpiry(hb, t0, tc.own); !got.Equal(t0.Add(tc.want)) {
+			t.Errorf("lease %s, own expiry %s: blocks until %s, want %s", tc.lease, tc.own, got.Sub(t0), tc.want)
+		}
 	}
 }

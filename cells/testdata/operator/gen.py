@@ -47,9 +47,10 @@ status:
   - {{type: Ready, status: "{'True' if ready else 'False'}"}}
 '''
 
-def lease(name, gateways, renew='2026-01-01T00:00:00.000000Z', duration=4):
+def lease(name, gateways, renew='2026-01-01T00:00:00.000000Z', duration=4, raw=None):
     """gateways: name -> True (ready with the node's public IP), a reason
-    string (not ready), or a dict (the report as is)."""
+    string (not ready), or a dict (the report as is). raw, when given, is
+    the annotation's text as is (gateways is then ignored)."""
     _, pub, _ = NODES[name]
     rep = {g: (ok if isinstance(ok, dict) else {'ready': True, 'egressIP': pub} if ok is True else {'ready': False, 'reason': ok})
            for g, ok in gateways.items()}
@@ -60,7 +61,7 @@ metadata:
   namespace: kube-system
   labels: {{app.kubernetes.io/component: egressha-heartbeat}}
   annotations:
-    egressha.io/gateways: '{json.dumps(rep, sort_keys=True, separators=(",", ":"))}'
+    egressha.io/gateways: '{raw if raw is not None else json.dumps(rep, sort_keys=True, separators=(",", ":"))}'
 spec:
   holderIdentity: {name}
   leaseDurationSeconds: {duration}
@@ -218,6 +219,15 @@ FIXTURES = {
     'cegp-upstream.txtar': lambda: {**base([]), 'cegp.yaml': cegp('egress-test'),
         'node-lab-worker-notready.yaml': node('lab-worker', ready=False),
         'node-lab-egress-a-unlabelled.yaml': node('lab-egress-a', egress=False)},
+    'bounded-input.txtar': lambda: {**base([]), 'gw.yaml': gateway('gw'), 'gw-vip.yaml': vip_gateway('vip', VIP),
+        # Claims to stay fresh for 68 years; its VIP message is 40 KB.
+        'lease-lab-egress-a-forever.yaml': lease('lab-egress-a', {'gw': True,
+            'vip': {'ready': True, 'egressIP': VIP, 'message': 'x' * 40000}}, duration=2**31 - 1),
+        'lease-lab-egress-b-malformed.yaml': lease('lab-egress-b', {}, raw='{"gw":'),
+        'lease-lab-egress-b-unknown-reason.yaml': lease('lab-egress-b', {'gw': 'Foo', 'vip': {'ready': True, 'egressIP': VIP}},
+            renew='2026-01-01T00:00:01.000000Z'),
+        **{f'lease-lab-egress-b-renewed{i}.yaml': lease('lab-egress-b', {'gw': True, 'vip': {'ready': True, 'egressIP': VIP}},
+            renew=f'2026-01-01T00:00:0{i}.000000Z') for i in (3, 6, 9)}},
     'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
         'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
         'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},

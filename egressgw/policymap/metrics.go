@@ -20,6 +20,12 @@ type Metrics struct {
 	// "deleted" (in the map but not desired: stale or foreign) and
 	// "written" (desired but missing or with another value).
 	ResyncRepairs metric.Vec[metric.Counter]
+	// PinChanges counts, by cause, the times a full resync found that the
+	// pin of the map was not the map held: "replaced" (another compatible
+	// map: reopened and reprogrammed), "removed" (the held map was pinned
+	// again), "incompatible" (another map egressha cannot use; counted
+	// once per map).
+	PinChanges metric.Vec[metric.Counter]
 }
 
 // NewMetrics creates the metrics.
@@ -46,5 +52,11 @@ func NewMetrics() *Metrics {
 			Namespace:  "egressha", Name: "policy_map_resync_repairs_total",
 			Help: "Entries of cilium_egress_gw_policy_v4 a full resync repaired, by action (deleted, written)",
 		}, []string{"action"}),
+		PinChanges: metric.NewCounterVec(metric.CounterOpts{
+			ConfigName: "egressha_policy_map_replaced_total",
+			Namespace:  "egressha", Name: "policy_map_replaced_total",
+			Help: "Times the pin of cilium_egress_gw_policy_v4 was found not to be the map egressha writes, " +
+				"by cause (replaced: reopened and reprogrammed; removed: re-pinned; incompatible: another spec, not used)",
+		}, []string{"cause"}),
 	}
 }

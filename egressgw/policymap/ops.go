@@ -7,7 +7,10 @@ import (
 	"iter"
 	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
@@ -30,6 +33,30 @@ type Ops struct {
 
 	mu       sync.Mutex
 	rejected map[egresspolicy.Key]struct{}
+
+	// Pin state, used by Prune only (the reconciler's goroutine).
+	pinHealth cell.Health // nil until RegisterReconciler sets it
+	now       func() time.Time
+	// pinRepair is the pin change found by a resync whose reprogramming
+	// has not completed yet (a resync without error completes it).
+	pinRepair *pinRepair
+	// pinOK is the health message while the pin is the map held.
+	pinOK string
+	// incompatibleID is the ID of the incompatible map last reported, so
+	// it is logged and counted once.
+	incompatibleID ebpf.MapID
+}
+
+// PinChecker is a PolicyMap pinned on bpffs whose handle can go stale:
+// BPFPolicyMap. Prune calls CheckPin at every full resync.
+type PinChecker interface {
+	CheckPin() (PinCheck, error)
+}
+
+// pinRepair is a pin change a resync found, and when.
+type pinRepair struct {
+	PinCheck
+	at time.Time
 }
 
 var (
@@ -39,7 +66,7 @@ var (
 
 // NewOps returns the operations on m.
 func NewOps(log *slog.Logger, m PolicyMap, metrics *Metrics) *Ops {
-	return &Ops{log: log, m: m, metrics: metrics, rejected: map[egresspolicy.Key]struct{}{}}
+	return &Ops{log: log, m: m, metrics: metrics, rejected: map[egresspolicy.Key]struct{}{}, now: time.Now}
 }
 
 // Update writes the row's entry. A full map yields a MapFullError, which
@@ -92,7 +119,19 @@ func (o *Ops) DeleteBatch(ctx context.Context, txn statedb.ReadTxn, batch []reco
 // The reconciler calls Prune only once the table is initialized; together
 // with RegisterReconciler's gate this guarantees that a partially computed
 // table never deletes a correct entry.
-func (o *Ops) Prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables.PolicyEntry, statedb.Revision]) error {
+//
+// Before that, Prune checks that the map held is still the pinned one
+// (checkPin): if the pin was replaced, the handle now is the new map and
+// this resync writes every Done row into it (Pending and Error rows are
+// written by the reconciler's retries, also into the new map).
+func (o *Ops) Prune(ctx context.Context, txn statedb.ReadTxn, objs iter.Seq2[*tables.PolicyEntry, statedb.Revision]) error {
+	pinErr := o.checkPin()
+	err := o.prune(ctx, txn, objs)
+	o.finishPinRepair(errors.Join(pinErr, err))
+	return errors.Join(pinErr, err)
+}
+
+func (o *Ops) prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables.PolicyEntry, statedb.Revision]) error {
 	type row struct {
 		v    egresspolicy.Value
 		done bool
@@ -161,6 +200,87 @@ func (o *Ops) Prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables
 		errs = append(errs, fmt.Errorf("%d entries could not be restored: %w", len(nowFull), full))
 	}
 	return errors.Join(errs...)
+}
+
+// checkPin compares the pin with the map held (if the map is pinned) and
+// reports what it found: log, metric, health.
+func (o *Ops) checkPin() error {
+	pc, ok := o.m.(PinChecker)
+	if !ok {
+		return nil
+	}
+	res, err := pc.CheckPin()
+	if err != nil {
+		err = fmt.Errorf("checking the pin of %s: %w", PolicyMapName, err)
+		o.pinDegraded("Cannot check that the pinned "+PolicyMapName+" is the map egressha writes", err)
+		return err
+	}
+	if res.Path == "" {
+		return nil // not pinned, or closed: there is no pin to compare with
+	}
+	switch res.Action {
+	case PinKept:
+		o.incompatibleID = 0
+		if o.pinOK == "" {
+			o.pinOK = fmt.Sprintf("Pinned %s is the map written (id %d)", PolicyMapName, res.HeldID)
+		}
+	case PinReopened, PinRestored:
+		o.incompatibleID = 0
+		o.metrics.PinChanges.WithLabelValues(res.Action.String()).Inc()
+		o.pinRepair = &pinRepair{PinCheck: res, at: o.now()}
+		if res.Action == PinReopened {
+			o.log.Warn(PolicyMapName+" was replaced under the agent: switched to the pinned map and reprogramming every entry",
+				"path", res.Path, "oldMapID", res.HeldID, "newMapID", res.PinnedID)
+			o.pinDegraded(fmt.Sprintf("%s was replaced (map id %d -> %d); reprogramming every entry",
+				PolicyMapName, res.HeldID, res.PinnedID), errors.New("pinned map replaced"))
+		} else {
+			o.log.Warn("The pin of "+PolicyMapName+" was removed under the agent: pinned the map in use again",
+				"path", res.Path, "oldMapID", res.HeldID, "newMapID", res.PinnedID)
+			o.pinDegraded(fmt.Sprintf("The pin of %s was removed; re-pinned map id %d, checking its entries",
+				PolicyMapName, res.HeldID), errors.New("pinned map removed"))
+		}
+	case PinIncompatible:
+		if o.incompatibleID != res.PinnedID {
+			o.incompatibleID = res.PinnedID
+			o.metrics.PinChanges.WithLabelValues(res.Action.String()).Inc()
+			o.log.Warn("Another "+PolicyMapName+" with an incompatible spec is pinned: egressha keeps writing the map it "+
+				"holds, which the datapath may not use; restart the agent to re-create the map",
+				"path", res.Path, "heldMapID", res.HeldID, "pinnedMapID", res.PinnedID, "difference", res.Incompatible)
+		}
+		o.pinDegraded(fmt.Sprintf("The %s pinned at %s (id %d) has another spec than egressha's; still writing map id %d, "+
+			"which the datapath may not use: restart the agent to re-create the map", PolicyMapName, res.Path, res.PinnedID, res.HeldID),
+			res.Incompatible)
+		return nil
+	}
+	return nil
+}
+
+// finishPinRepair reports the pin healthy once a resync after a pin change
+// wrote every entry (err is the resync's error).
+func (o *Ops) finishPinRepair(err error) {
+	if err != nil || o.incompatibleID != 0 {
+		return
+	}
+	if r := o.pinRepair; r != nil {
+		o.pinRepair = nil
+		if r.Action == PinReopened {
+			o.pinOK = fmt.Sprintf("%s was replaced at %s (map id %d -> %d); every entry was reprogrammed",
+				PolicyMapName, r.at.UTC().Format(time.RFC3339), r.HeldID, r.PinnedID)
+		} else {
+			o.pinOK = fmt.Sprintf("The pin of %s was removed at %s; map id %d, with every entry, was pinned again",
+				PolicyMapName, r.at.UTC().Format(time.RFC3339), r.HeldID)
+		}
+		o.log.Info(o.pinOK)
+	}
+	if o.pinHealth != nil && o.pinOK != "" {
+		o.pinHealth.OK(o.pinOK)
+	}
+}
+
+func (o *Ops) pinDegraded(reason string, err error) {
+	if o.pinHealth != nil {
+		o.pinHealth.Degraded(reason, err)
+	}
 }
 
 // Rejected is the number of desired entries the map has no room for.

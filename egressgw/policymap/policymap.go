@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync"
 	"unsafe"
 
@@ -98,8 +100,12 @@ func PolicyMapSpec(maxEntries int) *ebpf.MapSpec {
 type BPFPolicyMap struct {
 	spec *ebpf.MapSpec
 
+	// mu is held for reading by every operation on m and for writing by
+	// CheckPin, so no write reaches the old map once CheckPin swapped it.
 	mu sync.RWMutex
 	m  *ebpf.Map
+	// pinDir is where m is pinned, "" when it is not (CreateUnpinned).
+	pinDir string
 }
 
 var _ PolicyMap = (*BPFPolicyMap)(nil)
@@ -126,7 +132,13 @@ func (p *BPFPolicyMap) openOrCreateIn(log *slog.Logger, pinDir string) error {
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", PolicyMapName, err)
 	}
-	return p.set(m)
+	if err := p.set(m); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.pinDir = pinDir
+	p.mu.Unlock()
+	return nil
 }
 
 // CreateUnpinned creates the map without pinning it (tests).
@@ -161,6 +173,7 @@ func (p *BPFPolicyMap) Close() error {
 	}
 	err := p.m.Close()
 	p.m = nil
+	p.pinDir = ""
 	return err
 }
 
@@ -258,4 +271,136 @@ func fromBPFKey(k *egressmap.EgressPolicyKey4) egresspolicy.Key {
 
 func fromBPFValue(v *egressmap.EgressPolicyVal4) egresspolicy.Value {
 	return egresspolicy.Value{EgressIP: v.EgressIP.Addr(), GatewayIP: v.GatewayIP.Addr()}
+}
+
+// PinAction is what CheckPin found at the pin path and did about it.
+type PinAction int
+
+const (
+	// PinKept: the pin is the map held; nothing to do.
+	PinKept PinAction = iota
+	// PinReopened: the pin holds another map with egressha's spec (someone
+	// replaced it, e.g. a loader that re-created it). The held handle was
+	// swapped for that map; it must be reprogrammed, as it holds none or
+	// other entries.
+	PinReopened
+	// PinRestored: nothing was pinned. The held map, which the attached
+	// programs still use and which holds every entry, was pinned again so
+	// the next program load finds it.
+	PinRestored
+	// PinIncompatible: the pin holds another map whose spec differs from
+	// egressha's (type, key or value size, max entries or flags). The held
+	// map is kept: egressha cannot write that map correctly, and Cilium's
+	// loader would replace it anyway.
+	PinIncompatible
+)
+
+func (a PinAction) String() string {
+	switch a {
+	case PinKept:
+		return "kept"
+	case PinReopened:
+		return "replaced"
+	case PinRestored:
+		return "removed"
+	case PinIncompatible:
+		return "incompatible"
+	}
+	return fmt.Sprintf("PinAction(%d)", int(a))
+}
+
+// PinCheck is the outcome of CheckPin.
+type PinCheck struct {
+	Action PinAction
+	// Path is the pin path.
+	Path string
+	// HeldID is the ID of the map held before the check; PinnedID the ID
+	// of the map pinned after it (HeldID again when restored).
+	HeldID, PinnedID ebpf.MapID
+	// Incompatible says how the pinned map differs (PinIncompatible).
+	Incompatible error
+}
+
+// decidePin decides what to do about the pin: pinExists says whether a map
+// is pinned at the path, pinnedID is its ID, incompatible how its spec
+// differs from egressha's (nil if it does not).
+func decidePin(heldID ebpf.MapID, pinExists bool, pinnedID ebpf.MapID, incompatible error) PinAction {
+	switch {
+	case !pinExists:
+		return PinRestored
+	case pinnedID == heldID:
+		return PinKept
+	case incompatible != nil:
+		return PinIncompatible
+	}
+	return PinReopened
+}
+
+// CheckPin compares the map pinned at <pinDir>/cilium_egress_gw_policy_v4
+// with the map held (by kernel map ID) and repairs a difference: a
+// compatible replacement is reopened (the handle is swapped while no
+// operation runs, and the old one closed), a removed pin is restored by
+// pinning the held map again. It does nothing for an unpinned or closed
+// map. The caller reprograms the map after PinReopened.
+func (p *BPFPolicyMap) CheckPin() (PinCheck, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil || p.pinDir == "" {
+		return PinCheck{Action: PinKept}, nil
+	}
+	res := PinCheck{Path: filepath.Join(p.pinDir, p.spec.Name)}
+	var err error
+	if res.HeldID, err = idOf(p.m); err != nil {
+		return res, fmt.Errorf("reading the ID of the %s held: %w", PolicyMapName, err)
+	}
+	pinned, err := ebpf.LoadPinnedMap(res.Path, nil)
+	exists := err == nil
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return res, fmt.Errorf("opening the pin %s: %w", res.Path, err)
+	default:
+		defer func() {
+			if pinned != nil {
+				pinned.Close()
+			}
+		}()
+		if res.PinnedID, err = idOf(pinned); err != nil {
+			return res, fmt.Errorf("reading the ID of the map pinned at %s: %w", res.Path, err)
+		}
+		res.Incompatible = p.spec.Compatible(pinned)
+	}
+	res.Action = decidePin(res.HeldID, exists, res.PinnedID, res.Incompatible)
+	switch res.Action {
+	case PinReopened:
+		old := p.m
+		p.m, pinned = pinned, nil
+		old.Close()
+	case PinRestored:
+		// A clone has no pin path of its own, so Pin really pins (Pin on
+		// the held map would be a no-op: it believes it is pinned there).
+		c, err := p.m.Clone()
+		if err != nil {
+			return res, fmt.Errorf("restoring the pin %s: %w", res.Path, err)
+		}
+		defer c.Close()
+		if err := c.Pin(res.Path); err != nil {
+			return res, fmt.Errorf("restoring the pin %s: %w", res.Path, err)
+		}
+		res.PinnedID = res.HeldID
+	}
+	return res, nil
+}
+
+// idOf is the kernel's ID of m.
+func idOf(m *ebpf.Map) (ebpf.MapID, error) {
+	info, err := m.Info()
+	if err != nil {
+		return 0, err
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, errors.New("the kernel does not report map IDs")
+	}
+	return id, nil
 }

@@ -5,20 +5,26 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/cilium/hive/hivetest"
+	"github.com/cilium/statedb/reconciler"
 	"golang.org/x/sys/unix"
 
 	"github.com/cilium/cilium/pkg/bpf"
+	"github.com/cilium/cilium/pkg/hive/health/types"
 	"github.com/cilium/cilium/pkg/maps/egressmap"
 
 	"github.com/egressha/egressha/egressgw/egresspolicy"
 	"github.com/egressha/egressha/internal/privileged"
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 // requirePrivileged applies privileged.Require and lifts the memlock limit
@@ -268,4 +274,173 @@ func loadAsLoader(t *testing.T, log *slog.Logger, ms *ebpf.MapSpec, pinDir strin
 	}
 	defer pinned.Close()
 	return mapID(t, pinned.FD())
+}
+
+// TestPrivilegedPinChanges replaces and removes the pin of the map under a
+// running reconciler. The reconciler's goroutines must see the pin, so the
+// bpffs is mounted in the test process's mount namespace (at a temporary
+// directory, unmounted at the end) rather than in a private one.
+func TestPrivilegedPinChanges(t *testing.T) {
+	requirePrivileged(t)
+	log := hivetest.Logger(t)
+	const maxEntries = 16
+	vA, vB := val("203.0.113.1", "172.18.0.2"), val("203.0.113.1", "172.18.0.3")
+	a, b, c := key("10.244.1.10", "192.0.2.0/24"), key("10.244.1.11", "0.0.0.0/0"), key("10.244.1.12", "0.0.0.0/0")
+	want := map[egresspolicy.Key]egresspolicy.Value{a: vA, b: vB}
+
+	// start mounts a bpffs, opens the pinned map as the takeover does and
+	// runs the reconciler with a and b programmed.
+	start := func(t *testing.T) (h *harness, m *BPFPolicyMap, pinDir, pin string) {
+		bpffs := t.TempDir()
+		if err := unix.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
+			t.Fatalf("mounting bpffs: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := unix.Unmount(bpffs, unix.MNT_DETACH); err != nil {
+				t.Errorf("unmounting the test bpffs: %v", err)
+			}
+		})
+		pinDir = filepath.Join(bpffs, "tc", "globals")
+		m = NewPolicyMap(maxEntries)
+		if err := m.openOrCreateIn(log, pinDir); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		h = newHarness(t, m)
+		h.markInitialized()
+		h.insert(entry(a, vA), entry(b, vB))
+		h.waitStatus(a, reconciler.StatusKindDone)
+		h.waitStatus(b, reconciler.StatusKindDone)
+		// The resync that follows initialization checks the pin; no other
+		// runs until the test triggers one (a pending one would race with
+		// the test's changes to the pin).
+		testcells.Eventually(t, "the pin reported as the map written", func() bool {
+			s, ok := h.pinStatus()
+			return ok && s.Level == types.LevelOK && strings.Contains(s.Message, "is the map written")
+		})
+		return h, m, pinDir, filepath.Join(pinDir, PolicyMapName)
+	}
+	pinnedID := func(t *testing.T, pin string) ebpf.MapID {
+		pm, err := ebpf.LoadPinnedMap(pin, nil)
+		if err != nil {
+			t.Fatalf("opening the pin: %v", err)
+		}
+		defer pm.Close()
+		id, err := idOf(pm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+
+	t.Run("replaced", func(t *testing.T) {
+		h, m, pinDir, pin := start(t)
+		oldID := mapID(t, m.FD())
+		old := kernelMap(t, m) // the old map, to prove nothing writes it any more
+
+		// Replace the pin with a new, empty map of the same spec, as a
+		// loader that re-created it would.
+		if err := os.Remove(pin); err != nil {
+			t.Fatal(err)
+		}
+		nm, err := bpf.OpenOrCreateMap(log, PolicyMapSpec(maxEntries), pinDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nm.Close()
+		newID, err := idOf(nm)
+		if err != nil || newID == oldID {
+			t.Fatalf("the new map has id %d (old %d): %v", newID, oldID, err)
+		}
+		fresh := NewPolicyMap(maxEntries) // a reader of the new map
+		fresh.m = nm
+		if got, _ := dump(fresh); len(got) != 0 {
+			t.Fatalf("the new map is not empty: %v", got)
+		}
+
+		h.r.Prune()
+		h.waitMap(fresh, want)
+		if got := mapID(t, m.FD()); got != newID {
+			t.Errorf("the handle is map id %d, want the new pinned map %d", got, newID)
+		}
+		if got := pinnedID(t, pin); got != newID {
+			t.Errorf("the pin is map id %d, want %d", got, newID)
+		}
+		testcells.Eventually(t, "the replacement counted", func() bool {
+			return h.metrics.PinChanges.WithLabelValues("replaced").Get() == 1
+		})
+		testcells.Eventually(t, "health OK saying the map was replaced and reprogrammed", func() bool {
+			s, ok := h.pinStatus()
+			return ok && s.Level == types.LevelOK && strings.Contains(s.Message, "was replaced at") &&
+				strings.Contains(s.Message, "every entry was reprogrammed")
+		})
+
+		// Later writes go to the new map only; another resync counts nothing.
+		h.insert(entry(c, vA))
+		h.waitStatus(c, reconciler.StatusKindDone)
+		h.waitMap(fresh, map[egresspolicy.Key]egresspolicy.Value{a: vA, b: vB, c: vA})
+		var v egressmap.EgressPolicyVal4
+		ck, _ := bpfKey(c)
+		if err := old.Lookup(&ck, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			t.Errorf("the old map was written after the swap: %v %v", v, err)
+		}
+		h.r.Prune()
+		time.Sleep(200 * time.Millisecond)
+		if n := h.metrics.PinChanges.WithLabelValues("replaced").Get(); n != 1 {
+			t.Errorf("replacements counted: %v, want 1", n)
+		}
+		fresh.m = nil // nm is closed by its defer
+	})
+
+	t.Run("removed", func(t *testing.T) {
+		h, m, _, pin := start(t)
+		id := mapID(t, m.FD())
+		if err := os.Remove(pin); err != nil {
+			t.Fatal(err)
+		}
+		h.r.Prune()
+		testcells.Eventually(t, "the pin restored", func() bool {
+			_, err := os.Stat(pin)
+			return err == nil
+		})
+		if got := pinnedID(t, pin); got != id {
+			t.Errorf("the restored pin is map id %d, want the map in use %d", got, id)
+		}
+		h.waitMap(m, want)
+		testcells.Eventually(t, "the removal counted", func() bool {
+			return h.metrics.PinChanges.WithLabelValues("removed").Get() == 1
+		})
+		testcells.Eventually(t, "health OK saying the pin was removed and restored", func() bool {
+			s, ok := h.pinStatus()
+			return ok && s.Level == types.LevelOK && strings.Contains(s.Message, "was removed at")
+		})
+	})
+
+	t.Run("incompatible", func(t *testing.T) {
+		h, m, pinDir, pin := start(t)
+		id := mapID(t, m.FD())
+		if err := os.Remove(pin); err != nil {
+			t.Fatal(err)
+		}
+		nm, err := bpf.OpenOrCreateMap(log, PolicyMapSpec(maxEntries*2), pinDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nm.Close()
+		h.r.Prune()
+		testcells.Eventually(t, "health Degraded naming the other spec", func() bool {
+			s, ok := h.pinStatus()
+			return ok && s.Level == types.LevelDegraded && strings.Contains(s.Message, "has another spec") &&
+				strings.Contains(s.Error, "MaxEntries")
+		})
+		if got := mapID(t, m.FD()); got != id {
+			t.Errorf("the handle moved to the incompatible map (id %d -> %d)", id, got)
+		}
+		h.waitMap(m, want)
+		h.r.Prune()
+		time.Sleep(200 * time.Millisecond)
+		if n := h.metrics.PinChanges.WithLabelValues("incompatible").Get(); n != 1 {
+			t.Errorf("incompatible pins counted: %v, want 1 (once per map)", n)
+		}
+	})
 }

@@ -55,6 +55,8 @@ func RegisterReconciler(p reconciler.Params, tbl statedb.RWTable[*tables.PolicyE
 	if cfg.ResyncInterval <= 0 {
 		return nil, fmt.Errorf("the map resync interval must be positive, got %s", cfg.ResyncInterval)
 	}
+	// The pin check of every full resync reports in a scope of its own.
+	ops.pinHealth = p.Health.NewScope("pinned-map")
 	outer := p.Lifecycle
 	gated := cell.NewDefaultLifecycle(nil, 0, time.Second)
 	p.Lifecycle = gated

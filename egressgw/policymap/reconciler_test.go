@@ -130,6 +130,16 @@ func (h *harness) degraded() string {
 	return ""
 }
 
+// pinStatus is the health of the pin check (scope "pinned-map").
+func (h *harness) pinStatus() (types.Status, bool) {
+	for s := range h.health.All(h.db.ReadTxn()) {
+		if id := s.ID.String(); strings.Contains(id, testModule) && strings.Contains(id, "pinned-map") {
+			return s, true
+		}
+	}
+	return types.Status{}, false
+}
+
 func entry(k egresspolicy.Key, v egresspolicy.Value) egresspolicy.Entry {
 	return egresspolicy.Entry{Key: k, Value: v, Policy: "p"}
 }

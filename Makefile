@@ -127,10 +127,10 @@ kubectl: ## Build kubectl at the lab's Kubernetes version into _output/bin.
 		-o ../$(BIN)/kubectl k8s.io/kubernetes/cmd/kubectl
 
 lab: lab-deps ## Bring up the lab on this machine (builds what is missing, `egressha-lab up`), then show the demo.
-	@hack/progress "building cilium-agent (cold: about 7 min)" $(MAKE) --no-print-directory agent
+	@hack/progress "building cilium-agent (cold: 5 to 7 min)" $(MAKE) --no-print-directory agent
 	@hack/progress "building cilium-operator-generic" $(MAKE) --no-print-directory operator
 	@hack/progress "building cilium-cni and cilium-dbg" $(MAKE) --no-print-directory cilium-tools
-	@hack/progress "building the lab (kube-apiserver, etcd; cold: about 6 min)" $(MAKE) --no-print-directory lab-bin
+	@hack/progress "building the lab (kube-apiserver, etcd; cold: 3 to 6 min)" $(MAKE) --no-print-directory lab-bin
 	@hack/progress "building kubectl (cold: about 2 min)" $(MAKE) --no-print-directory kubectl
 	$(LAB_ENV) $(LAB) up $(LAB_ARGS)
 	$(if $(findstring stock,$(LAB_ARGS)),@echo "==> stock mode: no demo (it shows egressha's gateways)",$(LAB_ENV) $(LAB) demo)

@@ -38,7 +38,7 @@ func Up(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	if err := preflight(cfg); err != nil {
 		return err
 	}
-	if st := readMode(cfg); st != "" {
+	if st := RunningMode(cfg); st != "" {
 		if st == cfg.Mode && Healthy(ctx, cfg) == nil {
 			fmt.Fprintf(out, "==> lab already up (mode %s) and healthy\n", cfg.Mode)
 			return Status(ctx, cfg, out)
@@ -255,7 +255,9 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-func readMode(cfg Config) Mode {
+// RunningMode is the mode the lab in cfg.Dir was brought up in, "" when it
+// is down.
+func RunningMode(cfg Config) Mode {
 	data, err := os.ReadFile(cfg.path("mode"))
 	if err != nil {
 		return ""

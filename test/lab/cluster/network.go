@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -163,4 +164,43 @@ func isLabNetns(cfg Config, name string) bool {
 		}
 	}
 	return false
+}
+
+// BlockAPI cuts (or restores) a node's access to the API server only: a
+// blackhole route to the API proxy, while every other link stays up. The
+// agent keeps running and the node keeps forwarding; only its heartbeat
+// (and every other API call) fails.
+func BlockAPI(n Node, blocked bool) error { return blockAPIFrom(n.Name, blocked) }
+
+func blockAPIFrom(netns string, blocked bool) error {
+	verb := "del"
+	if blocked {
+		verb = "add"
+	}
+	return ip(netns, "route", verb, "blackhole", CPAddr.Addr().String()+"/32")
+}
+
+// BlockAPIOperators cuts (or restores) every operator replica's access to
+// the API server; the nodes keep theirs.
+func BlockAPIOperators(cfg Config, blocked bool) error {
+	for _, p := range cfg.operatorPods() {
+		if err := blockAPIFrom(p.Netns, blocked); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BlockAPIAll makes the API server unreachable for everyone on the cluster
+// network (agents and operators), as an outage of the control plane: the
+// proxy in lab-cp drops every packet to the API port, so established
+// connections hang as they would, rather than being reset. The lab's own
+// kubelets (on the root namespace's loopback) are not affected.
+func BlockAPIAll(blocked bool) error {
+	verb := "-D"
+	if blocked {
+		verb = "-I"
+	}
+	_, err := run("ip", "netns", "exec", CPNetns, "iptables", "-w", verb, "INPUT", "-i", "br0", "-p", "tcp", "--dport", strconv.Itoa(APIPort), "-j", "DROP")
+	return err
 }

@@ -16,7 +16,7 @@ import (
 // Status prints the state of the lab. The line "echo-url: URL" is meant
 // for scripts.
 func Status(ctx context.Context, cfg Config, out io.Writer) error {
-	mode := readMode(cfg)
+	mode := RunningMode(cfg)
 	if mode == "" {
 		fmt.Fprintf(out, "lab: down (%s)\n", cfg.Dir)
 		return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/egressha/egressha/egressgw/entries"
 	"github.com/egressha/egressha/egressgw/heartbeat/writer"
 	"github.com/egressha/egressha/egressgw/localgateways"
+	"github.com/egressha/egressha/egressgw/probe"
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/vip"
 )
@@ -31,6 +32,7 @@ var Agent = cell.Module(
 	agentCells,
 	client.Cell,
 	datapath.TakeoverCell,
+	probe.AgentCell,
 	vip.Cell,
 	entries.LocalCell,
 )

@@ -94,7 +94,8 @@ func TestAgentRefusesToStart(t *testing.T) {
 		wantErr string
 	}{
 		{nil, "enable-egress-gateway=true"},
-		{[]string{"--egress-gateway-ha-heartbeat-renew-interval=3s"}, "must be at least twice"},
+		{[]string{"--egress-gateway-ha-heartbeat-renew-interval=8s"}, "must be at least twice"},
+		{[]string{"--egress-gateway-ha-probe-fence=1ms"}, "must be within 20ms..1m"},
 		{[]string{"--egress-gateway-ha-enabled=false"}, ""},
 	} {
 		h := hive.New(Agent, bad, provideAgentDependencies())

@@ -13,6 +13,7 @@ import (
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/operator"
+	"github.com/egressha/egressha/egressgw/probe"
 )
 
 // Operator is egressha's part of cilium-operator. The operator main places it
@@ -32,8 +33,15 @@ var Operator = cell.Module(
 var operatorCells = cell.Group(
 	config.OperatorCell,
 	cell.Provide(newRegisterCRDs),
+	probe.OperatorTableCell,
 	operator.Cell,
 )
+
+// OperatorProber runs on every operator replica, leader or not: the
+// liveness probing of the candidate nodes, so that a new leader starts
+// with a warm view. The operator main places it outside the leader
+// lifecycle.
+var OperatorProber = probe.OperatorCell
 
 type registerCRDsOut struct {
 	cell.Out

@@ -35,8 +35,19 @@ type AgentConfig struct {
 	// its node's heartbeat Lease.
 	EgressGatewayHAHeartbeatRenewInterval time.Duration
 	// EgressGatewayHAHeartbeatExpiry is how long a heartbeat stays fresh; a
-	// node that cannot renew within it stops announcing (self-fencing).
+	// node that cannot renew within it stops announcing (self-fencing)
+	// when liveness probing is off.
 	EgressGatewayHAHeartbeatExpiry time.Duration
+	// EgressGatewayHAProbe turns on the responder to the operators'
+	// liveness probes and the probe-based fence of VIP gateways.
+	EgressGatewayHAProbe bool
+	// EgressGatewayHAProbePort is the UDP port of the probe responder.
+	EgressGatewayHAProbePort uint16
+	// EgressGatewayHAProbeFence is the fence bound: a node that has not
+	// heard the operator leader say "hear you" for this long stops
+	// answering ARP for its virtual IPs. The leader hands a VIP role on
+	// only after it.
+	EgressGatewayHAProbeFence time.Duration
 }
 
 // DefaultAgentConfig are the defaults of the agent flags.
@@ -46,8 +57,17 @@ var DefaultAgentConfig = AgentConfig{
 	// interval less): 1.5-2 s, so traffic resumes within the 3 s the
 	// benchmarks target; three renewals may fail in a row (1.5 s of API
 	// latency) before a healthy node loses the role.
-	EgressGatewayHAHeartbeatRenewInterval: 500 * time.Millisecond,
-	EgressGatewayHAHeartbeatExpiry:        2 * time.Second,
+	// With liveness probing (issue 14) the Lease is identity, state and
+	// slow path: it is written on change and refreshed every 5 s (at most
+	// 0.2 writes/s per node, kubelet's node Lease is 0.1/s); it decides
+	// liveness only where probing has no verdict, and two refreshes may
+	// fail before it expires.
+	EgressGatewayHAHeartbeatRenewInterval: 5 * time.Second,
+	EgressGatewayHAHeartbeatExpiry:        15 * time.Second,
+	EgressGatewayHAProbe:                  true,
+	EgressGatewayHAProbePort:              4796,
+	// Two and a half probe intervals: one lost probe does not fence.
+	EgressGatewayHAProbeFence: 250 * time.Millisecond,
 }
 
 // Flags registers the agent flags.
@@ -58,10 +78,24 @@ func (def AgentConfig) Flags(flags *pflag.FlagSet) {
 		"How often a candidate gateway node renews its heartbeat Lease")
 	flags.Duration("egress-gateway-ha-heartbeat-expiry", def.EgressGatewayHAHeartbeatExpiry,
 		"How long a heartbeat Lease stays fresh; must be at least twice the renew interval")
+	flags.Bool("egress-gateway-ha-probe", def.EgressGatewayHAProbe,
+		"Answer the operators' liveness probes over the cluster network and fence virtual IPs by them")
+	flags.Uint16("egress-gateway-ha-probe-port", def.EgressGatewayHAProbePort,
+		"UDP port of the liveness probe responder (the operators' --egress-gateway-ha-probe-port)")
+	flags.Duration("egress-gateway-ha-probe-fence", def.EgressGatewayHAProbeFence,
+		"Stop answering ARP for a virtual IP when the operator leader has not said it hears this node for this long")
 }
 
 // Validate reports flag values that cannot work together.
 func (c AgentConfig) Validate() error {
+	if c.EgressGatewayHAProbe {
+		if c.EgressGatewayHAProbePort == 0 {
+			return fmt.Errorf("--egress-gateway-ha-probe-port must not be 0")
+		}
+		if c.EgressGatewayHAProbeFence < 20*time.Millisecond || c.EgressGatewayHAProbeFence > time.Minute {
+			return fmt.Errorf("--egress-gateway-ha-probe-fence must be within 20ms..1m, got %s", c.EgressGatewayHAProbeFence)
+		}
+	}
 	return ValidateHeartbeat(c.EgressGatewayHAHeartbeatRenewInterval, c.EgressGatewayHAHeartbeatExpiry)
 }
 
@@ -109,16 +143,30 @@ type OperatorConfig struct {
 	// min(leaseDurationSeconds, this), so a Lease written with a huge
 	// duration cannot keep a dead node active.
 	EgressGatewayHAHeartbeatMaxExpiry time.Duration
+	// EgressGatewayHAProbe turns on liveness probing of the candidate
+	// nodes (on every replica, so a new leader already knows).
+	EgressGatewayHAProbe bool
+	// EgressGatewayHAProbeInterval and EgressGatewayHAProbeDetectMultiplier:
+	// a probe every interval, a node Down after multiplier intervals
+	// without a reply.
+	EgressGatewayHAProbeInterval         time.Duration
+	EgressGatewayHAProbeDetectMultiplier int
+	// EgressGatewayHAProbePort is the agents' responder port.
+	EgressGatewayHAProbePort uint16
 }
 
 // DefaultOperatorConfig are the defaults of the operator flags.
 var DefaultOperatorConfig = OperatorConfig{
 	EgressGatewayHAEnabled:          true,
 	EgressGatewayHAAgentPodSelector: "k8s-app=cilium",
-	// Five times the agents' default expiry (2 s): room for agents
-	// configured slower, while a dead node is still failed over within
-	// seconds whatever its Lease claims.
-	EgressGatewayHAHeartbeatMaxExpiry: 10 * time.Second,
+	// Twice the agents' default expiry (15 s): room for agents
+	// configured slower, while a dead node that probing cannot judge is
+	// still failed over within half a minute whatever its Lease claims.
+	EgressGatewayHAHeartbeatMaxExpiry:    30 * time.Second,
+	EgressGatewayHAProbe:                 true,
+	EgressGatewayHAProbeInterval:         100 * time.Millisecond,
+	EgressGatewayHAProbeDetectMultiplier: 3,
+	EgressGatewayHAProbePort:             4796,
 }
 
 // Flags registers the operator flags.
@@ -133,6 +181,14 @@ func (def OperatorConfig) Flags(flags *pflag.FlagSet) {
 	flags.Duration("egress-gateway-ha-heartbeat-max-expiry", def.EgressGatewayHAHeartbeatMaxExpiry,
 		"The longest a heartbeat Lease stays fresh whatever its leaseDurationSeconds says; must be at least the agents' "+
 			"--egress-gateway-ha-heartbeat-expiry")
+	flags.Bool("egress-gateway-ha-probe", def.EgressGatewayHAProbe,
+		"Probe the candidate gateway nodes over the cluster network (liveness without the API server)")
+	flags.Duration("egress-gateway-ha-probe-interval", def.EgressGatewayHAProbeInterval,
+		"Interval between two liveness probes of a candidate node")
+	flags.Int("egress-gateway-ha-probe-detect-multiplier", def.EgressGatewayHAProbeDetectMultiplier,
+		"A candidate node is Down after this many probe intervals without a reply")
+	flags.Uint16("egress-gateway-ha-probe-port", def.EgressGatewayHAProbePort,
+		"UDP port of the agents' liveness probe responders")
 }
 
 // OperatorEnabled is whether egressha's operator cells act: the flag is on

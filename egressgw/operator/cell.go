@@ -24,6 +24,7 @@ import (
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/probe"
 )
 
 // Cell selects each EgressGateway's active node and writes its status, and
@@ -100,6 +101,11 @@ type selectionParams struct {
 	Clock        clock.WithTicker
 	Inputs       Inputs
 	Config       config.OperatorConfig
+	// Probes and Leader come from probe.OperatorTableCell; the prober
+	// itself runs on every replica (probe.OperatorCell).
+	Probes    statedb.Table[*probe.SessionRow]
+	Leader    *probe.Leader
+	Lifecycle cell.Lifecycle
 }
 
 func registerSelectionController(p selectionParams) error {
@@ -117,6 +123,15 @@ func registerSelectionController(p selectionParams) error {
 	c := NewController(p.Log, p.DB, p.Nodes, p.Selection, p.PolicyStatus, p.CRDs, p.Metrics, p.Clock, p.Inputs)
 	c.NodesSynced = nodesSynced
 	c.MaxExpiry = p.Config.EgressGatewayHAHeartbeatMaxExpiry
+	if p.Config.EgressGatewayHAProbe {
+		c.Probes = p.Probes
+	}
+	// This cell runs under the leader lifecycle: probes say "leader" from
+	// the moment this replica leads until it stops.
+	p.Lifecycle.Append(cell.Hook{
+		OnStart: func(cell.HookContext) error { p.Leader.Store(true); return nil },
+		OnStop:  func(cell.HookContext) error { p.Leader.Store(false); return nil },
+	})
 	// The decisions reach the API through two statedb reconcilers, one
 	// over egress-gateway-selection (EgressGateway status) and one over
 	// egress-policy-status (EgressGatewayPolicy status). They retry

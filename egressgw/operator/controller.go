@@ -32,6 +32,7 @@ import (
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/probe"
 	"github.com/egressha/egressha/egressgw/selection"
 )
 
@@ -84,6 +85,13 @@ type Controller struct {
 	// MaxExpiry bounds the expiry a heartbeat Lease may claim (zero: no
 	// bound); set before Run.
 	MaxExpiry time.Duration
+	// Probes is this replica's liveness probe sessions (nil: no probing;
+	// every node is judged by its Lease); set before Run.
+	Probes statedb.Table[*probe.SessionRow]
+	// sessions is the last read of Probes, by node.
+	sessions map[string]probe.Status
+	// liveness is the last liveness verdict.
+	liveness livenessVerdict
 	// rejectedAt is, per heartbeat Lease, the resourceVersion whose
 	// rejections were last logged and counted: each is reported once, not
 	// on every event that repeats the same object.
@@ -104,6 +112,7 @@ func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*Node
 		detectedAt: map[string]time.Time{},
 		vip:        map[string]heartbeat.GatewayReport{},
 		rejectedAt: map[string]string{},
+		sessions:   map[string]probe.Status{},
 	}
 }
 
@@ -122,6 +131,12 @@ func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) err
 	synced := map[string]bool{}
 	expiry := expiryTimer{clock: c.clock}
 	pending := map[string]struct{}{} // gateways to recompute
+	var probeWatch <-chan struct{}
+	if c.Probes != nil {
+		probeWatch = c.readSessions()
+	}
+	var livenessWake clock.Timer
+	var livenessC <-chan time.Time
 
 	for {
 		var detected time.Time
@@ -165,6 +180,19 @@ func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) err
 			for name := range c.gatewayNames() {
 				pending[name] = struct{}{}
 			}
+		case <-probeWatch:
+			detected = c.clock.Now()
+			probeWatch = c.readSessions()
+		case <-livenessC:
+			livenessC = nil
+			detected = c.clock.Now()
+		}
+		if wake := c.refreshLiveness(c.clock.Now(), pending); !wake.IsZero() {
+			if livenessWake != nil {
+				livenessWake.Stop()
+			}
+			livenessWake = c.clock.NewTimer(max(wake.Sub(c.clock.Now()), 0) + time.Millisecond)
+			livenessC = livenessWake.C()
 		}
 		if len(synced) < inputs {
 			continue
@@ -658,4 +686,69 @@ func (c *Controller) writePolicy(ctx context.Context, name string) error {
 		}
 		p = fresh
 	}
+}
+
+// readSessions reads this replica's probe sessions and returns the channel
+// that closes when they change.
+func (c *Controller) readSessions() <-chan struct{} {
+	iter, watch := c.Probes.AllWatch(c.db.ReadTxn())
+	clear(c.sessions)
+	for r := range iter {
+		c.sessions[r.Node] = r.Status
+	}
+	return watch
+}
+
+// refreshLiveness judges every node's liveness from its probe session and
+// Lease (judgeLiveness), stores the rows whose Reach changed, and returns
+// when the verdict changes next without an input changing (zero: never).
+// Run goroutine only.
+func (c *Controller) refreshLiveness(now time.Time, pending map[string]struct{}) time.Time {
+	in := make([]livenessInput, 0, len(c.sessions))
+	for name, r := range c.rows {
+		st, probed := c.sessions[name]
+		if !probed && r.Heartbeat == nil {
+			continue
+		}
+		in = append(in, livenessInput{Node: name, Probe: st, Heartbeat: r.Heartbeat})
+	}
+	v := judgeLiveness(in, now)
+	if v.Why != c.liveness.Why {
+		if v.Why != "" {
+			c.log.Warn("Liveness: suspecting the observer or the control plane; not moving the nodes held",
+				"why", v.Why, "held", v.Held)
+		} else {
+			c.log.Info("Liveness: suspicion cleared; judging every node by its own signals again")
+		}
+	}
+	c.metrics.LivenessSuspect.WithLabelValues("probe").Set(b2f(v.ProbeSuspect))
+	c.metrics.LivenessSuspect.WithLabelValues("lease").Set(b2f(v.LeaseSuspect))
+	c.liveness = v
+	for name, reach := range v.Reach {
+		r := c.rows[name]
+		if r == nil || r.Reach == reach {
+			continue
+		}
+		r = c.row(name)
+		c.log.Info("Liveness of a candidate node changed", "node", name, "from", c.rows[name].Reach, "to", reach,
+			"probe", c.sessions[name].State, "probeSince", c.sessions[name].Since)
+		r.Reach = reach
+		c.storeRow(r, false, pending)
+	}
+	// Rows no longer judged (no session, no Lease) go back to Unknown.
+	for name, r := range c.rows {
+		if _, ok := v.Reach[name]; !ok && r.Reach != selection.ReachUnknown {
+			r = c.row(name)
+			r.Reach = selection.ReachUnknown
+			c.storeRow(r, false, pending)
+		}
+	}
+	return v.Wake
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -19,6 +19,11 @@ type Metrics struct {
 	// written, by kind (heartbeat.RejectKinds, a closed set), once per
 	// Lease resourceVersion.
 	HeartbeatRejected metric.Vec[metric.Counter]
+	// LivenessSuspect is 1 while the operator suspects its own view
+	// (signal "probe": most probed candidates Down together) or the
+	// control plane (signal "lease": most Leases lapsed together) and
+	// holds the nodes concerned.
+	LivenessSuspect metric.Vec[metric.Gauge]
 }
 
 // NewMetrics creates the metrics.
@@ -50,5 +55,10 @@ func NewMetrics() *Metrics {
 			Namespace:  "egressha", Name: "heartbeat_rejected_total",
 			Help: "Parts of heartbeat Leases not taken as written, by reason (Malformed, UnknownReason, TooLong, DurationClamped)",
 		}, []string{"reason"}),
+		LivenessSuspect: metric.NewGaugeVec(metric.GaugeOpts{
+			ConfigName: "egressha_liveness_suspect",
+			Namespace:  "egressha", Name: "liveness_suspect",
+			Help: "1 while most candidates failed together by one signal (probe or lease) and the operator holds them instead of moving their roles",
+		}, []string{"signal"}),
 	}
 }

@@ -33,11 +33,13 @@ type NodeRow struct {
 	ReportedRenewTime time.Time
 	// HeartbeatError says why the Lease could not be decoded.
 	HeartbeatError string
+	// Reach is the liveness verdict of probing (liveness.go).
+	Reach selection.Reach
 }
 
 // TableHeader implements statedb.TableWritable.
 func (r *NodeRow) TableHeader() []string {
-	return []string{"Name", "InternalIP", "Ready", "Cordoned", "AgentReady", "HeartbeatRenewed", "HeartbeatExpires", "Gateways"}
+	return []string{"Name", "InternalIP", "Ready", "Cordoned", "AgentReady", "Probe", "HeartbeatRenewed", "HeartbeatExpires", "Gateways"}
 }
 
 // TableRow implements statedb.TableWritable.
@@ -66,7 +68,7 @@ func (r *NodeRow) TableRow() []string {
 	if ip == "" {
 		ip = "-"
 	}
-	return []string{r.Name, ip, fmt.Sprint(r.Ready), fmt.Sprint(r.Cordoned), fmt.Sprint(r.AgentReady), renewed, expires, gws}
+	return []string{r.Name, ip, fmt.Sprint(r.Ready), fmt.Sprint(r.Cordoned), fmt.Sprint(r.AgentReady), r.Reach.String(), renewed, expires, gws}
 }
 
 // selectionNode converts the row for the decision function.
@@ -78,6 +80,7 @@ func (r *NodeRow) selectionNode() *selection.Node {
 		Cordoned:   r.Cordoned,
 		AgentReady: r.AgentReady,
 		Heartbeat:  r.Heartbeat,
+		Reach:      r.Reach,
 	}
 	n.InternalIP = parseAddr(r.InternalIP)
 	return n

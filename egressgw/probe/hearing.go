@@ -30,7 +30,15 @@ type sender struct {
 type Hearing struct {
 	self    string
 	senders map[string]*sender
+	// operatorSeen: a probe from an operator replica arrived since start.
+	operatorSeen bool
 }
+
+// OperatorSeen reports whether any operator replica's probe arrived since
+// the record started. Until one has, probing may be blocked on the way
+// (a firewall, the operators not probing yet) and the node keeps the
+// Lease-based fence, as the operator keeps judging it by its Lease.
+func (h *Hearing) OperatorSeen() bool { return h.operatorSeen }
 
 // NewHearing returns the record of node self.
 func NewHearing(self string) *Hearing {
@@ -59,6 +67,9 @@ func (h *Hearing) Observe(p Packet, now time.Time) error {
 		h.senders[p.From] = s
 	}
 	s.epoch, s.seq, s.at, s.flags = p.Epoch, p.Seq, now, p.Flags
+	if p.Flags&FlagPeer == 0 {
+		h.operatorSeen = true
+	}
 	return nil
 }
 

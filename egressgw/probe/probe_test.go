@@ -210,6 +210,9 @@ func TestHearingReplay(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", name, err, tc.want)
 		}
 	}
+	if !h.OperatorSeen() {
+		t.Fatal("an operator probe was taken but OperatorSeen is false")
+	}
 	// A replay does not refresh the sender: a second later nothing is heard.
 	if v := h.Verdict(t0.Add(time.Second), 250*time.Millisecond); v.Heard {
 		t.Fatalf("replayed probe kept the node heard: %+v", v)
@@ -224,6 +227,11 @@ func TestHearingReplay(t *testing.T) {
 
 func TestHearingBounded(t *testing.T) {
 	h := NewHearing("n")
+	defer func() {
+		if h.OperatorSeen() {
+			t.Error("peer probes made OperatorSeen true")
+		}
+	}()
 	for i := range MaxSenders + 10 {
 		p := Packet{Type: TypeProbe, Flags: FlagPeer, Epoch: 1, Seq: 1, From: string(rune('A' + i)), To: "n"}
 		if err := h.Observe(p, t0.Add(time.Duration(i)*time.Millisecond)); err != nil {

@@ -40,6 +40,37 @@ type Node struct {
 	AgentReady bool
 	// Heartbeat is the node's decoded heartbeat Lease; nil = none seen.
 	Heartbeat *heartbeat.Heartbeat
+	// Reach is what liveness probing over the cluster network says of the
+	// node (issue 14; the operator computes it, egressgw/operator
+	// liveness.go).
+	Reach Reach
+}
+
+// Reach is the liveness verdict of probing.
+type Reach uint8
+
+const (
+	// ReachUnknown: probing has no verdict (not probed, no reply yet, or
+	// the verdict is suspect); the heartbeat Lease's freshness decides.
+	ReachUnknown Reach = iota
+	// ReachUp: the node answers probes. Its heartbeat's freshness does
+	// not matter: a Lease that lapsed then only means the node cannot
+	// reach the API server, which stops nothing on the data path. What
+	// the Lease reported last still counts.
+	ReachUp
+	// ReachDown: the node stopped answering probes; it is not eligible
+	// (NodeUnreachable).
+	ReachDown
+)
+
+func (r Reach) String() string {
+	switch r {
+	case ReachUp:
+		return "Up"
+	case ReachDown:
+		return "Down"
+	}
+	return "Unknown"
 }
 
 // Gateway is what the selection needs to know about one EgressGateway.
@@ -166,8 +197,8 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 	if vip {
 		c.EgressIP = gw.VirtualIP
 	}
-	// At most six reasons; collect on the stack and allocate once.
-	var buf [6]string
+	// At most seven reasons; collect on the stack and allocate once.
+	var buf [7]string
 	r := appendNodeReasons(buf[:0], n, now)
 	if hb := n.Heartbeat; hb != nil && hb.Malformed == "" {
 		rep, ok := hb.Gateways[gw.Name]
@@ -197,8 +228,9 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 
 // appendNodeReasons appends the reasons that keep n from serving any
 // gateway, whatever the gateway: NodeNotReady, Cordoned,
-// CiliumAgentNotReady, then HeartbeatMissing, HeartbeatMalformed or
-// HeartbeatExpired.
+// CiliumAgentNotReady, NodeUnreachable (probing says Down), then
+// HeartbeatMissing, HeartbeatMalformed or HeartbeatExpired (the last only
+// when probing has no verdict).
 func appendNodeReasons(r []string, n *Node, now time.Time) []string {
 	if !n.Ready {
 		r = append(r, v1alpha1.CandidateNodeNotReady)
@@ -209,11 +241,14 @@ func appendNodeReasons(r []string, n *Node, now time.Time) []string {
 	if !n.AgentReady {
 		r = append(r, v1alpha1.CandidateCiliumAgentNotReady)
 	}
+	if n.Reach == ReachDown {
+		r = append(r, v1alpha1.CandidateNodeUnreachable)
+	}
 	if hb := n.Heartbeat; hb == nil {
 		r = append(r, heartbeat.ReasonHeartbeatMissing)
 	} else if hb.Malformed != "" {
 		r = append(r, heartbeat.ReasonHeartbeatMalformed)
-	} else if !hb.Fresh(now) {
+	} else if n.Reach == ReachUnknown && !hb.Fresh(now) {
 		r = append(r, heartbeat.ReasonHeartbeatExpired)
 	}
 	return r
@@ -225,7 +260,7 @@ func appendNodeReasons(r []string, n *Node, now time.Time) []string {
 // the node reported per EgressGateway; CiliumEgressGatewayPolicy gateway
 // entries, which have no such report, use it.
 func EvaluateNode(n *Node, now time.Time) (eligible bool, reasons []string) {
-	var buf [4]string
+	var buf [5]string
 	r := appendNodeReasons(buf[:0], n, now)
 	if len(r) == 0 {
 		return true, nil

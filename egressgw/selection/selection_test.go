@@ -76,6 +76,26 @@ func TestEvaluate(t *testing.T) {
 		{name: "basic ready with 0.0.0.0", gw: basic, mutate: rep(heartbeat.GatewayReport{Ready: true, EgressIP: "0.0.0.0"}),
 			reasons: []string{heartbeat.ReasonNoIPv4Address}},
 		{name: "vip ready needs no egress ip", gw: vip, mutate: rep(heartbeat.GatewayReport{Ready: true}), egress: "198.51.100.7"},
+		{name: "probed up: an expired heartbeat does not matter", gw: basic, now: t0.Add(time.Hour),
+			mutate: func(n *Node) { n.Reach = ReachUp }, egress: egressIPOf("n1")},
+		{name: "probed up: the last report still counts", gw: basic, now: t0.Add(time.Hour),
+			mutate: func(n *Node) {
+				n.Reach = ReachUp
+				n.Heartbeat.Gateways = heartbeat.Report{gwName: {Reason: heartbeat.ReasonInterfaceDown}}
+			},
+			reasons: []string{heartbeat.ReasonInterfaceDown}},
+		{name: "probed up without any heartbeat reads no report", gw: basic,
+			mutate:  func(n *Node) { n.Reach, n.Heartbeat = ReachUp, nil },
+			reasons: []string{heartbeat.ReasonHeartbeatMissing}},
+		{name: "probed up with a malformed heartbeat", gw: vip,
+			mutate:  func(n *Node) { n.Reach, n.Heartbeat.Malformed = ReachUp, "held by another node" },
+			reasons: []string{heartbeat.ReasonHeartbeatMalformed}, egress: "198.51.100.7"},
+		{name: "probed down while the heartbeat is fresh", gw: basic,
+			mutate:  func(n *Node) { n.Reach = ReachDown },
+			reasons: []string{v1alpha1.CandidateNodeUnreachable}, egress: egressIPOf("n1")},
+		{name: "probed down and expired", gw: vip, now: t0.Add(time.Hour),
+			mutate:  func(n *Node) { n.Reach = ReachDown },
+			reasons: []string{v1alpha1.CandidateNodeUnreachable}, egress: "198.51.100.7"},
 		{name: "all reasons in the fixed order", gw: basic, now: t0.Add(time.Hour),
 			mutate: func(n *Node) {
 				n.Ready, n.Cordoned, n.AgentReady = false, true, false
@@ -83,6 +103,13 @@ func TestEvaluate(t *testing.T) {
 			},
 			reasons: []string{v1alpha1.CandidateNodeNotReady, v1alpha1.CandidateCordoned, v1alpha1.CandidateCiliumAgentNotReady,
 				heartbeat.ReasonHeartbeatExpired, heartbeat.ReasonInterfaceMissing}},
+		{name: "all reasons in the fixed order, probed down", gw: basic, now: t0.Add(time.Hour),
+			mutate: func(n *Node) {
+				n.Ready, n.Cordoned, n.AgentReady, n.Reach = false, true, false, ReachDown
+				n.Heartbeat.Gateways = heartbeat.Report{gwName: {Reason: heartbeat.ReasonInterfaceMissing}}
+			},
+			reasons: []string{v1alpha1.CandidateNodeNotReady, v1alpha1.CandidateCordoned, v1alpha1.CandidateCiliumAgentNotReady,
+				v1alpha1.CandidateNodeUnreachable, heartbeat.ReasonInterfaceMissing}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,6 +33,7 @@ import (
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/probe"
 	"github.com/egressha/egressha/egressgw/tables"
 	"github.com/egressha/egressha/vipd"
 )
@@ -56,6 +57,9 @@ type vipParams struct {
 	LocalGateways statedb.Table[*tables.LocalGateway]
 	Status        *heartbeat.Status
 	Metrics       *Metrics
+	// Probes is the liveness probe responder (probe.AgentCell); absent or
+	// off, the fence is the Lease's.
+	Probes *probe.Responder `optional:"true"`
 }
 
 func registerController(p vipParams) error {
@@ -138,6 +142,11 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 	case <-factsInit:
 	}
 
+	// The fence verdict changes with probes that arrive, not with tables.
+	var probeChanged <-chan struct{}
+	if j.p.Probes != nil {
+		probeChanged = j.p.Probes.Changed()
+	}
 	for {
 		txn := j.p.DB.ReadTxn()
 		gws, gwChanged := j.p.Gateways.AllWatch(txn)
@@ -161,15 +170,50 @@ func (j *vipJob) run(ctx context.Context, health cell.Health) error {
 		case <-devChanged:
 		case <-factsChanged:
 		case <-j.wake:
+		case <-probeChanged:
 		case <-timer:
 		}
 	}
 }
 
-// fenceOpen: the heartbeat Lease this node last renewed is valid for at
-// least the margin more. Checked before every ARP frame that claims a VIP.
+// probing reports whether the fence is the probe rule: the responder runs
+// and an operator's probe has arrived since it started. Until then (and
+// with probing off) the fence is the Lease rule, as the operator then
+// judges this node by its Lease too.
+func (j *vipJob) probing() bool {
+	return j.p.Probes != nil && j.p.Probes.Started() && j.p.Probes.OperatorSeen()
+}
+
+// fenceOpen: this node may answer for its VIPs. With probing, while it is
+// heard (probe.Hearing.Verdict: the operator leader says it hears this
+// node, or no leader probes and the cluster network still reaches it);
+// a control-plane outage alone does not fence. Without probing, while the
+// heartbeat Lease this node last renewed is valid for at least the margin
+// more. Checked before every ARP frame that claims a VIP.
 func (j *vipJob) fenceOpen() bool {
+	if j.probing() {
+		return j.p.Probes.Heard(time.Now()).Heard
+	}
 	return time.Now().Before(j.p.Status.ValidUntil().Add(-j.cfg.EgressGatewayHAVIPFenceMargin))
+}
+
+// fenceClosedWhy says why the fence is closed, and when to look again.
+func (j *vipJob) fenceClosedWhy(now time.Time) (string, time.Time) {
+	if j.probing() {
+		return "not heard over the cluster network: " + j.p.Probes.Heard(now).Why, now.Add(j.p.Config.EgressGatewayHAProbeFence / 2)
+	}
+	return fmt.Sprintf("heartbeat Lease valid until %s only (fence margin %s): not answering until it is renewed",
+		j.p.Status.ValidUntil().Format(time.RFC3339Nano), j.cfg.EgressGatewayHAVIPFenceMargin), now.Add(100 * time.Millisecond)
+}
+
+// fenceRecheck is when an open fence must be looked at again without a
+// change: with probing, the responder signals changes (Changed), and a
+// periodic look bounds a missed one; without, the Lease's validity.
+func (j *vipJob) fenceRecheck(now time.Time) time.Time {
+	if j.probing() {
+		return now.Add(j.p.Config.EgressGatewayHAProbeFence / 2)
+	}
+	return j.p.Status.ValidUntil().Add(-j.cfg.EgressGatewayHAVIPFenceMargin)
 }
 
 // reconcile brings every VIP gateway to the state its inputs ask for and
@@ -187,6 +231,9 @@ func (j *vipJob) reconcile(ctx context.Context, gws []*tables.EgressGateway, dev
 			j.release(g, "no longer a candidate of the gateway")
 			delete(j.gws, name)
 		}
+	}
+	if j.p.Probes != nil {
+		j.p.Probes.SetVIPCandidate(len(wanted) > 0)
 	}
 	if len(wanted) == 0 {
 		j.peers.stop()
@@ -254,16 +301,15 @@ func (j *vipJob) step(ctx context.Context, g *vipGW, gw *tables.EgressGateway, i
 		return time.Time{}
 	}
 	if !j.fenceOpen() {
-		j.stopAnnouncing(g, "heartbeat Lease not renewed in time (self-fencing)")
-		j.setState(g, tables.VIPFenced, fmt.Sprintf("heartbeat Lease valid until %s only (fence margin %s): not answering until it is renewed",
-			j.p.Status.ValidUntil().Format(time.RFC3339Nano), j.cfg.EgressGatewayHAVIPFenceMargin), now)
-		return now.Add(100 * time.Millisecond)
+		why, again := j.fenceClosedWhy(now)
+		j.stopAnnouncing(g, "self-fencing: "+why)
+		j.setState(g, tables.VIPFenced, why, now)
+		return again
 	}
-	validUntil := j.p.Status.ValidUntil().Add(-j.cfg.EgressGatewayHAVIPFenceMargin)
 	if g.sp.Active() {
 		if g.sp.Announcing() {
 			j.setState(g, tables.VIPAnnouncing, fmt.Sprintf("answering ARP for %s on %s", g.vip, strings.Join(g.ifaces, ",")), now)
-			return validUntil
+			return j.fenceRecheck(now)
 		}
 		// A responder was re-opened under us: claim again.
 		j.stopAnnouncing(g, "an ARP socket was re-opened")
@@ -318,7 +364,7 @@ func (j *vipJob) claim(ctx context.Context, g *vipGW, now time.Time) time.Time {
 	j.log.Info("Claimed virtual IP: answering ARP and sending gratuitous ARP",
 		"gateway", g.name, "vip", g.vip, "interfaces", g.ifaces, "claimTook", after.Round(time.Microsecond))
 	j.setState(g, tables.VIPAnnouncing, fmt.Sprintf("answering ARP for %s on %s", g.vip, strings.Join(g.ifaces, ",")), time.Now())
-	return j.p.Status.ValidUntil().Add(-j.cfg.EgressGatewayHAVIPFenceMargin)
+	return j.fenceRecheck(time.Now())
 }
 
 // peerExpiry is when another node's Lease, whose renewal this agent
@@ -358,10 +404,18 @@ func (j *vipJob) blockers(ctx context.Context, gateway string, now time.Time) ([
 	if err != nil {
 		return nil, fmt.Errorf("listing heartbeat Leases: %w", err)
 	}
+	// The operator hands the role of a node that stopped answering its
+	// probes on only after that node's fence bound has passed (operator
+	// liveness.go): such a node has stopped answering, whatever its Lease
+	// still says.
+	fenced := ""
+	if lf := gw.Status.LastFailover; lf != nil && lf.To == j.node && lf.Reason == v1alpha1.CandidateNodeUnreachable {
+		fenced = lf.From
+	}
 	var out []blocker
 	for i := range leases.Items {
 		hb, err := heartbeat.FromLease(&leases.Items[i])
-		if err != nil || hb.Node == j.node || !hb.Gateways[gateway].Announcing {
+		if err != nil || hb.Node == j.node || hb.Node == fenced || !hb.Gateways[gateway].Announcing {
 			continue
 		}
 		expires := peerExpiry(hb, j.peers.observed(hb.Node, hb.RenewTime, now), j.p.Config.EgressGatewayHAHeartbeatExpiry)

@@ -65,7 +65,7 @@ func TestVIPConfigValidate(t *testing.T) {
 
 // Another node's Lease blocks claiming the VIP for its duration, but a
 // Lease claiming years blocks only up to the larger of this agent's expiry
-// and the operator's default maximum (10 s).
+// and the operator's default maximum (30 s).
 func TestPeerExpiryIsBounded(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -73,8 +73,8 @@ func TestPeerExpiryIsBounded(t *testing.T) {
 	}{
 		{2 * time.Second, 2 * time.Second, 2 * time.Second},
 		{8 * time.Second, 2 * time.Second, 8 * time.Second},
-		{(1<<31 - 1) * time.Second, 2 * time.Second, 10 * time.Second},
-		{(1<<31 - 1) * time.Second, 30 * time.Second, 30 * time.Second},
+		{(1<<31 - 1) * time.Second, 2 * time.Second, 30 * time.Second},
+		{(1<<31 - 1) * time.Second, 45 * time.Second, 45 * time.Second},
 	} {
 		hb := heartbeat.Heartbeat{Node: "peer", RenewTime: t0, Duration: tc.lease}
 		if got := peerExpiry(hb, t0, tc.own); !got.Equal(t0.Add(tc.want)) {

@@ -27,6 +27,8 @@ func main() {
 			func(lc *cmd.LeaderLifecycle) cell.Lifecycle { return lc },
 			cells.Operator,
 		),
+		// Liveness probing runs on every replica, on the outer lifecycle.
+		cells.OperatorProber,
 		cmd.Operator,
 	)
 	operatorCmd := cmd.NewOperatorCmd(operatorHive)

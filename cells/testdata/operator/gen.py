@@ -228,6 +228,8 @@ FIXTURES = {
             renew='2026-01-01T00:00:01.000000Z'),
         **{f'lease-lab-egress-b-renewed{i}.yaml': lease('lab-egress-b', {'gw': True, 'vip': {'ready': True, 'egressIP': VIP}},
             renew=f'2026-01-01T00:00:0{i}.000000Z') for i in (3, 6, 9)}},
+    'probe-liveness.txtar': lambda: {**base(['gw', 'vip']), 'gw.yaml': gateway('gw'), 'gw-vip.yaml': vip_gateway('vip', VIP),
+        **{f'lease-{n}-renewed.yaml': lease(n, {'gw': True, 'vip': True}, renew='2026-01-01T00:00:12.000000Z') for n in ALL}},
     'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
         'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
         'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},

@@ -374,6 +374,9 @@ const (
 	CandidateCordoned            = "Cordoned"
 	CandidateCiliumAgentNotReady = "CiliumAgentNotReady"
 	CandidateHeartbeatExpired    = "HeartbeatExpired"
-	CandidateVirtualIPNotReady   = "VirtualIPNotReady"
-	CandidateInterfaceMissing    = "InterfaceMissing"
+	// CandidateNodeUnreachable: the node stopped answering the operator's
+	// liveness probes over the cluster network (crashed or cut off).
+	CandidateNodeUnreachable   = "NodeUnreachable"
+	CandidateVirtualIPNotReady = "VirtualIPNotReady"
+	CandidateInterfaceMissing  = "InterfaceMissing"
 )

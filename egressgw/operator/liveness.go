@@ -1,0 +1,128 @@
+package operator
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/probe"
+	"github.com/egressha/egressha/egressgw/selection"
+)
+
+// fenceMargin is added to a node's reported fence bound before a role it
+// may hold as a VIP announcer is handed on: the last probe that told it
+// "hear you" may still have been in flight when its session went Down.
+const fenceMargin = 50 * time.Millisecond
+
+// livenessInput is what the operator knows of one node's liveness.
+type livenessInput struct {
+	Node string
+	// Probe is this replica's probe session to the node (State Init when
+	// there is none).
+	Probe probe.Status
+	// Heartbeat is the node's decoded Lease (nil: none).
+	Heartbeat *heartbeat.Heartbeat
+}
+
+// livenessVerdict is the liveness of every node, and why.
+type livenessVerdict struct {
+	Reach map[string]selection.Reach
+	// ProbeSuspect: most probed candidates went Down together; this
+	// replica's own view is suspect, so they are judged by their Leases.
+	ProbeSuspect bool
+	// LeaseSuspect: most Lease-judged nodes' heartbeats lapsed together
+	// (a control-plane fault); those nodes are held alive.
+	LeaseSuspect bool
+	// Held are the nodes kept alive (or judged by Lease) by either rule.
+	Held []string
+	// Why explains the suspicion ("" when none).
+	Why string
+	// Wake is the earliest instant the verdict changes without an input
+	// changing (a pending fence wait ends); zero: none.
+	Wake time.Time
+}
+
+// majority is the suspicion threshold: at least two nodes, and more than
+// half of them, failed together. One node of two failing is a failure,
+// not a suspect observer.
+func majority(failed, of int) bool { return of >= 2 && 2*failed > of }
+
+// judgeLiveness decides each node's Reach (issue 14):
+//
+//   - probe Up: ReachUp (alive, whatever its Lease says: a lapsed Lease
+//     only means the node cannot reach the API server);
+//   - probe Down: ReachDown, once the node's fence bound (plus a margin)
+//     has passed since it went Down: a VIP announcer has stopped
+//     answering by then, so the role may move and the successor may claim
+//     at once. Until then ReachUp. A node that reports no fence bound (no
+//     VIP) is Down at once;
+//   - but when most probed nodes are Down together (majority), this
+//     replica's network is the likelier fault: the Down nodes are judged
+//     by their Leases instead (ReachUnknown), the second vantage point,
+//     through the API server. A real multi-node failure is then handled
+//     when their Leases expire; an observer fault moves nothing;
+//   - probe Init (no reply since this replica started probing, or probing
+//     off): the Lease decides (ReachUnknown), except that when most of
+//     these nodes' Leases lapsed together, the lapsed ones are held alive
+//     (ReachUp): all heartbeats expiring at once is a control-plane
+//     fault, not a cluster-wide crash.
+func judgeLiveness(in []livenessInput, now time.Time) livenessVerdict {
+	v := livenessVerdict{Reach: make(map[string]selection.Reach, len(in))}
+	var probed, down, leased, lapsed int
+	for _, n := range in {
+		switch n.Probe.State {
+		case probe.StateUp:
+			probed++
+		case probe.StateDown:
+			probed++
+			down++
+		default:
+			if hb := n.Heartbeat; hb != nil && hb.Malformed == "" {
+				leased++
+				if !hb.Fresh(now) {
+					lapsed++
+				}
+			}
+		}
+	}
+	v.ProbeSuspect = majority(down, probed)
+	v.LeaseSuspect = majority(lapsed, leased)
+	for _, n := range in {
+		r := selection.ReachUnknown
+		switch n.Probe.State {
+		case probe.StateUp:
+			r = selection.ReachUp
+		case probe.StateDown:
+			switch {
+			case v.ProbeSuspect:
+				v.Held = append(v.Held, n.Node)
+			case n.Probe.Fence > 0 && now.Before(n.Probe.Since.Add(n.Probe.Fence+fenceMargin)):
+				r = selection.ReachUp
+				at := n.Probe.Since.Add(n.Probe.Fence + fenceMargin)
+				if v.Wake.IsZero() || at.Before(v.Wake) {
+					v.Wake = at
+				}
+			default:
+				r = selection.ReachDown
+			}
+		default:
+			if hb := n.Heartbeat; v.LeaseSuspect && hb != nil && hb.Malformed == "" && !hb.Fresh(now) {
+				r = selection.ReachUp
+				v.Held = append(v.Held, n.Node)
+			}
+		}
+		v.Reach[n.Node] = r
+	}
+	slices.Sort(v.Held)
+	var why []string
+	if v.ProbeSuspect {
+		why = append(why, fmt.Sprintf("%d of %d probed candidates stopped answering together: this operator's view is suspect, judging them by their heartbeat Leases", down, probed))
+	}
+	if v.LeaseSuspect {
+		why = append(why, fmt.Sprintf("%d of %d heartbeat Leases lapsed together: suspecting the control plane, keeping those nodes", lapsed, leased))
+	}
+	v.Why = strings.Join(why, "; ")
+	return v
+}

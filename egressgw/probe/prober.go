@@ -176,13 +176,19 @@ type Prober struct {
 	// may have changed.
 	Targets func() map[string]netip.Addr
 	Changed <-chan struct{}
+	// Conn, when set, is the socket to use (tests); otherwise Run opens
+	// one on an ephemeral port.
+	Conn *net.UDPConn
 }
 
 // Run probes until ctx ends.
 func (p *Prober) Run(ctx context.Context, health cell.Health) error {
-	conn, err := net.ListenUDP("udp4", nil)
-	if err != nil {
-		return fmt.Errorf("liveness prober: %w", err)
+	conn := p.Conn
+	if conn == nil {
+		var err error
+		if conn, err = net.ListenUDP("udp4", nil); err != nil {
+			return fmt.Errorf("liveness prober: %w", err)
+		}
 	}
 	defer conn.Close()
 	go func() { <-ctx.Done(); conn.Close() }()

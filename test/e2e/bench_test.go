@@ -356,7 +356,11 @@ func TestBenchEgressHA(t *testing.T) {
 	kubectlApply(t, e.cfg, demo.Policy)
 	n := envInt(t, "EGRESSHA_BENCH_TRIALS", 20)
 
+	only := benchCases(t)
 	for _, c := range gapCases() {
+		if only != nil && !only[c.name] {
+			continue
+		}
 		kubectlApply(t, e.cfg, c.gatewayYAML)
 		e.gw.waitActive(t, e.a.Name, 2*time.Minute)
 		via := c.via(t, e)
@@ -366,7 +370,7 @@ func TestBenchEgressHA(t *testing.T) {
 			Command: benchCommand(t), Started: time.Now(), TargetMS: c.targetMS,
 			Settings: map[string]string{
 				"probe":      fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on %s", probe.Interval, probe.Timeout, e.worker.Name),
-				"heartbeat":  "agent defaults: renew 500ms, expiry 2s",
+				"liveness":   "defaults: probes every 100ms, Down after 3 misses, VIP fence 250ms; heartbeat Lease refresh 5s, expiry 15s",
 				"failback":   "Immediate (default)",
 				"gap":        "last reply through the old gateway to the first reply through the new one",
 				"from -> to": e.a.Name + " -> " + e.b.Name,
@@ -386,7 +390,26 @@ func TestBenchEgressHA(t *testing.T) {
 		}
 		e.save(t, res)
 	}
-	newPodCoverage(t, e, string(cluster.ModeEgressHA))
+	if only == nil || only["new-pods"] {
+		newPodCoverage(t, e, string(cluster.ModeEgressHA))
+	}
+}
+
+// benchCases is the set of case names EGRESSHA_BENCH_CASES lists
+// (comma-separated; "new-pods" for the new-pod coverage), or nil for all:
+// to measure a few cases while working on them. `make bench` runs all.
+func benchCases(t *testing.T) map[string]bool {
+	t.Helper()
+	v := os.Getenv("EGRESSHA_BENCH_CASES")
+	if v == "" {
+		return nil
+	}
+	out := map[string]bool{}
+	for _, c := range strings.Split(v, ",") {
+		out[strings.TrimSpace(c)] = true
+	}
+	t.Logf("EGRESSHA_BENCH_CASES=%s: only these cases run", v)
+	return out
 }
 
 // The stock baseline: Cilium's own egress gateway with a

@@ -74,8 +74,10 @@ func fencingTrials(t *testing.T) int { return envInt(t, "EGRESSHA_FENCING_TRIALS
 // TestVirtualIPMode runs the spec's VirtualIPAddress gateway in the lab:
 // the echo server sees the VIP before and after a crash of the active node
 // and after its recovery; then, over many forced handovers (crash,
-// unlabel, cordon, heartbeat loss, and back), an ARP capture on the public
-// network must never show two MACs answering for the VIP at once.
+// unlabel, cordon, a cut of the active node's cluster link with its
+// public link up, and back) and an API-only cut that must move nothing,
+// an ARP capture on the public network must never show two MACs answering
+// for the VIP at once.
 func TestVirtualIPMode(t *testing.T) {
 	cfg := startLab(t, cluster.ModeEgressHA)
 	ctx := context.Background()
@@ -168,15 +170,20 @@ func TestVirtualIPMode(t *testing.T) {
 		})
 		move("unlabel", func() { patchLabel(t, cs, a.Name, nil) }, func() { patchLabel(t, cs, a.Name, &empty) })
 		move("cordon", func() { setCordon(t, cs, a.Name, true) }, func() { setCordon(t, cs, a.Name, false) })
-		move("heartbeat-loss", func() {
-			if err := cluster.BlockAPI(a, true); err != nil {
+		move("cluster-link", func() {
+			if err := cluster.CutClusterLink(a, true); err != nil {
 				t.Fatal(err)
 			}
 		}, func() {
-			if err := cluster.BlockAPI(a, false); err != nil {
+			if err := cluster.CutClusterLink(a, false); err != nil {
 				t.Fatal(err)
 			}
 		})
+		// Only the API server is cut off from the active node, for longer
+		// than its heartbeat Lease lives: it is still heard over the
+		// cluster network, so it keeps the VIP and nothing moves.
+		stillA := apiCutMovesNothing(t, gw, a, macA, p, apiCutHold)
+		gaps["api-cut"] = append(gaps["api-cut"], stillA)
 		t.Logf("fencing round %d/%d done (%d handovers so far)", i+1, fencingTrials(t), handovers)
 	}
 	p.Stop()
@@ -204,6 +211,53 @@ func TestVirtualIPMode(t *testing.T) {
 	}
 	gaps["min-switch"] = []time.Duration{an.MinSwitchGap}
 	report(t, "vip-failover", gaps)
+}
+
+// apiCutHold is how long the API-only cut lasts: longer than the agents'
+// heartbeat expiry (15 s), so a Lease-based fence or failover would act.
+const apiCutHold = 17 * time.Second
+
+// apiCutMovesNothing blocks node's access to the API server for hold and
+// checks, during it and for 3 s after, that node stays active and keeps
+// the VIP (the echo server's neighbour entry is its MAC); it returns the
+// longest traffic gap over the whole time.
+func apiCutMovesNothing(t *testing.T, gw gatewayWatcher, node cluster.Node, mac string, p *probe.Prober, hold time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := cluster.BlockAPI(node, true); err != nil {
+		t.Fatal(err)
+	}
+	unblocked := false
+	defer func() {
+		if !unblocked {
+			_ = cluster.BlockAPI(node, false)
+		}
+	}()
+	check := func(phase string) {
+		u, err := gw.dyn.Resource(egressGatewaysGVR).Get(context.Background(), gw.name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if active, _, _ := unstructured.NestedString(u.Object, "status", "activeNodeName"); active != node.Name {
+			t.Fatalf("%s: the active node is %q, want %s (an API-only cut must move nothing)", phase, active, node.Name)
+		}
+		if n := cluster.EchoNeighbour(demo.VIP); n != mac && n != "" {
+			t.Fatalf("%s: the echo server's neighbour entry for the VIP is %s, want %s", phase, n, mac)
+		}
+	}
+	for time.Since(start) < hold {
+		check(fmt.Sprintf("%s into the API cut of %s", time.Since(start).Round(time.Second), node.Name))
+		time.Sleep(time.Second)
+	}
+	if err := cluster.BlockAPI(node, false); err != nil {
+		t.Fatal(err)
+	}
+	unblocked = true
+	for i := range 3 {
+		time.Sleep(time.Second)
+		check(fmt.Sprintf("%ds after the API cut of %s ended", i+1, node.Name))
+	}
+	return p.LongestGap(start, isVIP)
 }
 
 func setCordon(t *testing.T, cs kubernetes.Interface, node string, on bool) {

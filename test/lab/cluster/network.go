@@ -133,6 +133,18 @@ func setNodeLinks(n Node, up bool) error {
 	return ip(n.Name, "route", "replace", "default", "via", PublicGateway.Addr().String(), "dev", "eth1")
 }
 
+// CutClusterLink takes a node's cluster link (eth0) down, or back up,
+// leaving its public link and its processes alone: the node is cut off
+// from the other nodes, the operators and the API server, while it can
+// still answer on the public network (the case its VIP fence is for).
+func CutClusterLink(n Node, cut bool) error {
+	state := "up"
+	if cut {
+		state = "down"
+	}
+	return ip(n.Name, "link", "set", "eth0", state)
+}
+
 // NodeLinksUp reports whether the node's eth0 is administratively up.
 func NodeLinksUp(n Node) bool {
 	out, err := run("ip", "-n", n.Name, "-o", "link", "show", "eth0")

@@ -1,0 +1,175 @@
+package probe
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/hive/cell"
+	"github.com/cilium/hive/hivetest"
+	"github.com/cilium/statedb"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/egressha/egressha/internal/testcells"
+)
+
+// freePort returns a UDP port free on 127.0.0.1 at the time of the call.
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// TestForgedRepliesDoNotKeepADeadNodeUp runs a real prober and a real
+// responder over UDP on the loopback: the node answers (Up), dies (Down),
+// and then a host that is not the node (127.0.0.2) sends the prober every
+// reply it could make: garbage, replies under a wrong key, the node's own
+// genuine replies replayed, and freshly forged ones under the right key
+// but from its own address. The session stays Down; each is counted.
+func TestForgedRepliesDoNotKeepADeadNodeUp(t *testing.T) {
+	log := hivetest.Logger(t, hivetest.LogLevel(slog.LevelWarn))
+	db := statedb.New()
+	tbl, err := NewSessionsTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics()
+	key := &Key{}
+	key.Set(testKey)
+	port := freePort(t)
+	node := netip.MustParseAddr("127.0.0.1")
+	timing := Timing{Interval: 20 * time.Millisecond, Multiplier: 3}
+
+	proberConn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proberAddr := proberConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	changed := make(chan struct{})
+	pr := &Prober{Log: log, DB: db, Table: tbl, Metrics: m, Leader: NewLeader(), Key: key, Timing: timing, Port: port,
+		Self: "op-1", Conn: proberConn, Changed: changed,
+		Targets: func() map[string]netip.Addr { return map[string]netip.Addr{"lab-egress-a": node} }}
+	pr.Leader.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go pr.Run(ctx, nopHealth{})
+
+	rsp := &Responder{Log: log, Metrics: m, Key: key, Node: "lab-egress-a", Port: port, Fence: 50 * time.Millisecond,
+		PeerInterval: time.Hour}
+	rsp.Init()
+	rspCtx, stopNode := context.WithCancel(ctx)
+	nodeDone := make(chan struct{})
+	go func() { _ = rsp.Run(rspCtx, nopHealth{}); close(nodeDone) }()
+
+	state := func() State {
+		r, _, ok := tbl.Get(db.ReadTxn(), SessionByNode("lab-egress-a"))
+		if !ok {
+			return StateInit
+		}
+		return r.State
+	}
+	testcells.Eventually(t, "session Up while the node answers", func() bool { return state() == StateUp })
+	testcells.Eventually(t, "the node hears the leader", func() bool { return rsp.Heard(time.Now()).Heard })
+
+	// Capture a few genuine replies on their way: a second prober
+	// socket would get different sequence numbers, so record what the
+	// node sends by probing it once more ourselves.
+	spy, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	q := Packet{Type: TypeProbe, Flags: FlagLeader, Epoch: 5, Seq: 1, From: "op-1", To: "lab-egress-a"}
+	b, _ := q.Encode(nil, testKey)
+	if _, err := spy.WriteToUDPAddrPort(b, netip.AddrPortFrom(node, port)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, MaxLen)
+	_ = spy.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := spy.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("no genuine reply captured: %v", err)
+	}
+	genuine := append([]byte(nil), buf[:n]...)
+
+	// The node dies.
+	stopNode()
+	<-nodeDone
+	testcells.Eventually(t, "session Down once the node stopped answering", func() bool { return state() == StateDown })
+
+	// The attacker holds the key and sees the prober's probes on the
+	// wire (here: it binds the dead node's port and reads them), so it
+	// knows the prober's epoch and sequence numbers; it answers each
+	// probe at once, but from its own address, 127.0.0.2. It also sends
+	// garbage, a reply under a wrong key and the genuine reply captured
+	// earlier.
+	sniff, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sniff.Close()
+	attacker, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Close()
+	wrongKey, _ := (&Packet{Type: TypeReply, Epoch: 1, Seq: 1, EchoEpoch: 0, EchoSeq: 1, From: "lab-egress-a", To: "op-1"}).Encode(nil, otherKey)
+	nextProbe := func() Packet {
+		t.Helper()
+		_ = sniff.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := sniff.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("no probe seen: %v", err)
+		}
+		p, err := Decode(buf[:n], testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	forge := func(q Packet) []byte {
+		b, _ := (&Packet{Type: TypeReply, Epoch: 1, Seq: q.Seq, EchoEpoch: q.Epoch, EchoSeq: q.Seq, From: q.To, To: q.From}).Encode(nil, testKey)
+		return b
+	}
+	for range 10 * timing.Multiplier {
+		q := nextProbe()
+		for _, d := range [][]byte{[]byte("garbage"), wrongKey, genuine, forge(q)} {
+			_, _ = attacker.WriteToUDPAddrPort(d, proberAddr)
+		}
+		if st := state(); st != StateDown {
+			t.Fatalf("forged replies from 127.0.0.2 made the dead node's session %s", st)
+		}
+	}
+	testcells.Eventually(t, "the rejections counted", func() bool {
+		return testutil.ToFloat64(m.Rejected.WithLabelValues("wrong-source")) > 0
+	})
+	if st := state(); st != StateDown {
+		t.Fatalf("forged replies from 127.0.0.2 made the dead node's session %s", st)
+	}
+	// The same forged reply from the node's own address is taken: the
+	// check above is what held the session Down.
+	_, _ = sniff.WriteToUDPAddrPort(forge(nextProbe()), proberAddr)
+	testcells.Eventually(t, "a reply from the node's address counts", func() bool { return state() == StateUp })
+
+	rejected := func(reason string) float64 { return testutil.ToFloat64(m.Rejected.WithLabelValues(reason)) }
+	if rejected("auth") == 0 || rejected("malformed") == 0 || rejected("wrong-source") == 0 {
+		t.Errorf("rejections not counted: auth %v, malformed %v, wrong-source %v",
+			rejected("auth"), rejected("malformed"), rejected("wrong-source"))
+	}
+}
+
+// nopHealth discards health reports.
+type nopHealth struct{}
+
+func (nopHealth) OK(string)                     {}
+func (nopHealth) Stopped(string)                {}
+func (nopHealth) Degraded(string, error)        {}
+func (h nopHealth) NewScope(string) cell.Health { return h }
+func (nopHealth) Close()                        {}

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/demo"
+	"github.com/egressha/egressha/test/lab/probe"
+)
+
+// An API server outage is a control-plane fault, not a data-plane one
+// (issue 14): whoever loses the API server (everyone, one gateway node, or
+// the operators only), nothing moves and no request fails, in basic and
+// VIP mode, during the outage and after it. Liveness comes from probes
+// over the cluster network, not from the heartbeat Lease.
+
+// outageScope is who loses the API server.
+type outageScope struct {
+	name  string
+	block func(on bool) error
+}
+
+func outageScopes(cfg cluster.Config, active cluster.Node) []outageScope {
+	return []outageScope{
+		{"everyone", cluster.BlockAPIAll},
+		{"active-node", func(on bool) error { return cluster.BlockAPI(active, on) }},
+		{"operators", func(on bool) error { return cluster.BlockAPIOperators(cfg, on) }},
+	}
+}
+
+// outageResult is what one outage did to the traffic and the decision.
+type outageResult struct {
+	sent, failed int
+	// viaOther counts answered requests that left through another node
+	// than the active one.
+	viaOther int
+	// changes counts changes of status.activeNodeName seen by polling
+	// (every 250 ms) during the outage and the settle time after it.
+	changes int
+	// lastFailoverChanged: status.lastFailover differs before and after.
+	lastFailoverChanged bool
+	// leaderBack is how long after the outage an operator leader renewed
+	// its Lease again (zero when the scope left the operators alone).
+	leaderBack time.Duration
+}
+
+// apiOutage cuts the API server off for scope for hold, keeps watching for
+// settle after it, and reports. The prober p must be running from a pod
+// whose traffic goes through gateway gw, active on node active.
+func apiOutage(t *testing.T, cfg cluster.Config, gw gatewayWatcher, p *probe.Prober, via probe.Via, active cluster.Node,
+	scope outageScope, hold, settle time.Duration) outageResult {
+	t.Helper()
+	ctx := context.Background()
+	before := lastFailover(t, gw)
+	start := time.Now()
+	if err := scope.block(true); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	defer func() {
+		if !restored {
+			_ = scope.block(false)
+		}
+	}()
+	var r outageResult
+	last := active.Name
+	poll := func(until time.Time) {
+		for time.Now().Before(until) {
+			if got, err := gw.active(ctx); err == nil && got != last {
+				r.changes++
+				t.Logf("%s outage: activeNodeName %q -> %q at +%s", scope.name, last, got, time.Since(start).Round(time.Millisecond))
+				last = got
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	poll(start.Add(hold))
+	if err := scope.block(false); err != nil {
+		t.Fatal(err)
+	}
+	restored = true
+	ended := time.Now()
+	if scope.name != "active-node" {
+		_, _ = waitOperatorLeaderRenewing(t, cfg, ended, 3*time.Minute)
+		r.leaderBack = time.Since(ended)
+	}
+	poll(time.Now().Add(settle))
+	end := time.Now()
+	for _, s := range p.Snapshot() {
+		if s.Sent.Before(start) || !s.Sent.Before(end) {
+			continue
+		}
+		r.sent++
+		switch {
+		case !s.OK():
+			r.failed++
+		case via(s) != active.Name:
+			r.viaOther++
+		}
+	}
+	r.lastFailoverChanged = lastFailover(t, gw) != before
+	return r
+}
+
+// lastFailover is status.lastFailover as text ("" when none).
+func lastFailover(t *testing.T, gw gatewayWatcher) string {
+	t.Helper()
+	u, err := gw.dyn.Resource(egressGatewaysGVR).Get(context.Background(), gw.name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf, _, _ := unstructured.NestedFieldNoCopy(u.Object, "status", "lastFailover")
+	return fmt.Sprint(lf)
+}
+
+// outageModes are the gateways the outage checks run with.
+var outageModes = []struct{ name, yaml string }{{"basic", demo.BasicGateway}, {"vip", demo.VIPGateway}}
+
+// TestAPIOutageMovesNothing: in basic and VIP mode, the API server
+// unreachable for everyone, for the active gateway node only, and for the
+// operators only, each for longer than a heartbeat Lease lives (17 s; the
+// benchmark runs 60 s): 0 failed requests, 0 requests through another
+// node, 0 changes of the active node, during the outage and in the 5 s
+// after it.
+func TestAPIOutageMovesNothing(t *testing.T) {
+	cfg := startLab(t, cluster.ModeEgressHA)
+	hold := envDuration(t, "EGRESSHA_OUTAGE_HOLD", 17*time.Second)
+	for _, m := range outageModes {
+		t.Run(m.name, func(t *testing.T) {
+			for _, r := range runOutages(t, cfg, m.yaml, hold) {
+				if r.res.failed > 0 || r.res.viaOther > 0 || r.res.changes > 0 || r.res.lastFailoverChanged {
+					t.Errorf("%s mode, API server cut off from %s for %s: %d of %d requests failed, %d left through another node, "+
+						"%d active-node changes, lastFailover changed: %v", m.name, r.scope, hold, r.res.failed, r.res.sent,
+						r.res.viaOther, r.res.changes, r.res.lastFailoverChanged)
+				}
+			}
+		})
+	}
+}
+
+type scopedOutage struct {
+	scope string
+	res   outageResult
+}
+
+// runOutages applies the gateway, waits for lab-egress-a to be active and
+// serving, and runs one outage per scope while a pod on the worker probes
+// every 20 ms.
+func runOutages(t *testing.T, cfg cluster.Config, gatewayYAML string, hold time.Duration) []scopedOutage {
+	t.Helper()
+	ctx := context.Background()
+	rc, err := cfg.RESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := gatewayWatcher{dyn: dynamic.NewForConfigOrDie(rc), name: demo.GatewayName}
+	a, worker := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-worker")
+	if _, err := cluster.GetPod(cfg, demo.Namespace, demo.PodName); err != nil {
+		if _, err := cluster.AddPod(ctx, cfg, worker.Name, demo.Namespace, demo.PodName, map[string]string{"app": "backend"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubectlApply(t, cfg, gatewayYAML)
+	kubectlApply(t, cfg, demo.Policy)
+	gw.waitActive(t, a.Name, 2*time.Minute)
+	via := viaSourceMAC(t, cfg)
+	p := probe.Start(cfg, demo.Namespace, demo.PodName)
+	defer p.Stop()
+	if !p.WaitSteady(25, time.Minute, probe.IsVia(via, a.Name)) {
+		t.Fatalf("traffic never steady through %s", a.Name)
+	}
+	var out []scopedOutage
+	for _, s := range outageScopes(cfg, a) {
+		r := apiOutage(t, cfg, gw, p, via, a, s, hold, 5*time.Second)
+		t.Logf("API server cut off from %s for %s: %d of %d requests failed, %d through another node, %d active-node changes; "+
+			"operator leader renewing %s after", s.name, hold, r.failed, r.sent, r.viaOther, r.changes, r.leaderBack.Round(time.Millisecond))
+		out = append(out, scopedOutage{s.name, r})
+	}
+	return out
+}

@@ -119,10 +119,10 @@ func informer[T runtime.Object](ctx context.Context, lw cache.ListerWatcher, obj
 // watchTargets starts the informers that feed t.
 func watchTargets(ctx context.Context, cs kubernetes.Interface, ns string, t *targets) {
 	informer(ctx, &cache.ListWatch{
-		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			return cs.CoreV1().Nodes().List(ctx, o)
 		},
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			return cs.CoreV1().Nodes().Watch(ctx, o)
 		},
 	}, &corev1.Node{}, func(name string, n *corev1.Node) {
@@ -133,11 +133,11 @@ func watchTargets(ctx context.Context, cs kubernetes.Interface, ns string, t *ta
 	})
 	sel := heartbeat.ComponentLabel + "=" + heartbeat.ComponentValue
 	informer(ctx, &cache.ListWatch{
-		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.LabelSelector = sel
 			return cs.CoordinationV1().Leases(ns).List(ctx, o)
 		},
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = sel
 			return cs.CoordinationV1().Leases(ns).Watch(ctx, o)
 		},
@@ -240,8 +240,8 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 			return nil
 		case <-p.Changed:
 			sync()
-		case now := <-tick.C:
-			now = time.Now()
+		case <-tick.C:
+			now := time.Now()
 			key := p.Key.Get()
 			if key == nil {
 				if !noKey {

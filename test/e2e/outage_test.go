@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/egressha/egressha/test/lab/cluster"
 	"github.com/egressha/egressha/test/lab/demo"
@@ -184,4 +187,49 @@ func runOutages(t *testing.T, cfg cluster.Config, gatewayYAML string, hold time.
 		out = append(out, scopedOutage{s.name, r})
 	}
 	return out
+}
+
+// TestHeartbeatWriteRate: with probing doing liveness, a candidate's
+// heartbeat Lease is written on change and refreshed every 5 s, so in a
+// steady state each candidate writes at most 0.2 times a second (issue
+// 14; kubelet's node Lease: 0.1/s). Counted from a watch over 60 s.
+func TestHeartbeatWriteRate(t *testing.T) {
+	cfg := startLab(t, cluster.ModeEgressHA)
+	rc, err := cfg.RESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(rc)
+	gw := gatewayWatcher{dyn: dynamic.NewForConfigOrDie(rc), name: demo.GatewayName}
+	kubectlApply(t, cfg, demo.BasicGateway)
+	gw.waitActive(t, "lab-egress-a", 2*time.Minute)
+	time.Sleep(3 * time.Second) // let the election's own writes pass
+	window := envDuration(t, "EGRESSHA_WRITE_RATE_WINDOW", time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), window)
+	defer cancel()
+	w, err := cs.CoordinationV1().Leases("kube-system").Watch(ctx, metav1.ListOptions{
+		LabelSelector: "app.kubernetes.io/component=egressha-heartbeat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := map[string]int{}
+	for ev := range w.ResultChan() {
+		if ev.Type != watch.Modified {
+			continue
+		}
+		if l, ok := ev.Object.(*coordinationv1.Lease); ok {
+			writes[l.Name]++
+		}
+	}
+	for _, name := range []string{"egressha-lab-egress-a", "egressha-lab-egress-b"} {
+		rate := float64(writes[name]) / window.Seconds()
+		t.Logf("%s: %d writes in %s = %.3f/s", name, writes[name], window, rate)
+		// One refresh may fall on each edge of the window.
+		if max := int(window.Seconds()*0.2) + 1; writes[name] > max {
+			t.Errorf("%s: %d writes in %s, want at most %d (0.2/s)", name, writes[name], window, max)
+		}
+		if writes[name] == 0 {
+			t.Errorf("%s: no write in %s: the slow refresh is not running, or the watch saw nothing", name, window)
+		}
+	}
 }

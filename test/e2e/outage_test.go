@@ -233,3 +233,21 @@ func TestHeartbeatWriteRate(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchAPIOutage is the benchmark form of TestAPIOutageMovesNothing
+// (`make bench`): each outage lasts EGRESSHA_BENCH_OUTAGE (default 60 s).
+func TestBenchAPIOutage(t *testing.T) {
+	benchEnabled(t)
+	cfg := startLab(t, cluster.ModeEgressHA)
+	hold := envDuration(t, "EGRESSHA_BENCH_OUTAGE", time.Minute)
+	for _, m := range outageModes {
+		for _, r := range runOutages(t, cfg, m.yaml, hold) {
+			t.Logf("bench api-outage mode=%s scope=%s hold=%s: sent=%d failed=%d via-other=%d active-changes=%d lastFailover-changed=%v leader-back=%s",
+				m.name, r.scope, hold, r.res.sent, r.res.failed, r.res.viaOther, r.res.changes, r.res.lastFailoverChanged,
+				r.res.leaderBack.Round(time.Millisecond))
+			if r.res.failed > 0 || r.res.viaOther > 0 || r.res.changes > 0 || r.res.lastFailoverChanged {
+				t.Errorf("%s mode, API server cut off from %s for %s: traffic or the active node was disturbed", m.name, r.scope, hold)
+			}
+		}
+	}
+}

@@ -28,6 +28,9 @@ type Responder struct {
 	Fence time.Duration
 	// PeerInterval is how often peer probes are sent.
 	PeerInterval time.Duration
+	// Listen is the address to listen on (zero: every address; tests
+	// run several responders on loopback addresses).
+	Listen netip.Addr
 
 	mu      sync.Mutex
 	hearing *Hearing
@@ -91,7 +94,11 @@ func (r *Responder) Init() {
 
 // Run answers probes until ctx ends.
 func (r *Responder) Run(ctx context.Context, health cell.Health) error {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{Port: int(r.Port)})
+	laddr := &net.UDPAddr{Port: int(r.Port)}
+	if r.Listen.IsValid() {
+		laddr.IP = r.Listen.AsSlice()
+	}
+	conn, err := net.ListenUDP("udp4", laddr)
 	if err != nil {
 		health.Degraded("liveness probe responder cannot listen", err)
 		return fmt.Errorf("liveness probe responder: listen on UDP port %d: %w", r.Port, err)

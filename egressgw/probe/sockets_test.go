@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,3 +174,43 @@ func (nopHealth) Stopped(string)                {}
 func (nopHealth) Degraded(string, error)        {}
 func (h nopHealth) NewScope(string) cell.Health { return h }
 func (nopHealth) Close()                        {}
+
+// TestPeerProbesKeepANodeHeardWithoutOperators: with no operator probing
+// at all (every replica gone in an API server outage), a node keeps its
+// VIPs while another candidate's peer probes reach it, and fences once
+// they stop (the node is then cut off, as far as it can tell).
+func TestPeerProbesKeepANodeHeardWithoutOperators(t *testing.T) {
+	log := hivetest.Logger(t, hivetest.LogLevel(slog.LevelWarn))
+	m := NewMetrics()
+	key := &Key{}
+	key.Set(testKey)
+	port := freePort(t)
+	newResponder := func(name, addr string) *Responder {
+		r := &Responder{Log: log, Metrics: m, Key: key, Node: name, Port: port, Fence: 60 * time.Millisecond,
+			PeerInterval: 10 * time.Millisecond, Listen: netip.MustParseAddr(addr)}
+		r.Init()
+		return r
+	}
+	a, b := newResponder("lab-egress-a", "127.0.0.1"), newResponder("lab-egress-b", "127.0.0.2")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx, nopHealth{})
+	bCtx, stopB := context.WithCancel(ctx)
+	bDone := make(chan struct{})
+	go func() { _ = b.Run(bCtx, nopHealth{}); close(bDone) }()
+	testcells.Eventually(t, "both listening", func() bool { return a.Started() && b.Started() })
+	if v := a.Heard(time.Now()); v.Heard {
+		t.Fatalf("heard before any probe: %+v", v)
+	}
+	b.SetPeers(map[string]netip.Addr{"lab-egress-a": netip.MustParseAddr("127.0.0.1")})
+	testcells.Eventually(t, "a heard through b's peer probes", func() bool {
+		v := a.Heard(time.Now())
+		return v.Heard && strings.Contains(v.Why, "peer lab-egress-b")
+	})
+	if a.OperatorSeen() {
+		t.Fatal("peer probes count as an operator's")
+	}
+	stopB()
+	<-bDone
+	testcells.Eventually(t, "a fenced once the peer is gone", func() bool { return !a.Heard(time.Now()).Heard })
+}

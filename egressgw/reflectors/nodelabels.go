@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -224,4 +225,24 @@ func nodeIPKeys(ips ...net.IP) []string {
 		}
 	}
 	return keys
+}
+
+// Matching returns the IPv4 address of every node whose labels match,
+// by node name: the peers a VIP candidate sends its peer probes to
+// (egressgw/probe).
+func (s *NodeLabels) Matching(match func(labels map[string]string) bool) map[string]netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]netip.Addr{}
+	for name, keys := range s.ipsOf {
+		if len(keys) == 0 {
+			continue
+		}
+		a, err := netip.ParseAddr(keys[0])
+		if err != nil || !a.Is4() || !match(s.byIP[keys[0]]) {
+			continue
+		}
+		out[name] = a
+	}
+	return out
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/egressha/egressha/egressgw/config"
 	"github.com/egressha/egressha/egressgw/heartbeat"
 	"github.com/egressha/egressha/egressgw/probe"
+	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
 	"github.com/egressha/egressha/vipd"
 )
@@ -60,6 +61,8 @@ type vipParams struct {
 	// Probes is the liveness probe responder (probe.AgentCell); absent or
 	// off, the fence is the Lease's.
 	Probes *probe.Responder `optional:"true"`
+	// NodeLabels gives the other candidates' addresses for peer probes.
+	NodeLabels *reflectors.NodeLabels `optional:"true"`
 }
 
 func registerController(p vipParams) error {
@@ -206,12 +209,32 @@ func (j *vipJob) fenceClosedWhy(now time.Time) (string, time.Time) {
 		j.p.Status.ValidUntil().Format(time.RFC3339Nano), j.cfg.EgressGatewayHAVIPFenceMargin), now.Add(100 * time.Millisecond)
 }
 
+// peerAddrs are the other candidates of the wanted VIP gateways: a node
+// that no operator probes (every replica gone in an API server outage)
+// stays heard while they reach it.
+func (j *vipJob) peerAddrs(wanted map[string]*tables.EgressGateway) map[string]netip.Addr {
+	if j.p.NodeLabels == nil || len(wanted) == 0 {
+		return nil
+	}
+	peers := j.p.NodeLabels.Matching(func(labels map[string]string) bool {
+		for _, gw := range wanted {
+			if v1alpha1.NodeSelectorMatches(gw.NodeSelector, labels) {
+				return true
+			}
+		}
+		return false
+	})
+	delete(peers, j.node)
+	return peers
+}
+
 // fenceRecheck is when an open fence must be looked at again without a
-// change: with probing, the responder signals changes (Changed), and a
-// periodic look bounds a missed one; without, the Lease's validity.
+// change: with probing, the responder signals every change of its verdict
+// (Changed), and a look every second bounds a missed one; without, the
+// Lease's validity.
 func (j *vipJob) fenceRecheck(now time.Time) time.Time {
 	if j.probing() {
-		return now.Add(j.p.Config.EgressGatewayHAProbeFence / 2)
+		return now.Add(time.Second)
 	}
 	return j.p.Status.ValidUntil().Add(-j.cfg.EgressGatewayHAVIPFenceMargin)
 }
@@ -234,6 +257,7 @@ func (j *vipJob) reconcile(ctx context.Context, gws []*tables.EgressGateway, dev
 	}
 	if j.p.Probes != nil {
 		j.p.Probes.SetVIPCandidate(len(wanted) > 0)
+		j.p.Probes.SetPeers(j.peerAddrs(wanted))
 	}
 	if len(wanted) == 0 {
 		j.peers.stop()

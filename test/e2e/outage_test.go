@@ -250,4 +250,51 @@ func TestBenchAPIOutage(t *testing.T) {
 			}
 		}
 	}
+	crashDuringOutage(t, cfg)
+}
+
+// crashDuringOutage crashes the active node 5 s into a full API server
+// outage of 20 s, and reports when traffic flows through the other node:
+// no decision can reach the agents before the API server is back, so the
+// move happens right after it returns.
+func crashDuringOutage(t *testing.T, cfg cluster.Config) {
+	t.Helper()
+	rc, err := cfg.RESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := gatewayWatcher{dyn: dynamic.NewForConfigOrDie(rc), name: demo.GatewayName}
+	a, b := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b")
+	kubectlApply(t, cfg, demo.BasicGateway)
+	gw.waitActive(t, a.Name, 2*time.Minute)
+	via := viaSourceMAC(t, cfg)
+	p := probe.Start(cfg, demo.Namespace, demo.PodName)
+	defer p.Stop()
+	if !p.WaitSteady(25, time.Minute, probe.IsVia(via, a.Name)) {
+		t.Fatalf("traffic never steady through %s", a.Name)
+	}
+	if err := cluster.BlockAPIAll(true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second)
+	crashed := time.Now()
+	if err := cluster.Crash(cfg, a); err != nil {
+		_ = cluster.BlockAPIAll(false)
+		t.Fatal(err)
+	}
+	time.Sleep(15 * time.Second)
+	if err := cluster.BlockAPIAll(false); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	s, ok := p.WaitFor(back, 3*time.Minute, probe.IsVia(via, b.Name))
+	if !ok {
+		t.Fatalf("traffic never went through %s after the API server returned", b.Name)
+	}
+	t.Logf("bench crash-during-api-outage: crash at +5s of a 20s outage; traffic through %s %s after the API server returned (%s after the crash)",
+		b.Name, s.Replied.Sub(back).Round(time.Millisecond), s.Replied.Sub(crashed).Round(time.Millisecond))
+	if err := cluster.Recover(cfg, a); err != nil {
+		t.Fatal(err)
+	}
+	gw.waitActive(t, a.Name, 2*time.Minute)
 }

@@ -158,27 +158,9 @@ type scopedOutage struct {
 // every 20 ms.
 func runOutages(t *testing.T, cfg cluster.Config, gatewayYAML string, hold time.Duration) []scopedOutage {
 	t.Helper()
-	ctx := context.Background()
-	rc, err := cfg.RESTConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := gatewayWatcher{dyn: dynamic.NewForConfigOrDie(rc), name: demo.GatewayName}
-	a, worker := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-worker")
-	if _, err := cluster.GetPod(cfg, demo.Namespace, demo.PodName); err != nil {
-		if _, err := cluster.AddPod(ctx, cfg, worker.Name, demo.Namespace, demo.PodName, map[string]string{"app": "backend"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	kubectlApply(t, cfg, gatewayYAML)
-	kubectlApply(t, cfg, demo.Policy)
-	gw.waitActive(t, a.Name, 2*time.Minute)
-	via := viaSourceMAC(t, cfg)
-	p := probe.Start(cfg, demo.Namespace, demo.PodName)
+	a := mustNode(t, cfg, "lab-egress-a")
+	gw, p, via := steadyThrough(t, cfg, gatewayYAML, a)
 	defer p.Stop()
-	if !p.WaitSteady(25, time.Minute, probe.IsVia(via, a.Name)) {
-		t.Fatalf("traffic never steady through %s", a.Name)
-	}
 	var out []scopedOutage
 	for _, s := range outageScopes(cfg, a) {
 		r := apiOutage(t, cfg, gw, p, via, a, s, hold, 5*time.Second)
@@ -253,26 +235,44 @@ func TestBenchAPIOutage(t *testing.T) {
 	crashDuringOutage(t, cfg)
 }
 
-// crashDuringOutage crashes the active node 5 s into a full API server
-// outage of 20 s, and reports when traffic flows through the other node:
-// no decision can reach the agents before the API server is back, so the
-// move happens right after it returns.
-func crashDuringOutage(t *testing.T, cfg cluster.Config) {
+// steadyThrough applies the gateway (and the demo policy, and its pod on
+// the worker if missing), waits until active is the active node, and
+// starts a prober whose traffic is steady through it. The caller stops
+// the prober.
+func steadyThrough(t *testing.T, cfg cluster.Config, gatewayYAML string, active cluster.Node) (gatewayWatcher, *probe.Prober, probe.Via) {
 	t.Helper()
 	rc, err := cfg.RESTConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
 	gw := gatewayWatcher{dyn: dynamic.NewForConfigOrDie(rc), name: demo.GatewayName}
-	a, b := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b")
-	kubectlApply(t, cfg, demo.BasicGateway)
-	gw.waitActive(t, a.Name, 2*time.Minute)
+	if _, err := cluster.GetPod(cfg, demo.Namespace, demo.PodName); err != nil {
+		worker := mustNode(t, cfg, "lab-worker")
+		if _, err := cluster.AddPod(context.Background(), cfg, worker.Name, demo.Namespace, demo.PodName, map[string]string{"app": "backend"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kubectlApply(t, cfg, gatewayYAML)
+	kubectlApply(t, cfg, demo.Policy)
+	gw.waitActive(t, active.Name, 2*time.Minute)
 	via := viaSourceMAC(t, cfg)
 	p := probe.Start(cfg, demo.Namespace, demo.PodName)
-	defer p.Stop()
-	if !p.WaitSteady(25, time.Minute, probe.IsVia(via, a.Name)) {
-		t.Fatalf("traffic never steady through %s", a.Name)
+	if !p.WaitSteady(25, time.Minute, probe.IsVia(via, active.Name)) {
+		p.Stop()
+		t.Fatalf("traffic never steady through %s", active.Name)
 	}
+	return gw, p, via
+}
+
+// crashDuringOutage crashes the active node 5 s into a full API server
+// outage of 20 s, and reports when traffic flows through the other node:
+// no decision can reach the agents before the API server is back, so the
+// move happens right after it returns.
+func crashDuringOutage(t *testing.T, cfg cluster.Config) {
+	t.Helper()
+	a, b := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b")
+	gw, p, via := steadyThrough(t, cfg, demo.BasicGateway, a)
+	defer p.Stop()
 	if err := cluster.BlockAPIAll(true); err != nil {
 		t.Fatal(err)
 	}

@@ -131,10 +131,46 @@ func (r *report) markdown() string {
 	r.summary()
 	r.failover()
 	r.stock()
+	r.apiOutages()
 	r.newPods()
 	r.goBenchmarks()
 	r.method()
 	return r.b.String()
+}
+
+// ---- API server outages (issue 14) ----
+
+func (r *report) apiOutages() {
+	var cs []results.Case
+	for _, c := range r.cases {
+		if c.Kind == results.KindAPIOutage {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return
+	}
+	r.p("## API server outages")
+	r.p("")
+	r.p("The API server unreachable for everyone, for the active gateway node only, or for the operators only, while a pod on lab-worker opens a new HTTP connection every 20 ms through the gateway. Nothing may fail or move: liveness comes from probes over the cluster network, not from the heartbeat Lease. Stock Cilium moves nothing in an API outage either (its egress gateway has no liveness), so the baseline is 0 failed and 0 moves, and the ratio is not defined.")
+	r.p("")
+	r.p("| mode | API server lost by | for | requests | failed | through another node | active-node changes | lastFailover written | operator leader renewing again after |")
+	r.p("|---|---|---|---|---|---|---|---|---|")
+	for _, c := range cs {
+		for _, tr := range c.Trials {
+			back := "–"
+			if tr.Scope != "active-node" {
+				back = fmtMS(tr.LeaderBackMS)
+			}
+			r.p("| %s | %s | %s | %d | %d | %d | %d | %t | %s |", strings.TrimPrefix(c.Name, "api-outage-"), tr.Scope,
+				fmtMS(tr.HoldMS), tr.Sent, tr.Failed, tr.ViaOther, tr.ActiveChanges, tr.LastFailoverNew, back)
+		}
+	}
+	r.p("")
+	for _, c := range cs {
+		r.p("- `%s`: %s", c.Name, r.command(c))
+	}
+	r.p("")
 }
 
 // ---- machine ----

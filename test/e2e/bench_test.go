@@ -180,9 +180,7 @@ func (e *benchEnv) save(t *testing.T, c results.Case) {
 	if e.resultsDir == "" {
 		return
 	}
-	if err := results.Write(e.resultsDir, c); err != nil {
-		t.Errorf("writing results: %v", err)
-	}
+	saveCase(t, c)
 }
 
 // benchCommand is the command line that reproduces a test's figures.

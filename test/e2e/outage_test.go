@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/egressha/egressha/test/benchreport/results"
 	"github.com/egressha/egressha/test/lab/cluster"
 	"github.com/egressha/egressha/test/lab/demo"
 	"github.com/egressha/egressha/test/lab/probe"
@@ -223,7 +225,18 @@ func TestBenchAPIOutage(t *testing.T) {
 	cfg := startLab(t, cluster.ModeEgressHA)
 	hold := envDuration(t, "EGRESSHA_BENCH_OUTAGE", time.Minute)
 	for _, m := range outageModes {
+		res := results.Case{
+			Name: "api-outage-" + m.name, Title: "API server unreachable, " + m.name + " mode", Kind: results.KindAPIOutage,
+			Mode: string(cluster.ModeEgressHA), Command: benchCommand(t), Started: time.Now(),
+			Settings: map[string]string{
+				"probe":  "one HTTP request (new TCP connection) every 20ms from a pod on lab-worker",
+				"window": "from the cut to 5 s after an operator leader renews again (active-node scope: 5 s after the cut ends)",
+			},
+		}
 		for _, r := range runOutages(t, cfg, m.yaml, hold) {
+			res.Trials = append(res.Trials, results.Trial{Scope: r.scope, HoldMS: ms(hold), Sent: r.res.sent, Failed: r.res.failed,
+				ViaOther: r.res.viaOther, ActiveChanges: r.res.changes, LeaderBackMS: ms(r.res.leaderBack),
+				LastFailoverNew: r.res.lastFailoverChanged, GapMS: -1, ToStatusMS: -1, StatusToTrafficMS: -1, FailbackGapMS: -1})
 			t.Logf("bench api-outage mode=%s scope=%s hold=%s: sent=%d failed=%d via-other=%d active-changes=%d lastFailover-changed=%v leader-back=%s",
 				m.name, r.scope, hold, r.res.sent, r.res.failed, r.res.viaOther, r.res.changes, r.res.lastFailoverChanged,
 				r.res.leaderBack.Round(time.Millisecond))
@@ -231,6 +244,7 @@ func TestBenchAPIOutage(t *testing.T) {
 				t.Errorf("%s mode, API server cut off from %s for %s: traffic or the active node was disturbed", m.name, r.scope, hold)
 			}
 		}
+		saveCase(t, res)
 	}
 	crashDuringOutage(t, cfg)
 }
@@ -297,4 +311,15 @@ func crashDuringOutage(t *testing.T, cfg cluster.Config) {
 		t.Fatal(err)
 	}
 	gw.waitActive(t, a.Name, 2*time.Minute)
+}
+
+// saveCase writes a case's results when EGRESSHA_RESULTS_DIR is set.
+func saveCase(t *testing.T, c results.Case) {
+	t.Helper()
+	c.Finished = time.Now()
+	if dir := os.Getenv("EGRESSHA_RESULTS_DIR"); dir != "" {
+		if err := results.Write(dir, c); err != nil {
+			t.Errorf("writing results: %v", err)
+		}
+	}
 }

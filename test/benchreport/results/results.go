@@ -24,6 +24,9 @@ const (
 	KindStockFailover = "stock-failover"
 	// KindNewPods: first-packet coverage and entry latency for new pods.
 	KindNewPods = "new-pods"
+	// KindAPIOutage: the API server unreachable for some (Trial.Scope)
+	// while traffic flows: nothing may fail or move (issue 14).
+	KindAPIOutage = "api-outage"
 )
 
 // Disruptions.
@@ -86,6 +89,16 @@ type Trial struct {
 	// SNAT address and sender MAC name different nodes: one node SNATed
 	// to the other's address while the maps were being updated.
 	WrongSourceReplies int `json:"wrongSourceReplies,omitempty"`
+	// API outages only: who lost the API server (everyone, active-node,
+	// operators), for how long, the answered requests that left through
+	// another node, the changes of the active node seen, and how long
+	// after the outage an operator leader renewed again (-1: not waited).
+	Scope           string  `json:"scope,omitempty"`
+	HoldMS          float64 `json:"holdMS,omitempty"`
+	ViaOther        int     `json:"viaOther,omitempty"`
+	ActiveChanges   int     `json:"activeChanges,omitempty"`
+	LeaderBackMS    float64 `json:"leaderBackMS,omitempty"`
+	LastFailoverNew bool    `json:"lastFailoverNew,omitempty"`
 }
 
 // Pod is one new pod of the coverage case.

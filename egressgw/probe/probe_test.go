@@ -139,6 +139,17 @@ func TestSessionStates(t *testing.T) {
 	if changed, err := s.Reply(reply(q), nodeAddr, now.Add(2*time.Millisecond)); err != nil || !changed {
 		t.Fatalf("recovery: %v %v", changed, err)
 	}
+	// A key change resets it to Init (no opinion), and replies to the
+	// probes sent before no longer count.
+	if !s.Reset(now) || s.Status().State != StateInit {
+		t.Fatalf("after Reset: %+v", s.Status())
+	}
+	if _, err := s.Reply(reply(q), nodeAddr, now.Add(3*time.Millisecond)); err == nil {
+		t.Fatal("a reply to a probe sent before the reset counted")
+	}
+	if s.Tick(now.Add(time.Hour)) {
+		t.Fatal("an Init session went Down")
+	}
 }
 
 func TestSessionRefusesReplies(t *testing.T) {

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -199,7 +200,7 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 	sessions := map[string]*Session{}
 	tick := time.NewTicker(p.Timing.Interval)
 	defer tick.Stop()
-	var buf []byte
+	var buf, lastKey []byte
 	noKey := false
 	sync := func() {
 		now := time.Now()
@@ -243,6 +244,17 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 		case <-tick.C:
 			now := time.Now()
 			key := p.Key.Get()
+			if !bytes.Equal(key, lastKey) {
+				// No key, or a new one: what the sessions knew was
+				// under the old key; back to Init (the Lease decides)
+				// rather than Down, which would move every role.
+				for _, s := range sessions {
+					if s.Reset(now) {
+						publish(s, "probe key missing or changed")
+					}
+				}
+				lastKey = key
+			}
 			if key == nil {
 				if !noKey {
 					health.Degraded("liveness probing paused", keyError(""))

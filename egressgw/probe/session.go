@@ -151,6 +151,14 @@ func (s *Session) Tick(now time.Time) bool {
 	return false
 }
 
+// Reset forgets what the session knew (back to Init: no opinion, the
+// Lease decides), e.g. when the probe key changed and replies under the
+// old key no longer count. It reports whether the state changed.
+func (s *Session) Reset(now time.Time) bool {
+	s.sent = [outstanding]sentProbe{}
+	return s.set(StateInit, now)
+}
+
 func (s *Session) set(st State, at time.Time) bool {
 	if s.state == st {
 		return false

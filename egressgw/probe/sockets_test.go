@@ -28,6 +28,64 @@ func freePort(t *testing.T) uint16 {
 	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
 }
 
+// probePair is a real prober (replica "op-1", leader) and a real
+// responder (node "lab-egress-a") talking UDP on the loopback, each with
+// its own copy of the key.
+type probePair struct {
+	db                 *statedb.DB
+	tbl                statedb.RWTable[*SessionRow]
+	m                  *Metrics
+	proberKey, nodeKey *Key
+	port               uint16
+	node               netip.Addr
+	proberAddr         netip.AddrPort
+	timing             Timing
+	rsp                *Responder
+	stopNode           context.CancelFunc
+	nodeDone           chan struct{}
+}
+
+func startProbePair(t *testing.T) *probePair {
+	t.Helper()
+	log := hivetest.Logger(t, hivetest.LogLevel(slog.LevelWarn))
+	pp := &probePair{db: statedb.New(), m: NewMetrics(), proberKey: &Key{}, nodeKey: &Key{}, port: freePort(t),
+		node: netip.MustParseAddr("127.0.0.1"), timing: Timing{Interval: 20 * time.Millisecond, Multiplier: 3},
+		nodeDone: make(chan struct{})}
+	var err error
+	if pp.tbl, err = NewSessionsTable(pp.db); err != nil {
+		t.Fatal(err)
+	}
+	pp.proberKey.Set(testKey)
+	pp.nodeKey.Set(testKey)
+	proberConn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pp.proberAddr = proberConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	pr := &Prober{Log: log, DB: pp.db, Table: pp.tbl, Metrics: pp.m, Leader: NewLeader(), Key: pp.proberKey, Timing: pp.timing,
+		Port: pp.port, Self: "op-1", Conn: proberConn, Changed: make(chan struct{}),
+		Targets: func() map[string]netip.Addr { return map[string]netip.Addr{"lab-egress-a": pp.node} }}
+	pr.Leader.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go pr.Run(ctx, nopHealth{})
+	pp.rsp = &Responder{Log: log, Metrics: pp.m, Key: pp.nodeKey, Node: "lab-egress-a", Port: pp.port, Fence: 50 * time.Millisecond,
+		PeerInterval: time.Hour}
+	pp.rsp.Init()
+	var rspCtx context.Context
+	rspCtx, pp.stopNode = context.WithCancel(ctx)
+	go func() { _ = pp.rsp.Run(rspCtx, nopHealth{}); close(pp.nodeDone) }()
+	return pp
+}
+
+func (pp *probePair) state() State {
+	r, _, ok := pp.tbl.Get(pp.db.ReadTxn(), SessionByNode("lab-egress-a"))
+	if !ok {
+		return StateInit
+	}
+	return r.State
+}
+
 // TestForgedRepliesDoNotKeepADeadNodeUp runs a real prober and a real
 // responder over UDP on the loopback: the node answers (Up), dies (Down),
 // and then a host that is not the node (127.0.0.2) sends the prober every
@@ -35,47 +93,10 @@ func freePort(t *testing.T) uint16 {
 // genuine replies replayed, and freshly forged ones under the right key
 // but from its own address. The session stays Down; each is counted.
 func TestForgedRepliesDoNotKeepADeadNodeUp(t *testing.T) {
-	log := hivetest.Logger(t, hivetest.LogLevel(slog.LevelWarn))
-	db := statedb.New()
-	tbl, err := NewSessionsTable(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := NewMetrics()
-	key := &Key{}
-	key.Set(testKey)
-	port := freePort(t)
-	node := netip.MustParseAddr("127.0.0.1")
-	timing := Timing{Interval: 20 * time.Millisecond, Multiplier: 3}
+	pp := startProbePair(t)
+	m, port, node, proberAddr, timing, rsp, stopNode, nodeDone, state := pp.m, pp.port, pp.node, pp.proberAddr, pp.timing,
+		pp.rsp, pp.stopNode, pp.nodeDone, pp.state
 
-	proberConn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	proberAddr := proberConn.LocalAddr().(*net.UDPAddr).AddrPort()
-	changed := make(chan struct{})
-	pr := &Prober{Log: log, DB: db, Table: tbl, Metrics: m, Leader: NewLeader(), Key: key, Timing: timing, Port: port,
-		Self: "op-1", Conn: proberConn, Changed: changed,
-		Targets: func() map[string]netip.Addr { return map[string]netip.Addr{"lab-egress-a": node} }}
-	pr.Leader.Store(true)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go pr.Run(ctx, nopHealth{})
-
-	rsp := &Responder{Log: log, Metrics: m, Key: key, Node: "lab-egress-a", Port: port, Fence: 50 * time.Millisecond,
-		PeerInterval: time.Hour}
-	rsp.Init()
-	rspCtx, stopNode := context.WithCancel(ctx)
-	nodeDone := make(chan struct{})
-	go func() { _ = rsp.Run(rspCtx, nopHealth{}); close(nodeDone) }()
-
-	state := func() State {
-		r, _, ok := tbl.Get(db.ReadTxn(), SessionByNode("lab-egress-a"))
-		if !ok {
-			return StateInit
-		}
-		return r.State
-	}
 	testcells.Eventually(t, "session Up while the node answers", func() bool { return state() == StateUp })
 	testcells.Eventually(t, "the node hears the leader", func() bool { return rsp.Heard(time.Now()).Heard })
 
@@ -213,4 +234,24 @@ func TestPeerProbesKeepANodeHeardWithoutOperators(t *testing.T) {
 	stopB()
 	<-bDone
 	testcells.Eventually(t, "a fenced once the peer is gone", func() bool { return !a.Heard(time.Now()).Heard })
+}
+
+// TestKeyChangeResetsSessions: when the prober's key changes (rotation,
+// or the Secret deleted and recreated), replies under the old key stop
+// counting. The session goes back to Init (the Lease decides), never to
+// Down, which would move the node's roles; it is Up again once the node
+// has the new key.
+func TestKeyChangeResetsSessions(t *testing.T) {
+	pp := startProbePair(t)
+	testcells.Eventually(t, "session Up", func() bool { return pp.state() == StateUp })
+	pp.proberKey.Set(otherKey)
+	testcells.Eventually(t, "session back to Init after the key changed", func() bool { return pp.state() == StateInit })
+	for range 10 {
+		time.Sleep(pp.timing.Detect())
+		if st := pp.state(); st != StateInit {
+			t.Fatalf("with the node still on the old key, the session is %s, want Init", st)
+		}
+	}
+	pp.nodeKey.Set(otherKey)
+	testcells.Eventually(t, "session Up under the new key", func() bool { return pp.state() == StateUp })
 }

@@ -74,13 +74,13 @@ func TestConditionMessagesBounded(t *testing.T) {
 	}
 	// No active node: the message lists every candidate (thousands).
 	st := DesiredStatus(gw, selection.Result{Gateway: "vip", Message: strings.Repeat("node-x: HeartbeatExpired; ", 5000)},
-		heartbeat.GatewayReport{}, now, now)
+		heartbeat.GatewayReport{}, nil, now, now)
 	check(st, v1alpha1.ConditionReady)
 	// Active but not announcing, with what the node said (unbounded here:
 	// DesiredStatus does not rely on the Lease decoding having cut it).
 	long := strings.Repeat("y", 100000)
 	r := selection.Result{Gateway: "vip", Active: "n1", ActiveInternalIP: netip.MustParseAddr("198.18.0.11"), EgressIP: "203.0.113.50"}
-	st = DesiredStatus(gw, r, heartbeat.GatewayReport{Message: long, Duplicate: long}, now, now)
+	st = DesiredStatus(gw, r, heartbeat.GatewayReport{Message: long, Duplicate: long}, nil, now, now)
 	check(st, v1alpha1.ConditionReady)
 	check(st, v1alpha1.ConditionVirtualIPConflict)
 	p := &v1alpha1.EgressGatewayPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p"}}

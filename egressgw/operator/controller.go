@@ -13,7 +13,11 @@ package operator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,8 +94,12 @@ type Controller struct {
 	Probes statedb.Table[*probe.SessionRow]
 	// sessions is the last read of Probes, by node.
 	sessions map[string]probe.Status
-	// liveness is the last liveness verdict.
+	// liveness is the last liveness verdict (Run goroutine only).
 	liveness livenessVerdict
+	// held and heldWhy are the nodes the verdict holds and why, for the
+	// LivenessSuspect condition (under mu).
+	held    map[string]bool
+	heldWhy livenessVerdict
 	// rejectedAt is, per heartbeat Lease, the resourceVersion whose
 	// rejections were last logged and counted: each is reported once, not
 	// on every event that repeats the same object.
@@ -557,6 +565,7 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 	r, decided := c.results[name]
 	detected := c.detectedAt[name]
 	vip := c.vip[name]
+	suspect := c.suspectCondition(r)
 	c.mu.Unlock()
 	if !ok || !decided {
 		return nil
@@ -566,7 +575,7 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 		if detected.IsZero() {
 			detected = now
 		}
-		desired := DesiredStatus(gw, r, vip, detected, now)
+		desired := DesiredStatus(gw, r, vip, suspect, detected, now)
 		if !StatusChanged(gw.Status, desired) {
 			return nil
 		}
@@ -721,6 +730,19 @@ func (c *Controller) refreshLiveness(now time.Time, pending map[string]struct{})
 			c.log.Info("Liveness: suspicion cleared; judging every node by its own signals again")
 		}
 	}
+	if !slices.Equal(v.Held, c.liveness.Held) || v.Why != c.liveness.Why {
+		c.mu.Lock()
+		c.held = map[string]bool{}
+		for _, n := range v.Held {
+			c.held[n] = true
+		}
+		c.heldWhy = v
+		names := slices.Collect(maps.Keys(c.gateways))
+		c.mu.Unlock()
+		for _, name := range names {
+			c.markGatewayPending(name)
+		}
+	}
 	c.metrics.LivenessSuspect.WithLabelValues("probe").Set(b2f(v.ProbeSuspect))
 	c.metrics.LivenessSuspect.WithLabelValues("lease").Set(b2f(v.LeaseSuspect))
 	c.liveness = v
@@ -744,6 +766,27 @@ func (c *Controller) refreshLiveness(now time.Time, pending map[string]struct{})
 		}
 	}
 	return v.Wake
+}
+
+// suspectCondition is the LivenessSuspect condition of a gateway whose
+// decision is r, or nil when none of its candidates is held. Call with mu
+// held.
+func (c *Controller) suspectCondition(r selection.Result) *metav1.Condition {
+	var held []string
+	for _, cand := range r.Candidates {
+		if c.held[cand.Node] {
+			held = append(held, cand.Node)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	reason := v1alpha1.ReasonObserverSuspect
+	if !c.heldWhy.ProbeSuspect {
+		reason = v1alpha1.ReasonControlPlaneSuspect
+	}
+	return &metav1.Condition{Type: v1alpha1.ConditionLivenessSuspect, Status: metav1.ConditionTrue, Reason: reason,
+		Message: fmt.Sprintf("not moving %s: %s", strings.Join(held, ", "), c.heldWhy.Why)}
 }
 
 func b2f(b bool) float64 {

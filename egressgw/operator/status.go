@@ -22,7 +22,10 @@ import (
 // the gateway: Ready says ElectionSucceededAndVirtualIPAnnounced only once
 // the node answers ARP for the VIP, and VirtualIPConflict is True while it
 // reports another host claiming the VIP.
-func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, vip heartbeat.GatewayReport, detectedAt, now time.Time) v1alpha1.EgressGatewayStatus {
+//
+// suspect, when set, is the LivenessSuspect condition to show (liveness.go:
+// some candidates are held, not judged); otherwise the condition is removed.
+func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, vip heartbeat.GatewayReport, suspect *metav1.Condition, detectedAt, now time.Time) v1alpha1.EgressGatewayStatus {
 	st := *gw.Status.DeepCopy()
 	st.ObservedGeneration = gw.Generation
 	prev := st.ActiveNodeName
@@ -89,6 +92,14 @@ func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, vip heartbeat
 		meta.SetStatusCondition(&st.Conditions, dup)
 	} else {
 		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionVirtualIPConflict)
+	}
+	if suspect != nil {
+		c := *suspect
+		c.ObservedGeneration = gw.Generation
+		c.Message = boundMessage(c.Message)
+		meta.SetStatusCondition(&st.Conditions, c)
+	} else {
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionLivenessSuspect)
 	}
 	return st
 }

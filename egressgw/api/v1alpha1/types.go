@@ -357,6 +357,13 @@ const (
 	ConditionVirtualIPConflict = "VirtualIPConflict"
 	ReasonDuplicateAddress     = "DuplicateAddress"
 	ReasonNoConflict           = "NoConflict"
+	// ConditionLivenessSuspect is present (True) while some of the
+	// gateway's candidates are held rather than judged: most candidates
+	// failed together by one signal, so the operator suspects its own view
+	// (reason ObserverSuspect) or the control plane (ControlPlaneSuspect).
+	ConditionLivenessSuspect  = "LivenessSuspect"
+	ReasonObserverSuspect     = "ObserverSuspect"
+	ReasonControlPlaneSuspect = "ControlPlaneSuspect"
 
 	ReasonElectionSucceeded                      = "ElectionSucceeded"
 	ReasonElectionSucceededAndVirtualIPAnnounced = "ElectionSucceededAndVirtualIPAnnounced"

@@ -18,15 +18,17 @@ import (
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
-func row(k egresspolicy.Key, v egresspolicy.Value, kind reconciler.StatusKind) *tables.PolicyEntry {
-	return &tables.PolicyEntry{
-		Entry:  egresspolicy.Entry{Key: k, Value: v, Policy: "p"},
-		Status: reconciler.Status{Kind: kind},
+// row is the row of k's source with the one entry k -> v.
+func row(k egresspolicy.Key, v egresspolicy.Value, kind reconciler.StatusKind) *tables.SourceEntries {
+	return &tables.SourceEntries{
+		Source:  k.Source,
+		Targets: []egresspolicy.Target{{Dest: k.Dest, Value: v, Policy: "p"}},
+		Status:  reconciler.Status{Kind: kind},
 	}
 }
 
-func rows(rs ...*tables.PolicyEntry) func(func(*tables.PolicyEntry, statedb.Revision) bool) {
-	return func(yield func(*tables.PolicyEntry, statedb.Revision) bool) {
+func rows(rs ...*tables.SourceEntries) func(func(*tables.SourceEntries, statedb.Revision) bool) {
+	return func(yield func(*tables.SourceEntries, statedb.Revision) bool) {
 		for i, r := range rs {
 			if !yield(r, statedb.Revision(i+1)) {
 				return

@@ -233,20 +233,52 @@ func (p *BPFPolicyMap) Delete(k egresspolicy.Key) error {
 	})
 }
 
-// IterateWithCallback implements PolicyMap.
+// iterateBatch is how many entries IterateWithCallback reads per system
+// call (12 + 8 bytes each: 80 KiB of buffers per walk).
+const iterateBatch = 4096
+
+// IterateWithCallback implements PolicyMap. It reads the map in batches
+// (BPF_MAP_LOOKUP_BATCH, which LPM tries support through the kernel's
+// generic batch operations): one system call per iterateBatch entries
+// instead of two per entry. A kernel without batch operations for the
+// map gets the entry-by-entry walk instead.
 func (p *BPFPolicyMap) IterateWithCallback(cb func(egresspolicy.Key, egresspolicy.Value)) error {
 	return p.with(func(m *ebpf.Map) error {
-		var k egressmap.EgressPolicyKey4
-		var v egressmap.EgressPolicyVal4
-		it := m.Iterate()
-		for it.Next(&k, &v) {
-			cb(fromBPFKey(&k), fromBPFValue(&v))
+		keys := make([]egressmap.EgressPolicyKey4, iterateBatch)
+		vals := make([]egressmap.EgressPolicyVal4, iterateBatch)
+		var cursor ebpf.MapBatchCursor
+		delivered := false
+		for {
+			n, err := m.BatchLookup(&cursor, keys, vals, nil)
+			if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				if !delivered && n == 0 {
+					return iterate(m, cb)
+				}
+				return fmt.Errorf("reading %s in batches: %w", PolicyMapName, err)
+			}
+			for i := range n {
+				cb(fromBPFKey(&keys[i]), fromBPFValue(&vals[i]))
+			}
+			delivered = delivered || n > 0
+			if err != nil { // ErrKeyNotExist: the walk is complete
+				return nil
+			}
 		}
-		if err := it.Err(); err != nil {
-			return fmt.Errorf("iterating %s: %w", PolicyMapName, err)
-		}
-		return nil
 	})
+}
+
+// iterate walks m one entry at a time.
+func iterate(m *ebpf.Map, cb func(egresspolicy.Key, egresspolicy.Value)) error {
+	var k egressmap.EgressPolicyKey4
+	var v egressmap.EgressPolicyVal4
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		cb(fromBPFKey(&k), fromBPFValue(&v))
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterating %s: %w", PolicyMapName, err)
+	}
+	return nil
 }
 
 // bpfKey converts k, masking the destination's host bits: the trie matches

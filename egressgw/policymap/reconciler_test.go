@@ -3,6 +3,8 @@ package policymap
 import (
 	"context"
 	"maps"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,9 +31,9 @@ const testModule = "egressha-maps-test"
 type harness struct {
 	t        *testing.T
 	db       *statedb.DB
-	tbl      statedb.RWTable[*tables.PolicyEntry]
+	tbl      statedb.RWTable[*tables.SourceEntries]
 	health   statedb.Table[types.Status]
-	r        reconciler.Reconciler[*tables.PolicyEntry]
+	r        reconciler.Reconciler[*tables.SourceEntries]
 	ops      *Ops
 	metrics  *Metrics
 	initDone func(statedb.WriteTxn)
@@ -43,12 +45,12 @@ func newHarness(t *testing.T, m PolicyMap) *harness {
 		metrics.Metric(NewMetrics),
 		cell.ProvidePrivate(tables.NewPolicyEntriesTable),
 		// The producer registers its initializer while it is constructed.
-		cell.Invoke(func(db *statedb.DB, tbl statedb.RWTable[*tables.PolicyEntry]) {
+		cell.Invoke(func(db *statedb.DB, tbl statedb.RWTable[*tables.SourceEntries]) {
 			wtxn := db.WriteTxn(tbl)
 			h.initDone = tbl.RegisterInitializer(wtxn, "test-inputs")
 			wtxn.Commit()
 		}),
-		cell.Invoke(func(p reconciler.Params, tbl statedb.RWTable[*tables.PolicyEntry], met *Metrics, health statedb.Table[types.Status]) error {
+		cell.Invoke(func(p reconciler.Params, tbl statedb.RWTable[*tables.SourceEntries], met *Metrics, health statedb.Table[types.Status]) error {
 			h.db, h.tbl, h.metrics, h.health = p.DB, tbl, met, health
 			h.ops = NewOps(p.Log, m, met)
 			cfg := DefaultReconcilerConfig
@@ -78,24 +80,39 @@ func (h *harness) markInitialized() {
 	wtxn.Commit()
 }
 
+// insert writes the rows of the entries' sources: each source's row
+// holds exactly the entries given for it (in one call), replacing what it
+// held.
 func (h *harness) insert(entries ...egresspolicy.Entry) {
-	wtxn := h.db.WriteTxn(h.tbl)
+	bySource := map[netip.Addr]*tables.SourceEntries{}
 	for _, e := range entries {
-		h.tbl.Insert(wtxn, &tables.PolicyEntry{Entry: e, Status: reconciler.StatusPending()})
+		r := bySource[e.Source]
+		if r == nil {
+			r = &tables.SourceEntries{Source: e.Source, Status: reconciler.StatusPending()}
+			bySource[e.Source] = r
+		}
+		r.Targets = append(r.Targets, egresspolicy.Target{Dest: e.Dest, Value: e.Value, Policy: e.Policy})
+	}
+	wtxn := h.db.WriteTxn(h.tbl)
+	for _, r := range bySource {
+		slices.SortFunc(r.Targets, func(a, b egresspolicy.Target) int { return egresspolicy.ComparePrefix(a.Dest, b.Dest) })
+		h.tbl.Insert(wtxn, r)
 	}
 	wtxn.Commit()
 }
 
+// delete deletes the row of k's source.
 func (h *harness) delete(k egresspolicy.Key) {
 	wtxn := h.db.WriteTxn(h.tbl)
-	h.tbl.Delete(wtxn, &tables.PolicyEntry{Entry: egresspolicy.Entry{Key: k}})
+	h.tbl.Delete(wtxn, &tables.SourceEntries{Source: k.Source})
 	wtxn.Commit()
 }
 
+// status is the status of the row of k's source.
 func (h *harness) status(k egresspolicy.Key) reconciler.Status {
-	e, _, ok := h.tbl.Get(h.db.ReadTxn(), tables.PolicyEntryKeyIndex.Query(k))
+	e, _, ok := h.tbl.Get(h.db.ReadTxn(), tables.SourceEntriesByIP(k.Source))
 	if !ok {
-		h.t.Fatalf("no row %s", k)
+		h.t.Fatalf("no row for %s", k.Source)
 	}
 	return e.Status
 }

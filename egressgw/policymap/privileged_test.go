@@ -173,6 +173,7 @@ func TestPrivilegedPolicyMapReconciler(t *testing.T) {
 
 	t.Run("restart-incremental-resync", func(t *testing.T) { reconcilerScenario(t, newUnpinnedMap(t, 16)) })
 	t.Run("map-full", func(t *testing.T) { mapFullScenario(t, newUnpinnedMap(t, 2), inPlaceUpdateWhenFull(t)) })
+	t.Run("rows", func(t *testing.T) { rowsScenario(t, newUnpinnedMap(t, 6)) })
 }
 
 // inPlaceUpdateWhenFull probes whether this kernel replaces a value in a
@@ -443,4 +444,39 @@ func TestPrivilegedPinChanges(t *testing.T) {
 			t.Errorf("incompatible pins counted: %v, want 1 (once per map)", n)
 		}
 	})
+}
+
+// TestPrivilegedIterateBatches: IterateWithCallback reads the map in
+// batches of iterateBatch; a map of several batches (and a partial last
+// one) yields every entry exactly once, with its value.
+func TestPrivilegedIterateBatches(t *testing.T) {
+	requirePrivileged(t)
+	const n = 2*iterateBatch + 123
+	m := newUnpinnedMap(t, n)
+	want := map[egresspolicy.Key]egresspolicy.Value{}
+	for i := range n {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		k := egresspolicy.Key{Source: src, Dest: netip.MustParsePrefix("192.0.2.0/24")}
+		v := egresspolicy.Value{EgressIP: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), GatewayIP: netip.MustParseAddr("172.18.0.2")}
+		if err := m.Update(k, v); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	got := map[egresspolicy.Key]egresspolicy.Value{}
+	calls := 0
+	if err := m.IterateWithCallback(func(k egresspolicy.Key, v egresspolicy.Value) {
+		calls++
+		got[k] = v
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if calls != n || !maps.Equal(got, want) {
+		t.Fatalf("%d callbacks, %d distinct entries, want %d (equal: %v)", calls, len(got), n, maps.Equal(got, want))
+	}
+	// An empty map: no callback, no error.
+	empty := newUnpinnedMap(t, 4)
+	if err := empty.IterateWithCallback(func(egresspolicy.Key, egresspolicy.Value) { t.Fatal("callback on an empty map") }); err != nil {
+		t.Fatal(err)
+	}
 }

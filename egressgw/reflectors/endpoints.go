@@ -79,7 +79,7 @@ func newEndpointsTableAndSources(p endpointsParams) (statedb.RWTable[*tables.End
 	synced := tbl.RegisterInitializer(wtxn, ciliumEndpointsInitializer)
 	wtxn.Commit()
 
-	ceps := &cepSource{res: p.CiliumEndpoints, w: w, synced: synced}
+	ceps := &cepSource{res: p.CiliumEndpoints, w: w, synced: synced, labels: tables.NewIdentityLabelCache()}
 	p.JobGroup.Add(job.OneShot("ciliumendpoints", ceps.run))
 	if p.EndpointManager != nil {
 		local := newLocalEndpoints(p.EndpointManager, w)
@@ -95,6 +95,8 @@ type cepSource struct {
 	res    resource.Resource[*k8sTypes.CiliumEndpoint]
 	w      *tables.EndpointWriter
 	synced func(statedb.WriteTxn)
+	// labels shares the label maps of endpoints with the same identity.
+	labels *tables.IdentityLabelCache
 }
 
 func (c *cepSource) run(ctx context.Context, health cell.Health) error {
@@ -142,7 +144,7 @@ func (c *cepSource) run(ctx context.Context, health cell.Health) error {
 					gotSync = true
 				case resource.Upsert:
 					t.Set(tables.CiliumEndpointSource(ev.Key.Namespace, ev.Key.Name),
-						tables.EndpointsFromCiliumEndpoint(ev.Object)...)
+						tables.EndpointsFromCiliumEndpoint(ev.Object, c.labels)...)
 				case resource.Delete:
 					t.Set(tables.CiliumEndpointSource(ev.Key.Namespace, ev.Key.Name))
 				}

@@ -107,7 +107,7 @@ func newEntriesJob(p desiredEntriesParams, initDone func(statedb.WriteTxn)) *ent
 // an endpoint (a failover) replace its row in place instead of deleting
 // it. The targets come from one egresspolicy.Resolver per set of policies
 // and gateways, so endpoints the same policies select share one slice. A change of a node's labels recomputes the endpoints on
-// that node only (egress-endpoints' node index), and only when some policy
+// that node only (found by a scan of egress-endpoints), and only when some policy
 // has a nodeSelector.
 type entriesJob struct {
 	desiredEntriesParams
@@ -319,10 +319,16 @@ func (j *entriesJob) round() roundWatch {
 		j.syncAll(wtxn, &n)
 	} else {
 		// Endpoints on a node whose labels changed; only a policy
-		// with a nodeSelector can depend on them.
+		// with a nodeSelector can depend on them. They are found by a
+		// scan: an index by node would cost a tree entry per endpoint
+		// on every node, for what only such policies need.
 		if len(nodeKeys) > 0 && j.anyNodeSelectors() {
-			for _, key := range nodeKeys {
-				for ep := range j.Endpoints.List(wtxn, tables.EndpointsByNode(key)) {
+			changed := make(map[string]struct{}, len(nodeKeys))
+			for _, k := range nodeKeys {
+				changed[k] = struct{}{}
+			}
+			for ep := range j.Endpoints.All(wtxn) {
+				if _, ok := changed[ep.Node]; ok {
 					if _, ok := dirty[ep.IP]; !ok {
 						dirty[ep.IP] = ep
 					}

@@ -45,7 +45,7 @@ type Endpoint struct {
 	// egresspolicy.ForEndpoint matches. Node is the node name for local
 	// endpoints and the node IP (status.networking.node) for
 	// CiliumEndpoints, which carry no node name; the agent finds the
-	// labels of the endpoint's node by it (see EndpointNodeIndex), as
+	// labels of the endpoint's node by it (reflectors.NodeLabels), as
 	// Cilium's egress gateway finds them by the CiliumEndpoint's node IP.
 	egresspolicy.Endpoint
 	// Name is the pod's name (local) or the CiliumEndpoint's name, which is
@@ -235,28 +235,14 @@ func EndpointByIP(ip netip.Addr) statedb.Query[*Endpoint] {
 	return EndpointIPIndex.Query(ip)
 }
 
-// EndpointNodeIndex indexes endpoints by Node (the node name of local
-// endpoints, the node IP of CiliumEndpoints), so a change of a node's
-// labels re-evaluates only the endpoints on that node.
-var EndpointNodeIndex = statedb.Index[*Endpoint, string]{
-	Name: "node",
-	FromObject: func(e *Endpoint) index.KeySet {
-		return index.NewKeySet(index.String(e.Node))
-	},
-	FromKey:    index.String,
-	FromString: index.FromString,
-	Unique:     false,
-}
-
-// EndpointsByNode queries the endpoints whose Node is node.
-func EndpointsByNode(node string) statedb.Query[*Endpoint] {
-	return EndpointNodeIndex.Query(node)
-}
-
 // NewEndpointsTable creates the egress-endpoints table and registers it
-// with db.
+// with db. Its only index is the IP: an index costs a tree entry per row
+// (with a watch channel), i.e. megabytes at 100,000 endpoints on every
+// node. There is no index by node: the endpoints of a node whose labels
+// changed are found by a scan (entries controller), which only happens
+// when a policy has a nodeSelector.
 func NewEndpointsTable(db *statedb.DB) (statedb.RWTable[*Endpoint], error) {
-	tbl, err := statedb.NewTable(EndpointsTableName, EndpointIPIndex, EndpointNodeIndex)
+	tbl, err := statedb.NewTable(EndpointsTableName, EndpointIPIndex)
 	if err != nil {
 		return nil, err
 	}

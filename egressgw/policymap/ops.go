@@ -43,8 +43,10 @@ type Ops struct {
 	metrics *Metrics
 
 	// written is, per source, the targets in the map as far as Ops wrote
-	// them (sorted by destination). Owned by the reconciler's goroutine.
+	// them (sorted by destination). Owned by the reconciler's goroutine,
+	// as is writes, the buffer of the writes an update plans.
 	written map[netip.Addr][]egresspolicy.Target
+	writes  []plannedWrite
 
 	mu       sync.Mutex
 	rejected map[egresspolicy.Key]struct{}
@@ -96,58 +98,123 @@ func NewOps(log *slog.Logger, m PolicyMap, metrics *Metrics) *Ops {
 // (a full map as a MapFullError), which the reconciler stores in the row's
 // status and retries with backoff. Other rows are never touched.
 func (o *Ops) Update(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.SourceEntries) error {
-	src := e.Source
-	old, want := o.written[src], e.Targets
-	var errs []error
-	var failed map[netip.Prefix]bool // destinations whose delete or write failed
-	fail := func(d netip.Prefix, err error) {
-		if failed == nil {
-			failed = map[netip.Prefix]bool{}
-		}
-		failed[d] = true
-		errs = append(errs, err)
+	var res [1]error
+	o.update([]*tables.SourceEntries{e}, res[:])
+	return res[0]
+}
+
+// rowUpdate is the progress of Update for one row.
+type rowUpdate struct {
+	old, want []egresspolicy.Target
+	errs      []error
+	failed    map[netip.Prefix]bool // destinations whose delete or write failed
+}
+
+func (u *rowUpdate) fail(d netip.Prefix, err error) {
+	if u.failed == nil {
+		u.failed = map[netip.Prefix]bool{}
 	}
-	// Pass 1: delete what the row no longer has.
-	for i, j := 0, 0; i < len(old); {
-		c := -1
-		if j < len(want) {
-			c = egresspolicy.ComparePrefix(old[i].Dest, want[j].Dest)
-		}
-		switch {
-		case c < 0:
-			if err := o.m.Delete(egresspolicy.Key{Source: src, Dest: old[i].Dest.Masked()}); err != nil {
-				fail(old[i].Dest, err)
+	u.failed[d] = true
+	u.errs = append(u.errs, err)
+}
+
+// update is Update for several rows (of distinct sources), result i for
+// row i: the deletes of each row first, then the writes of all rows
+// together, in batches when the map can (BatchWriter).
+func (o *Ops) update(rows []*tables.SourceEntries, results []error) {
+	us := make([]rowUpdate, len(rows))
+	o.writes = o.writes[:0]
+	for r, e := range rows {
+		u := &us[r]
+		u.old, u.want = o.written[e.Source], e.Targets
+		old, want := u.old, u.want
+		// Delete what the row no longer has.
+		for i, j := 0, 0; i < len(old); {
+			c := -1
+			if j < len(want) {
+				c = egresspolicy.ComparePrefix(old[i].Dest, want[j].Dest)
 			}
-			i++
-		case c > 0:
-			j++
-		default:
-			i++
-			j++
+			switch {
+			case c < 0:
+				if err := o.m.Delete(egresspolicy.Key{Source: e.Source, Dest: old[i].Dest.Masked()}); err != nil {
+					u.fail(old[i].Dest, err)
+				}
+				i++
+			case c > 0:
+				j++
+			default:
+				i++
+				j++
+			}
+		}
+		// Plan the writes of what is new or changed.
+		for i, j := 0, 0; j < len(want); j++ {
+			t := want[j]
+			for i < len(old) && egresspolicy.ComparePrefix(old[i].Dest, t.Dest) < 0 {
+				i++
+			}
+			if i < len(old) && old[i].Dest == t.Dest && old[i].Value == t.Value {
+				continue
+			}
+			o.writes = append(o.writes, plannedWrite{
+				key: egresspolicy.Key{Source: e.Source, Dest: t.Dest.Masked()}, value: t.Value, row: r, dest: t.Dest,
+			})
 		}
 	}
-	// Pass 2: write what is new or changed.
-	for i, j := 0, 0; j < len(want); j++ {
-		t := want[j]
-		for i < len(old) && egresspolicy.ComparePrefix(old[i].Dest, t.Dest) < 0 {
-			i++
+	o.writeAll(o.writes, func(w *plannedWrite, err error) {
+		if err != nil {
+			us[w.row].fail(w.dest, err)
 		}
-		if i < len(old) && old[i].Dest == t.Dest && old[i].Value == t.Value {
+		o.noteWrite(w.key, err)
+	})
+	for r, e := range rows {
+		u := &us[r]
+		if u.failed == nil {
+			o.written[e.Source] = u.want
+			results[r] = nil
 			continue
 		}
-		k := egresspolicy.Key{Source: src, Dest: t.Dest.Masked()}
-		err := o.write(k, t.Value)
-		if err != nil {
-			fail(t.Dest, err)
+		o.written[e.Source] = afterFailures(u.old, u.want, u.failed)
+		results[r] = errors.Join(u.errs...)
+	}
+}
+
+// plannedWrite is one key an update writes.
+type plannedWrite struct {
+	key   egresspolicy.Key
+	value egresspolicy.Value
+	row   int          // index of the row in the update
+	dest  netip.Prefix // the target's destination as the row has it
+}
+
+// writeAll writes ws and reports each outcome (a full map classified) to
+// done, in order. A map that can write in batches (BatchWriter) gets
+// batches; the key a batch stopped at is written alone, to learn its own
+// error, and the batch goes on after it.
+func (o *Ops) writeAll(ws []plannedWrite, done func(*plannedWrite, error)) {
+	bw, ok := o.m.(BatchWriter)
+	if !ok || len(ws) < 2 {
+		for i := range ws {
+			done(&ws[i], o.write(ws[i].key, ws[i].value))
 		}
-		o.noteWrite(k, err)
+		return
 	}
-	if failed == nil {
-		o.written[src] = want
-		return nil
+	keys := make([]egresspolicy.Key, len(ws))
+	vals := make([]egresspolicy.Value, len(ws))
+	for i := range ws {
+		keys[i], vals[i] = ws[i].key, ws[i].value
 	}
-	o.written[src] = afterFailures(old, want, failed)
-	return errors.Join(errs...)
+	for i := 0; i < len(ws); {
+		n, err := bw.UpdateBatch(keys[i:], vals[i:])
+		for j := i; j < i+n; j++ {
+			done(&ws[j], nil)
+		}
+		i += n
+		if err != nil && i < len(ws) {
+			done(&ws[i], o.write(ws[i].key, ws[i].value))
+			i++
+		}
+	}
 }
 
 // afterFailures is what the map holds for a source after an Update from
@@ -228,10 +295,17 @@ func (o *Ops) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e
 	return nil
 }
 
-// UpdateBatch implements reconciler.BatchOperations.
-func (o *Ops) UpdateBatch(ctx context.Context, txn statedb.ReadTxn, batch []reconciler.BatchEntry[*tables.SourceEntries]) {
+// UpdateBatch implements reconciler.BatchOperations: Update for each row,
+// with the writes of all rows together (in batches where the map can).
+func (o *Ops) UpdateBatch(_ context.Context, _ statedb.ReadTxn, batch []reconciler.BatchEntry[*tables.SourceEntries]) {
+	rows := make([]*tables.SourceEntries, len(batch))
+	results := make([]error, len(batch))
 	for i := range batch {
-		batch[i].Result = o.Update(ctx, txn, batch[i].Revision, batch[i].Object)
+		rows[i] = batch[i].Object
+	}
+	o.update(rows, results)
+	for i := range batch {
+		batch[i].Result = results[i]
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -31,6 +32,14 @@ type PolicyMap interface {
 	IterateWithCallback(cb func(egresspolicy.Key, egresspolicy.Value)) error
 	// MaxEntries is the map's capacity.
 	MaxEntries() int
+}
+
+// BatchWriter is a PolicyMap that can write many entries in one call.
+type BatchWriter interface {
+	// UpdateBatch writes keys[i] -> values[i] in order until one fails;
+	// it returns how many were written and the failure (nil when all
+	// were). A map that cannot write in batches writes one at a time.
+	UpdateBatch(keys []egresspolicy.Key, values []egresspolicy.Value) (int, error)
 }
 
 // PolicyMapName is the name (and bpffs pin name) of Cilium's IPv4 egress
@@ -106,9 +115,14 @@ type BPFPolicyMap struct {
 	m  *ebpf.Map
 	// pinDir is where m is pinned, "" when it is not (CreateUnpinned).
 	pinDir string
+	// noBatchUpdate is set once the kernel refused a batch update.
+	noBatchUpdate atomic.Bool
 }
 
-var _ PolicyMap = (*BPFPolicyMap)(nil)
+var (
+	_ PolicyMap   = (*BPFPolicyMap)(nil)
+	_ BatchWriter = (*BPFPolicyMap)(nil)
+)
 
 // errNotOpen is returned before OpenOrCreate or CreateUnpinned succeeded.
 var errNotOpen = errors.New(PolicyMapName + " is not open")
@@ -217,6 +231,62 @@ func (p *BPFPolicyMap) Update(k egresspolicy.Key, v egresspolicy.Value) error {
 		}
 		return nil
 	})
+}
+
+// updateBatchMax bounds the entries of one BPF_MAP_UPDATE_BATCH.
+const updateBatchMax = 4096
+
+// UpdateBatch implements BatchWriter with BPF_MAP_UPDATE_BATCH (the
+// kernel's generic batch operation for LPM tries: the same updates, one
+// system call per updateBatchMax entries). On a kernel without it, it
+// writes one entry at a time from then on.
+func (p *BPFPolicyMap) UpdateBatch(keys []egresspolicy.Key, values []egresspolicy.Value) (int, error) {
+	if len(keys) != len(values) {
+		return 0, fmt.Errorf("%d keys for %d values", len(keys), len(values))
+	}
+	n := min(len(keys), updateBatchMax)
+	ks := make([]egressmap.EgressPolicyKey4, n)
+	vs := make([]egressmap.EgressPolicyVal4, n)
+	written := 0
+	for written < len(keys) {
+		n = min(len(keys)-written, updateBatchMax)
+		for i := range n {
+			k, v := keys[written+i], values[written+i]
+			var err error
+			if ks[i], err = bpfKey(k); err != nil {
+				return written + i, err
+			}
+			if !v.EgressIP.Is4() || !v.GatewayIP.Is4() {
+				return written + i, fmt.Errorf("value %s of %s is not IPv4", v, k)
+			}
+			vs[i] = egressmap.NewEgressPolicyVal4(v.EgressIP, v.GatewayIP)
+		}
+		if p.noBatchUpdate.Load() {
+			for i := range n {
+				if err := p.Update(keys[written+i], values[written+i]); err != nil {
+					return written + i, err
+				}
+			}
+			written += n
+			continue
+		}
+		var done int
+		err := p.with(func(m *ebpf.Map) error {
+			var err error
+			done, err = m.BatchUpdate(ks[:n], vs[:n], &ebpf.BatchOptions{ElemFlags: uint64(ebpf.UpdateAny)})
+			return err
+		})
+		if err != nil && done == 0 && written == 0 && (errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL)) {
+			// No batch operations for this map on this kernel.
+			p.noBatchUpdate.Store(true)
+			continue
+		}
+		written += done
+		if err != nil {
+			return written, fmt.Errorf("update %s: %w", PolicyMapName, err)
+		}
+	}
+	return written, nil
 }
 
 // Delete implements PolicyMap.

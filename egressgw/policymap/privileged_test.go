@@ -446,22 +446,27 @@ func TestPrivilegedPinChanges(t *testing.T) {
 	})
 }
 
-// TestPrivilegedIterateBatches: IterateWithCallback reads the map in
-// batches of iterateBatch; a map of several batches (and a partial last
-// one) yields every entry exactly once, with its value.
-func TestPrivilegedIterateBatches(t *testing.T) {
+// TestPrivilegedBatches: UpdateBatch writes in batches of updateBatchMax
+// and IterateWithCallback reads in batches of iterateBatch; a map of
+// several batches (and a partial last one) gets and yields every entry
+// exactly once, with its value. A batch that does not fit stops at the
+// first entry without room and says how many it wrote.
+func TestPrivilegedBatches(t *testing.T) {
 	requirePrivileged(t)
-	const n = 2*iterateBatch + 123
+	const n = 2*max(iterateBatch, updateBatchMax) + 123
 	m := newUnpinnedMap(t, n)
 	want := map[egresspolicy.Key]egresspolicy.Value{}
+	var keys []egresspolicy.Key
+	var vals []egresspolicy.Value
 	for i := range n {
 		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		k := egresspolicy.Key{Source: src, Dest: netip.MustParsePrefix("192.0.2.0/24")}
 		v := egresspolicy.Value{EgressIP: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), GatewayIP: netip.MustParseAddr("172.18.0.2")}
-		if err := m.Update(k, v); err != nil {
-			t.Fatal(err)
-		}
+		keys, vals = append(keys, k), append(vals, v)
 		want[k] = v
+	}
+	if written, err := m.UpdateBatch(keys, vals); err != nil || written != n {
+		t.Fatalf("UpdateBatch: %d of %d written: %v", written, n, err)
 	}
 	got := map[egresspolicy.Key]egresspolicy.Value{}
 	calls := 0
@@ -475,8 +480,17 @@ func TestPrivilegedIterateBatches(t *testing.T) {
 		t.Fatalf("%d callbacks, %d distinct entries, want %d (equal: %v)", calls, len(got), n, maps.Equal(got, want))
 	}
 	// An empty map: no callback, no error.
-	empty := newUnpinnedMap(t, 4)
-	if err := empty.IterateWithCallback(func(egresspolicy.Key, egresspolicy.Value) { t.Fatal("callback on an empty map") }); err != nil {
+	small := newUnpinnedMap(t, 3)
+	if err := small.IterateWithCallback(func(egresspolicy.Key, egresspolicy.Value) { t.Fatal("callback on an empty map") }); err != nil {
 		t.Fatal(err)
+	}
+	// 5 entries into a map of 3.
+	written, err := small.UpdateBatch(keys[:5], vals[:5])
+	if written != 3 || !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("5 entries into a map of 3: %d written, error %v; want 3 and ENOSPC", written, err)
+	}
+	got, err = dump(small)
+	if err != nil || len(got) != 3 || got[keys[0]] != vals[0] || got[keys[2]] != vals[2] {
+		t.Fatalf("map of 3 after the batch: %v %v", got, err)
 	}
 }

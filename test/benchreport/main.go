@@ -133,6 +133,7 @@ func (r *report) markdown() string {
 	r.stock()
 	r.newPods()
 	r.goBenchmarks()
+	r.agentMemory()
 	r.method()
 	return r.b.String()
 }
@@ -586,6 +587,44 @@ func (r *report) newPods() {
 			r.p("  - %s: %s", k, c.Settings[k])
 		}
 	}
+	r.p("")
+}
+
+// ---- whole-agent memory in the lab ----
+
+// agentMemory renders the agent-memory case (TestBenchAgentMemory): per
+// node, the cilium-agent's RSS before and after the endpoints were
+// programmed, stock and egressha, and egressha's growth ÷ stock's.
+func (r *report) agentMemory() {
+	c, ok := r.find("agent-memory")
+	if !ok || len(c.Memory) == 0 {
+		return
+	}
+	r.p("## 5b. Whole-agent RSS in the lab: stock Cilium vs egressha")
+	r.p("")
+	r.p("%s. Each lab mode is brought up in the same test run; %s.", c.Title, c.Settings["reading"])
+	r.p("Endpoints: %s. Policy: %s.", c.Settings["endpoints"], c.Settings["policy"])
+	r.p("")
+	r.p("| node | variant | RSS before (MiB) | RSS after (MiB) | growth (MiB) | growth ÷ stock's | entries in the node's map |")
+	r.p("|---|---|---|---|---|---|---|")
+	stock := map[string]float64{}
+	for _, m := range c.Memory {
+		if m.Variant == "stock" {
+			stock[m.Node] = m.AfterMiB - m.BeforeMiB
+		}
+	}
+	rows := slices.Clone(c.Memory)
+	slices.SortStableFunc(rows, func(a, b results.AgentMemory) int { return strings.Compare(a.Node, b.Node) })
+	for _, m := range rows {
+		growth := m.AfterMiB - m.BeforeMiB
+		vs := "–"
+		if s, ok := stock[m.Node]; ok && m.Variant != "stock" {
+			vs = ratio(growth, s)
+		}
+		r.p("| %s | %s | %.1f | %.1f | %+.1f | %s | %d |", m.Node, m.Variant, m.BeforeMiB, m.AfterMiB, growth, vs, m.Entries)
+	}
+	r.p("")
+	r.p("Command: %s.", r.command(c))
 	r.p("")
 }
 

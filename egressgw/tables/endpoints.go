@@ -222,9 +222,8 @@ func EndpointsFromCiliumEndpoint(cep *k8sTypes.CiliumEndpoint, cache *IdentityLa
 // EndpointIPIndex is the primary index: the endpoint's IP.
 var EndpointIPIndex = statedb.Index[*Endpoint, netip.Addr]{
 	Name: "ip",
-	FromObject: func(e *Endpoint) index.KeySet {
-		return index.NewKeySet(index.NetIPAddr(e.IP))
-	},
+	// The key is index.NetIPAddr's (the 16-byte form), in one allocation.
+	FromObject: func(e *Endpoint) index.KeySet { return oneKeySet(e.IP.As16()) },
 	FromKey:    index.NetIPAddr,
 	FromString: index.NetIPAddrString,
 	Unique:     true,

@@ -119,11 +119,9 @@ func sourceKey(a netip.Addr) index.Key {
 
 // SourceEntriesIndex is the primary index: one row per source IP.
 var SourceEntriesIndex = statedb.Index[*SourceEntries, netip.Addr]{
-	Name: "source",
-	FromObject: func(e *SourceEntries) index.KeySet {
-		return index.NewKeySet(sourceKey(e.Source))
-	},
-	FromKey: sourceKey,
+	Name:       "source",
+	FromObject: func(e *SourceEntries) index.KeySet { return oneKeySet(e.Source.As4()) },
+	FromKey:    sourceKey,
 	FromString: func(s string) (index.Key, error) {
 		a, err := netip.ParseAddr(s)
 		if err != nil || !a.Is4() {
@@ -132,6 +130,26 @@ var SourceEntriesIndex = statedb.Index[*SourceEntries, netip.Addr]{
 		return sourceKey(a), nil
 	},
 	Unique: true,
+}
+
+// oneKeySet is the key set of one 4-byte key, in one allocation: the key
+// and the one-element slice index.NewKeySet keeps. statedb computes it at
+// every write of a row (the reconciler's status writes included), for the
+// old row and the new one, so at 100,000 endpoints this halves the
+// garbage of a full sync's index keys. statedb only copies the key, so
+// nothing stays referenced.
+func oneKeySet[K [4]byte | [16]byte](k K) index.KeySet {
+	ks := &struct {
+		key  K
+		keys [1]index.Key
+	}{key: k}
+	switch b := any(&ks.key).(type) {
+	case *[4]byte:
+		ks.keys[0] = b[:]
+	case *[16]byte:
+		ks.keys[0] = b[:]
+	}
+	return index.NewKeySet(ks.keys[:]...)
 }
 
 // SourceEntriesByIP queries the row of a source IP.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cilium/statedb"
+	"github.com/cilium/statedb/index"
 	"github.com/cilium/statedb/reconciler"
 
 	"github.com/egressha/egressha/egressgw/egresspolicy"
@@ -131,5 +132,17 @@ func TestSourceEntriesTableRow(t *testing.T) {
 	}
 	if _, err := SourceEntriesIndex.FromString("fd00::1"); err == nil {
 		t.Fatal("an IPv6 source key was accepted")
+	}
+}
+
+// TestOneKeySet: the one-allocation key sets are the keys the indexes
+// document (the IPv4 bytes; index.NetIPAddr's 16-byte form).
+func TestOneKeySet(t *testing.T) {
+	a := netip.MustParseAddr("10.1.2.3")
+	if got := SourceEntriesIndex.FromObject(&SourceEntries{Source: a}).First(); !slices.Equal(got, []byte{10, 1, 2, 3}) {
+		t.Fatalf("source key %v", got)
+	}
+	if got, want := EndpointIPIndex.FromObject(&Endpoint{Endpoint: egresspolicy.Endpoint{IP: a}}).First(), index.NetIPAddr(a); !slices.Equal(got, want) {
+		t.Fatalf("endpoint key %v, want %v", got, want)
 	}
 }

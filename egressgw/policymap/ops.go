@@ -47,6 +47,10 @@ type Ops struct {
 	// as is writes, the buffer of the writes an update plans.
 	written map[netip.Addr][]egresspolicy.Target
 	writes  []plannedWrite
+	// Buffers of update and writeAll, reused from round to round.
+	rowsBuf []rowUpdate
+	keysBuf []egresspolicy.Key
+	valsBuf []egresspolicy.Value
 
 	mu       sync.Mutex
 	rejected map[egresspolicy.Key]struct{}
@@ -122,7 +126,14 @@ func (u *rowUpdate) fail(d netip.Prefix, err error) {
 // row i: the deletes of each row first, then the writes of all rows
 // together, in batches when the map can (BatchWriter).
 func (o *Ops) update(rows []*tables.SourceEntries, results []error) {
-	us := make([]rowUpdate, len(rows))
+	us := o.rowsBuf[:0]
+	for range rows {
+		us = append(us, rowUpdate{})
+	}
+	defer func() {
+		clear(us) // drop the references to rows and errors
+		o.rowsBuf = us[:0]
+	}()
 	o.writes = o.writes[:0]
 	for r, e := range rows {
 		u := &us[r]
@@ -199,11 +210,11 @@ func (o *Ops) writeAll(ws []plannedWrite, done func(*plannedWrite, error)) {
 		}
 		return
 	}
-	keys := make([]egresspolicy.Key, len(ws))
-	vals := make([]egresspolicy.Value, len(ws))
+	keys, vals := o.keysBuf[:0], o.valsBuf[:0]
 	for i := range ws {
-		keys[i], vals[i] = ws[i].key, ws[i].value
+		keys, vals = append(keys, ws[i].key), append(vals, ws[i].value)
 	}
+	o.keysBuf, o.valsBuf = keys[:0], vals[:0]
 	for i := 0; i < len(ws); {
 		n, err := bw.UpdateBatch(keys[i:], vals[i:])
 		for j := i; j < i+n; j++ {
@@ -299,10 +310,10 @@ func (o *Ops) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e
 // with the writes of all rows together (in batches where the map can).
 func (o *Ops) UpdateBatch(_ context.Context, _ statedb.ReadTxn, batch []reconciler.BatchEntry[*tables.SourceEntries]) {
 	rows := make([]*tables.SourceEntries, len(batch))
-	results := make([]error, len(batch))
 	for i := range batch {
 		rows[i] = batch[i].Object
 	}
+	results := make([]error, len(batch))
 	o.update(rows, results)
 	for i := range batch {
 		batch[i].Result = results[i]

@@ -99,8 +99,9 @@ func NewOps(log *slog.Logger, m PolicyMap, metrics *Metrics) *Ops {
 // deletes the keys the source had and the row no longer has (first, so
 // they make room), then writes the keys that are new or whose value
 // changed. Keys that fail stay as they were; the first error is returned
-// (a full map as a MapFullError), which the reconciler stores in the row's
-// status and retries with backoff. Other rows are never touched.
+// (a full map as a MapFullError, with how many more keys failed), which
+// the reconciler stores in the row's status and retries with backoff.
+// Other rows are never touched.
 func (o *Ops) Update(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.SourceEntries) error {
 	var res [1]error
 	o.update([]*tables.SourceEntries{e}, res[:])
@@ -186,7 +187,11 @@ func (o *Ops) update(rows []*tables.SourceEntries, results []error) {
 			continue
 		}
 		o.written[e.Source] = afterFailures(u.old, u.want, u.failed)
-		results[r] = errors.Join(u.errs...)
+		results[r] = u.errs[0]
+		if n := len(u.errs); n > 1 {
+			// One line in the row's status, not one per key.
+			results[r] = fmt.Errorf("%w (and %d more of the %d entries of %s)", u.errs[0], n-1, len(u.want), e.Source)
+		}
 	}
 }
 

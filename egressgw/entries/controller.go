@@ -296,11 +296,15 @@ func (j *entriesJob) round() roundWatch {
 	// Taken before any label is read: a change after this is seen
 	// again in the next round.
 	nodeKeys := j.Nodes.Take()
+	// A full round recomputes every endpoint: the changes are only
+	// consumed.
 	dirty := map[netip.Addr]*tables.Endpoint{}
 	for c := range eps {
-		if c.Deleted {
+		switch {
+		case full:
+		case c.Deleted:
 			dirty[c.Object.IP] = nil
-		} else {
+		default:
 			dirty[c.Object.IP] = c.Object
 		}
 	}

@@ -42,10 +42,11 @@ type Ops struct {
 	m       PolicyMap
 	metrics *Metrics
 
-	// written is, per source, the targets in the map as far as Ops wrote
-	// them (sorted by destination). Owned by the reconciler's goroutine,
+	// written is, per source (its IPv4 bytes: a smaller map slot than a
+	// netip.Addr), the targets in the map as far as Ops wrote them
+	// (sorted by destination). Owned by the reconciler's goroutine,
 	// as is writes, the buffer of the writes an update plans.
-	written map[netip.Addr][]egresspolicy.Target
+	written map[[4]byte][]egresspolicy.Target
 	writes  []plannedWrite
 	// Buffers of update and writeAll, reused from round to round.
 	rowsBuf []rowUpdate
@@ -89,7 +90,7 @@ var (
 func NewOps(log *slog.Logger, m PolicyMap, metrics *Metrics) *Ops {
 	return &Ops{
 		log: log, m: m, metrics: metrics,
-		written:  map[netip.Addr][]egresspolicy.Target{},
+		written:  map[[4]byte][]egresspolicy.Target{},
 		rejected: map[egresspolicy.Key]struct{}{},
 		now:      time.Now,
 	}
@@ -138,7 +139,7 @@ func (o *Ops) update(rows []*tables.SourceEntries, results []error) {
 	o.writes = o.writes[:0]
 	for r, e := range rows {
 		u := &us[r]
-		u.old, u.want = o.written[e.Source], e.Targets
+		u.old, u.want = o.written[e.Source.As4()], e.Targets
 		old, want := u.old, u.want
 		// Delete what the row no longer has.
 		for i, j := 0, 0; i < len(old); {
@@ -182,11 +183,11 @@ func (o *Ops) update(rows []*tables.SourceEntries, results []error) {
 	for r, e := range rows {
 		u := &us[r]
 		if u.failed == nil {
-			o.written[e.Source] = u.want
+			o.written[e.Source.As4()] = u.want
 			results[r] = nil
 			continue
 		}
-		o.written[e.Source] = afterFailures(u.old, u.want, u.failed)
+		o.written[e.Source.As4()] = afterFailures(u.old, u.want, u.failed)
 		results[r] = u.errs[0]
 		if n := len(u.errs); n > 1 {
 			// One line in the row's status, not one per key.
@@ -291,7 +292,7 @@ func (o *Ops) noteWrite(k egresspolicy.Key, err error) {
 func (o *Ops) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.SourceEntries) error {
 	src := e.Source
 	var errs []error
-	for _, ts := range [][]egresspolicy.Target{o.written[src], e.Targets} {
+	for _, ts := range [][]egresspolicy.Target{o.written[src.As4()], e.Targets} {
 		for _, t := range ts {
 			k := egresspolicy.Key{Source: src, Dest: t.Dest.Masked()}
 			if len(o.rejected) > 0 {
@@ -307,7 +308,7 @@ func (o *Ops) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	delete(o.written, src)
+	delete(o.written, src.As4())
 	return nil
 }
 
@@ -498,14 +499,14 @@ func (o *Ops) prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables
 	// their repair failed); sources without a row have nothing.
 	for _, r := range d.rows {
 		if r.Status.Kind == reconciler.StatusKindDone && !repairedFailed[r.Source] {
-			if w := o.written[r.Source]; len(w) != len(r.Targets) || (len(w) > 0 && &w[0] != &r.Targets[0]) {
-				o.written[r.Source] = r.Targets
+			if w := o.written[r.Source.As4()]; len(w) != len(r.Targets) || (len(w) > 0 && &w[0] != &r.Targets[0]) {
+				o.written[r.Source.As4()] = r.Targets
 			}
 		}
 	}
 	if len(o.written) > len(d.rows) {
 		for src := range o.written {
-			if d.find(src) == nil {
+			if d.find(netip.AddrFrom4(src)) == nil {
 				delete(o.written, src)
 			}
 		}
@@ -564,7 +565,7 @@ func (o *Ops) checkPin() error {
 		o.incompatibleID = 0
 		if res.Action == PinReopened {
 			// The map now held holds none of what was written.
-			o.written = map[netip.Addr][]egresspolicy.Target{}
+			o.written = map[[4]byte][]egresspolicy.Target{}
 		}
 		o.metrics.PinChanges.WithLabelValues(res.Action.String()).Inc()
 		o.pinRepair = &pinRepair{PinCheck: res, at: o.now()}

@@ -158,9 +158,9 @@ func SourceEntriesByIP(ip netip.Addr) statedb.Query[*SourceEntries] {
 }
 
 // SourceEntriesStatusIndex is the reconciler's status index: the same name
-// ("status") and keys as reconciler.NewStatusIndex, so its queries (and
-// `db/show egress-policy-entries --index=status --key=error`) work
-// unchanged, but sparse: a row that is Done is not in it. Only the rows
+// ("status") and keys as reconciler.NewStatusIndex, so its queries work
+// unchanged (and `db/list --index=status egress-policy-entries error`
+// lists the failed rows), but sparse: a row that is Done is not in it. Only the rows
 // still to do (Pending, Refreshing) or failed (Error) are, which are the
 // ones anybody looks for (the agent's tests and benchmarks wait on it
 // for "every row programmed"); in the programmed steady state the index
@@ -171,7 +171,16 @@ var SourceEntriesStatusIndex = statedb.Index[*SourceEntries, reconciler.StatusKi
 	Name:       "status",
 	FromObject: statusKeySet,
 	FromKey:    reconciler.StatusKind.Key,
-	Unique:     false,
+	FromString: func(s string) (index.Key, error) {
+		for _, k := range []reconciler.StatusKind{reconciler.StatusKindPending, reconciler.StatusKindRefreshing,
+			reconciler.StatusKindError, reconciler.StatusKindDone} {
+			if strings.EqualFold(s, string(k)) {
+				return k.Key(), nil
+			}
+		}
+		return nil, fmt.Errorf("%q is not a status: want pending, refreshing, error or done (done rows are not indexed)", s)
+	},
+	Unique: false,
 }
 
 // The status index keys, built once: every write of a row computes them,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/statedb"
@@ -132,6 +133,12 @@ func TestSourceEntriesTableRow(t *testing.T) {
 	}
 	if _, err := SourceEntriesIndex.FromString("fd00::1"); err == nil {
 		t.Fatal("an IPv6 source key was accepted")
+	}
+	if k, err := SourceEntriesStatusIndex.FromString("error"); err != nil || !slices.Equal(k, reconciler.StatusKindError.Key()) {
+		t.Fatalf("status key of \"error\": %v %v", k, err)
+	}
+	if _, err := SourceEntriesStatusIndex.FromString("broken"); err == nil || !strings.Contains(err.Error(), "not a status") {
+		t.Fatalf("status key of \"broken\": %v", err)
 	}
 }
 

@@ -66,7 +66,7 @@ func TestEntriesScripts(t *testing.T) {
 					// In the agent the map reconciler's cell provides the
 					// table; this hive has no datapath.
 					tables.NewPolicyEntriesTable,
-					func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry]) (uhive.ScriptCmdsOut, error) {
+					func(db *statedb.DB, entries statedb.RWTable[*tables.SourceEntries]) (uhive.ScriptCmdsOut, error) {
 						wtxn := db.WriteTxn(entries)
 						changes, err := entries.Changes(wtxn)
 						wtxn.Commit()
@@ -152,11 +152,11 @@ func (f *listFaults) cmd() script.Cmd {
 		})
 }
 
-// entriesWritesCmd prints how many rows of egress-policy-entries were
-// inserted or updated ("written") and deleted since the previous call, so a
-// script can check that unchanged rows are not rewritten and that a
-// failover replaces rows instead of deleting them.
-func entriesWritesCmd(db *statedb.DB, changes statedb.ChangeIterator[*tables.PolicyEntry]) script.Cmd {
+// entriesWritesCmd prints how many rows of egress-policy-entries (one per
+// endpoint IP) were inserted or updated ("written") and deleted since the
+// previous call, so a script can check that unchanged rows are not
+// rewritten and that a failover replaces rows instead of deleting them.
+func entriesWritesCmd(db *statedb.DB, changes statedb.ChangeIterator[*tables.SourceEntries]) script.Cmd {
 	return script.Command(
 		script.CmdUsage{Summary: "Print the writes and deletes of egress-policy-entries since the last call"},
 		func(s *script.State, args ...string) (script.WaitFunc, error) {
@@ -174,12 +174,15 @@ func entriesWritesCmd(db *statedb.DB, changes statedb.ChangeIterator[*tables.Pol
 		})
 }
 
-// entriesCmpCmd compares egress-policy-entries, without the reconciler's
-// Status column, against a file, retrying until they match or the timeout
-// passes. Runs of blanks compare equal, so the file can be aligned freely.
-// (db/cmp cannot read the table's header: its column names contain
-// blanks.)
-func entriesCmpCmd(db *statedb.DB, entries statedb.Table[*tables.PolicyEntry]) script.Cmd {
+// entriesCmpCmd compares the map entries egress-policy-entries asks for,
+// one line per map key in the columns of `cilium-dbg bpf egress list`
+// (Source IP, Destination CIDR, Egress IP, Gateway IP) plus the owning
+// policy, against a file, retrying until they match or the timeout
+// passes. The rows (one per source IP) are expanded to their keys so the
+// files say exactly which entries the map gets; the reconciler's status
+// is left out. Runs of blanks compare equal, so the file can be aligned
+// freely.
+func entriesCmpCmd(db *statedb.DB, entries statedb.Table[*tables.SourceEntries]) script.Cmd {
 	return script.Command(
 		script.CmdUsage{
 			Summary: "Compare egress-policy-entries (all columns but Status) with a file",
@@ -203,15 +206,21 @@ func entriesCmpCmd(db *statedb.DB, entries statedb.Table[*tables.PolicyEntry]) s
 			want := normalizeLines(string(data))
 			render := func() ([]string, <-chan struct{}) {
 				rows, watch := entries.AllWatch(db.ReadTxn())
-				var hdr []string
 				out := []string{}
-				for e := range rows {
-					if hdr == nil {
-						hdr = e.TableHeader()
-						out = append(out, strings.Join(hdr[:len(hdr)-1], " "))
+				for row := range rows {
+					if len(out) == 0 {
+						out = append(out, "Source IP     Destination CIDR   Egress IP      Gateway IP     Policy")
 					}
-					r := e.TableRow()
-					out = append(out, strings.Join(r[:len(r)-1], " "))
+					for e := range row.Entries() {
+						gw := e.GatewayIP.String()
+						switch {
+						case e.IsExcluded():
+							gw = "Excluded CIDR"
+						case e.IsDrop():
+							gw = "Not Found"
+						}
+						out = append(out, strings.Join([]string{e.Source.String(), e.Dest.String(), e.EgressIP.String(), gw, e.Policy}, " "))
+					}
 				}
 				return normalizeLines(strings.Join(out, "\n")), watch
 			}

@@ -49,7 +49,7 @@ type egresshaScale struct {
 
 	h       *hive.Hive
 	db      *statedb.DB
-	entries statedb.RWTable[*tables.PolicyEntry]
+	entries statedb.RWTable[*tables.SourceEntries]
 	inputs  []statedb.TableMeta // egress-policies, egress-gateways
 	pm      *policymap.BPFPolicyMap
 	ceps    *fakeResource[*k8sTypes.CiliumEndpoint]
@@ -61,7 +61,7 @@ func newEgresshaScaleSide(in *scaleInput) scaleSide {
 
 // entriesStatus queries egress-policy-entries by reconciliation status
 // (the table has this index: tables.NewPolicyEntriesTable).
-var entriesStatus = reconciler.NewStatusIndex((*tables.PolicyEntry).GetStatus)
+var entriesStatus = reconciler.NewStatusIndex((*tables.SourceEntries).GetStatus)
 
 // start builds and starts the hive with the gateway and the policy in the
 // fake API server and an empty map; no CiliumEndpoint is sent yet.
@@ -105,7 +105,7 @@ func (s *egresshaScale) start(ctx context.Context, b testing.TB) {
 			localgateways.Cell,
 			entries.Cell,
 			datapath.Cell,
-			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],
+			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.SourceEntries],
 				pols statedb.Table[*tables.Policy], gws statedb.Table[*tables.EgressGateway]) {
 				s.db, s.entries, s.inputs = db, entries, []statedb.TableMeta{pols, gws}
 			}),
@@ -174,16 +174,17 @@ func (s *egresshaScale) sendAll(ctx context.Context) error {
 	return s.ceps.sync(ctx)
 }
 
-// waitProgrammed waits until egress-policy-entries holds want rows, none
-// of them waiting for (or failed in) the reconciler: then every entry is
-// in the map (the reconciler sets Done after the map write).
+// waitProgrammed waits until egress-policy-entries holds want rows (one
+// per endpoint), none of them waiting for (or failed in) the reconciler:
+// then every entry is in the map (the reconciler sets Done after the map
+// write).
 func (s *egresshaScale) waitProgrammed(ctx context.Context, want int) error {
 	for {
 		txn := s.db.ReadTxn()
 		_, changed := s.entries.AllWatch(txn)
 		if n := s.entries.NumObjects(txn); n == want {
 			if e, _, ok := s.entries.Get(txn, entriesStatus.Query(reconciler.StatusKindError)); ok {
-				return fmt.Errorf("entry %s failed: %s", e.Key, e.Status.Error)
+				return fmt.Errorf("entries of %s failed: %s", e.Source, e.Status.Error)
 			}
 			if _, _, ok := s.entries.Get(txn, entriesStatus.Query(reconciler.StatusKindPending)); !ok {
 				return nil
@@ -214,7 +215,7 @@ func (s *egresshaScale) fullResync(ctx context.Context, b *testing.B, m *scaleMe
 }
 
 func (s *egresshaScale) programAll(ctx context.Context) error {
-	return errors.Join(s.sendAll(ctx), s.waitProgrammed(ctx, scaleEntries(len(s.in.endpoints))))
+	return errors.Join(s.sendAll(ctx), s.waitProgrammed(ctx, len(s.in.endpoints)))
 }
 
 func (s *egresshaScale) prepare(ctx context.Context, b testing.TB) {
@@ -244,14 +245,8 @@ func (s *egresshaScale) endpointAdded(ctx context.Context, b testing.TB, i int) 
 	}
 	for {
 		txn := s.db.ReadTxn()
-		rows, changed := s.entries.ListWatch(txn, tables.PolicyEntrySourceIndex.Query(ip))
-		done := 0
-		for e := range rows {
-			if e.Status.Kind == reconciler.StatusKindDone {
-				done++
-			}
-		}
-		if done == len(scaleDestinations) {
+		row, _, changed, found := s.entries.GetWatch(txn, tables.SourceEntriesByIP(ip))
+		if found && row.Status.Kind == reconciler.StatusKindDone && len(row.Targets) == len(scaleDestinations) {
 			return
 		}
 		select {

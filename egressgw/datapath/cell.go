@@ -24,7 +24,7 @@ import (
 // i.e. when egressha owns the egress gateway datapath on this agent.
 var Cell = cell.Group(
 	cell.ProvidePrivate(tables.NewPolicyEntriesTable),
-	cell.Provide(statedb.RWTable[*tables.PolicyEntry].ToTable),
+	cell.Provide(statedb.RWTable[*tables.SourceEntries].ToTable),
 
 	cell.Module(
 		"egress-gateway-ha-datapath",

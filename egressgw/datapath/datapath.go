@@ -120,7 +120,7 @@ type policyMapReconcilerParams struct {
 
 	reconciler.Params
 	Config  Config
-	Table   statedb.RWTable[*tables.PolicyEntry]
+	Table   statedb.RWTable[*tables.SourceEntries]
 	Map     policymap.PolicyMap
 	Metrics *policymap.Metrics
 }

@@ -126,7 +126,7 @@ func TestDatapathTakeover(t *testing.T) {
 // producer of egress-policy-entries.
 type datapathHive struct {
 	db       *statedb.DB
-	entries  statedb.RWTable[*tables.PolicyEntry]
+	entries  statedb.RWTable[*tables.SourceEntries]
 	gateways statedb.RWTable[*tables.EgressGateway]
 	devices  statedb.RWTable[*datapathtables.Device]
 	initDone func(statedb.WriteTxn)
@@ -154,7 +154,7 @@ func newDatapathHive(t *testing.T, nodeLabels map[string]string) *datapathHive {
 			reflectors.LocalNodeCell,
 			localgateways.Cell,
 			Cell,
-			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.PolicyEntry],
+			cell.Invoke(func(db *statedb.DB, entries statedb.RWTable[*tables.SourceEntries],
 				gws statedb.RWTable[*tables.EgressGateway], devs statedb.RWTable[*datapathtables.Device]) {
 				d.db, d.entries, d.gateways, d.devices = db, entries, gws, devs
 				wtxn := db.WriteTxn(entries)
@@ -182,7 +182,8 @@ func TestDatapathCellsReconcile(t *testing.T) {
 	k := egresspolicy.Key{Source: netip.MustParseAddr("10.244.1.10"), Dest: netip.MustParsePrefix("0.0.0.0/0")}
 	v := egresspolicy.Value{EgressIP: netip.MustParseAddr("203.0.113.1"), GatewayIP: netip.MustParseAddr("172.18.0.2")}
 	wtxn := d.db.WriteTxn(d.entries)
-	d.entries.Insert(wtxn, &tables.PolicyEntry{Entry: egresspolicy.Entry{Key: k, Value: v, Policy: "p"}, Status: reconciler.StatusPending()})
+	d.entries.Insert(wtxn, &tables.SourceEntries{Source: k.Source,
+		Targets: []egresspolicy.Target{{Dest: k.Dest, Value: v, Policy: "p"}}, Status: reconciler.StatusPending()})
 	wtxn.Commit()
 	time.Sleep(200 * time.Millisecond)
 	if len(d.pm.Snapshot()) != 0 {

@@ -55,8 +55,19 @@ func checkInvariants(t *testing.T, policies []Policy, gateways map[string]Gatewa
 	var union []Entry
 	var conflicts []Conflict
 	ips := map[netip.Addr]int{}
+	// One Resolver over every endpoint, sharing its results, must say
+	// what Resolve says for each.
+	shared := NewResolver(policies, gateways)
 	for _, ep := range endpoints {
 		es, cs := Resolve(policies, gateways, ep)
+		ts, tcs := shared.Resolve(&ep)
+		var fromTargets []Entry
+		for _, tg := range ts {
+			fromTargets = append(fromTargets, tg.Entry(ep.IP))
+		}
+		if !slices.Equal(fromTargets, es) || !slices.Equal(tcs, cs) {
+			t.Fatalf("Resolver and Resolve disagree for %v:\nResolver: %v %v\nResolve:  %v %v", ep.IP, fromTargets, tcs, es, cs)
+		}
 		if fe := ForEndpoint(policies, gateways, ep); !slices.Equal(fe, es) {
 			t.Fatalf("ForEndpoint and Resolve disagree for %v", ep.IP)
 		}
@@ -78,11 +89,11 @@ func checkInvariants(t *testing.T, policies []Policy, gateways map[string]Gatewa
 	if !slices.Equal(union, entries) {
 		t.Fatalf("Compute is not the union of ForEndpoint:\nCompute:\n%s\nunion:\n%s", FormatTable(entries), FormatTable(union))
 	}
-	shared := false
+	sharedIP := false
 	for _, n := range ips {
-		shared = shared || n > 1
+		sharedIP = sharedIP || n > 1
 	}
-	if !shared {
+	if !sharedIP {
 		slices.SortFunc(conflicts, Conflict.compare)
 		if got, want := formatConditions(Conditions(policies, gateways, conflicts)), formatConditions(conds); got != want {
 			t.Fatalf("Conditions of Resolve's conflicts differ from Compute's:\n%s\nvs\n%s", got, want)

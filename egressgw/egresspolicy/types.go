@@ -206,6 +206,10 @@ func (k Key) Compare(o Key) int {
 
 func (k Key) String() string { return k.Source.String() + " " + k.Dest.String() }
 
+// ComparePrefix orders prefixes by address, then length: the order of
+// Key.Compare for one source, in which targets are sorted.
+func ComparePrefix(a, b netip.Prefix) int { return comparePrefix(a, b) }
+
 func comparePrefix(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
 		return c

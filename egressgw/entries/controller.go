@@ -52,7 +52,7 @@ type desiredEntriesParams struct {
 	// (see localEgressIPs); optional so test hives can do without it.
 	LocalGateways statedb.Table[*tables.LocalGateway] `optional:"true"`
 	// Entries is provided by the map reconciler's cell.
-	Entries statedb.RWTable[*tables.PolicyEntry]
+	Entries statedb.RWTable[*tables.SourceEntries]
 }
 
 // registerDesiredEntries registers the initializer of egress-policy-entries
@@ -96,16 +96,18 @@ func newEntriesJob(p desiredEntriesParams, initDone func(statedb.WriteTxn)) *ent
 }
 
 // entriesJob keeps egress-policy-entries equal to the union of
-// egresspolicy.ForEndpoint over the rows of egress-endpoints.
+// egresspolicy.ForEndpoint over the rows of egress-endpoints, one row per
+// source IP holding that endpoint's targets.
 //
 // It follows its three inputs with change iterators. An endpoint change
-// recomputes that endpoint only (its rows are found by the source index);
-// a change of a policy's spec or of a gateway's map value recomputes every
-// endpoint. Either way a row is only written when its entry changes, so
-// the reconciler never redoes work for an unchanged row, and a new value
-// for an existing key (a failover) replaces the row in place instead of
-// deleting it. A change of a node's labels recomputes the endpoints on
-// that node only (egress-endpoints' node index), and only when some policy
+// recomputes that endpoint only (its row is found by its IP); a change of
+// a policy's spec or of a gateway's map value recomputes every endpoint.
+// Either way a row is only written when its targets change, so the
+// reconciler never redoes work for an unchanged row, and new values for
+// an endpoint (a failover) replace its row in place instead of deleting
+// it. The targets come from one egresspolicy.Resolver per set of policies
+// and gateways, so endpoints the same policies select share one slice. A change of a node's labels recomputes the endpoints on
+// that node only (found by a scan of egress-endpoints), and only when some policy
 // has a nodeSelector.
 type entriesJob struct {
 	desiredEntriesParams
@@ -126,6 +128,9 @@ type entriesJob struct {
 	policies map[string]*tables.Policy
 	polList  []egresspolicy.Policy
 	gateways map[string]egresspolicy.Gateway
+	// resolver resolves endpoints against polList and gateways; rebuilt
+	// with them.
+	resolver *egresspolicy.Resolver
 	// fromStatus are the gateways as their status says (before
 	// localEgressIPs); basic the names of basic-mode gateways; local this
 	// node's own egress address per basic-mode gateway.
@@ -195,7 +200,7 @@ func (j *entriesJob) run(ctx context.Context, health cell.Health) error {
 	for {
 		w := j.round()
 		txn := j.DB.ReadTxn()
-		health.OK(fmt.Sprintf("%d entries for %d endpoints, %d policies, %d gateways",
+		health.OK(fmt.Sprintf("%d of %d endpoints with egress entries, %d policies, %d gateways",
 			j.Entries.NumObjects(txn), j.Endpoints.NumObjects(txn), len(j.policies), len(j.gateways)))
 
 		select {
@@ -291,11 +296,15 @@ func (j *entriesJob) round() roundWatch {
 	// Taken before any label is read: a change after this is seen
 	// again in the next round.
 	nodeKeys := j.Nodes.Take()
+	// A full round recomputes every endpoint: the changes are only
+	// consumed.
 	dirty := map[netip.Addr]*tables.Endpoint{}
 	for c := range eps {
-		if c.Deleted {
+		switch {
+		case full:
+		case c.Deleted:
 			dirty[c.Object.IP] = nil
-		} else {
+		default:
 			dirty[c.Object.IP] = c.Object
 		}
 	}
@@ -310,13 +319,20 @@ func (j *entriesJob) round() roundWatch {
 			p.Spread = j.cegpValues[name]
 			j.polList = append(j.polList, p)
 		}
+		j.resolver = egresspolicy.NewResolver(j.polList, j.gateways)
 		j.syncAll(wtxn, &n)
 	} else {
 		// Endpoints on a node whose labels changed; only a policy
-		// with a nodeSelector can depend on them.
+		// with a nodeSelector can depend on them. They are found by a
+		// scan: an index by node would cost a tree entry per endpoint
+		// on every node, for what only such policies need.
 		if len(nodeKeys) > 0 && j.anyNodeSelectors() {
-			for _, key := range nodeKeys {
-				for ep := range j.Endpoints.List(wtxn, tables.EndpointsByNode(key)) {
+			changed := make(map[string]struct{}, len(nodeKeys))
+			for _, k := range nodeKeys {
+				changed[k] = struct{}{}
+			}
+			for ep := range j.Endpoints.All(wtxn) {
+				if _, ok := changed[ep.Node]; ok {
 					if _, ok := dirty[ep.IP]; !ok {
 						dirty[ep.IP] = ep
 					}
@@ -342,9 +358,9 @@ func (j *entriesJob) round() roundWatch {
 	}
 	if first {
 		j.Log.Info("egressha: desired egress entries computed from synced inputs; the map may now be pruned",
-			"entries", n.inserted, "policies", len(j.policies), "gateways", len(j.gateways))
+			"endpoints", n.inserted, "policies", len(j.policies), "gateways", len(j.gateways))
 	} else if n.inserted+n.updated+n.deleted > 0 {
-		j.Log.Debug("egressha: desired egress entries updated", "full", full, "endpoints", len(dirty),
+		j.Log.Debug("egressha: desired egress entries updated (rows are endpoint IPs)", "full", full, "endpoints", len(dirty),
 			"inserted", n.inserted, "updated", n.updated, "deleted", n.deleted)
 	}
 	return w
@@ -540,68 +556,70 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// syncAll recomputes every endpoint and removes the entries of sources
-// that are no endpoint (any left from an endpoint whose deletion was
-// coalesced away).
+// syncAll recomputes every endpoint and removes the rows of sources that
+// are no endpoint (any left from an endpoint whose deletion was coalesced
+// away). Both tables are ordered by IP, so one merge walk finds those.
 func (j *entriesJob) syncAll(wtxn statedb.WriteTxn, n *writeCounts) {
-	seen := map[netip.Addr]struct{}{}
-	for _, ep := range statedb.Collect(j.Endpoints.All(wtxn)) {
-		seen[ep.IP] = struct{}{}
+	eps := statedb.Collect(j.Endpoints.All(wtxn))
+	rows := statedb.Collect(j.Entries.All(wtxn))
+	i := 0
+	for _, ep := range eps {
+		if !ep.IP.Is4() {
+			// No row (egress-endpoints holds IPv4 only; its index sorts
+			// other addresses elsewhere).
+			j.syncEndpoint(wtxn, ep.IP, ep, n)
+			continue
+		}
+		for ; i < len(rows) && rows[i].Source.Less(ep.IP); i++ {
+			j.syncEndpoint(wtxn, rows[i].Source, nil, n)
+		}
+		if i < len(rows) && rows[i].Source == ep.IP {
+			i++
+		}
 		j.syncEndpoint(wtxn, ep.IP, ep, n)
 	}
-	for _, e := range statedb.Collect(j.Entries.All(wtxn)) {
-		if _, ok := seen[e.Source]; !ok {
-			j.syncEndpoint(wtxn, e.Source, nil, n)
-			seen[e.Source] = struct{}{}
-		}
+	for ; i < len(rows); i++ {
+		j.syncEndpoint(wtxn, rows[i].Source, nil, n)
 	}
 	for ip := range j.conflicts {
-		if _, ok := seen[ip]; !ok {
+		if _, _, ok := j.Endpoints.Get(wtxn, tables.EndpointByIP(ip)); !ok {
 			j.setConflicts(ip, nil)
 		}
 	}
 }
 
-// syncEndpoint makes the rows of source ip equal to the entries of ep (none
-// if ep is nil), writing only what differs.
+// syncEndpoint makes the row of source ip hold the targets of ep (no row
+// if ep is nil or has none), writing only when they differ.
 func (j *entriesJob) syncEndpoint(wtxn statedb.WriteTxn, ip netip.Addr, ep *tables.Endpoint, n *writeCounts) {
-	var want []egresspolicy.Entry
+	var want []egresspolicy.Target
 	var conflicts []egresspolicy.Conflict
 	if ep != nil {
 		e := ep.Endpoint
 		e.NodeLabels = j.Nodes.Of(ep)
-		want, conflicts = egresspolicy.Resolve(j.polList, j.gateways, e)
+		want, conflicts = j.resolver.Resolve(&e)
 	}
 	j.setConflicts(ip, conflicts)
-
-	var have map[egresspolicy.Key]*tables.PolicyEntry
-	if ip.Is4() {
-		for _, e := range statedb.Collect(j.Entries.List(wtxn, tables.PolicyEntrySourceIndex.Query(ip))) {
-			if have == nil {
-				have = map[egresspolicy.Key]*tables.PolicyEntry{}
-			}
-			have[e.Key] = e
+	if !ip.Is4() {
+		return
+	}
+	old, _, found := j.Entries.Get(wtxn, tables.SourceEntriesByIP(ip))
+	switch {
+	case len(want) == 0:
+		if found {
+			_, _, _ = j.Entries.Delete(wtxn, old)
+			n.deleted++
+			n.writes++
 		}
+		return
+	case !found:
+		n.inserted++
+	case slices.Equal(old.Targets, want):
+		return
+	default:
+		n.updated++
 	}
-	for _, w := range want {
-		old, ok := have[w.Key]
-		if ok {
-			delete(have, w.Key)
-			if old.Entry == w {
-				continue
-			}
-			n.updated++
-		} else {
-			n.inserted++
-		}
-		_, _, _ = j.Entries.Insert(wtxn, &tables.PolicyEntry{Entry: w, Status: reconciler.StatusPending()})
-		n.writes++
-	}
-	for _, old := range have {
-		_, _, _ = j.Entries.Delete(wtxn, old)
-		n.deleted++
-		n.writes++
-	}
+	_, _, _ = j.Entries.Insert(wtxn, &tables.SourceEntries{Source: ip, Targets: want, Status: reconciler.StatusPending()})
+	n.writes++
 }
 
 // setConflicts replaces the conflicts reported for ip.

@@ -83,7 +83,7 @@ type oracle struct {
 	gateways  statedb.RWTable[*tables.EgressGateway]
 	endpoints statedb.RWTable[*tables.Endpoint]
 	cegps     statedb.RWTable[*tables.CEGP]
-	entries   statedb.RWTable[*tables.PolicyEntry]
+	entries   statedb.RWTable[*tables.SourceEntries]
 	epWriter  *tables.EndpointWriter
 	nodes     *reflectors.NodeLabels
 	// nodeLabels are the labels each node has now (the oracle's view).
@@ -380,11 +380,22 @@ func (o *oracle) check(t *testing.T, step int) {
 	}
 	want, conds := egresspolicy.Compute(pols, gws, eps)
 
+	// One row per source IP with at least one target, its targets sorted
+	// by destination with unique destinations; expanded, the rows are
+	// Compute's entries (in key order, since rows come in IP order).
 	var got []egresspolicy.Entry
-	for e := range o.entries.All(txn) {
-		got = append(got, e.Entry)
+	for row := range o.entries.All(txn) {
+		if len(row.Targets) == 0 {
+			t.Fatalf("step %d: row of %s without targets", step, row.Source)
+		}
+		for i := 1; i < len(row.Targets); i++ {
+			if c := row.Targets[i-1].Dest.Addr().Compare(row.Targets[i].Dest.Addr()); c > 0 ||
+				(c == 0 && row.Targets[i-1].Dest.Bits() >= row.Targets[i].Dest.Bits()) {
+				t.Fatalf("step %d: targets of %s not sorted or not unique: %v", step, row.Source, row.Targets)
+			}
+		}
+		got = slices.AppendSeq(got, row.Entries())
 	}
-	slices.SortFunc(got, func(a, b egresspolicy.Entry) int { return a.Key.Compare(b.Key) })
 	if !slices.Equal(got, want) {
 		t.Fatalf("step %d: egress-policy-entries differ from egresspolicy.Compute:\ncontroller:\n%s\nCompute:\n%s",
 			step, egresspolicy.FormatTable(got), egresspolicy.FormatTable(want))

@@ -71,6 +71,14 @@ func run(ctx context.Context, health cell.Health, p params, initDone func(stated
 		if gwInit && devInit && seen {
 			break
 		}
+		// The channel of an initialized table is closed: wait only for
+		// what is still missing, or this loop spins until it is there.
+		if gwInit {
+			gwWait = nil
+		}
+		if devInit {
+			devWait = nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -158,6 +158,10 @@ func (c *CEGPController) Run(ctx context.Context, recorder record.EventRecorder)
 	for {
 		txn := c.db.ReadTxn()
 		nodesInit, initWatch := c.nodes.Initialized(txn)
+		if nodesInit {
+			// Closed once initialized: selecting on it would spin.
+			initWatch = nil
+		}
 		rows, nodesWatch := c.nodes.AllWatch(txn)
 		if synced && nodesInit {
 			nodes := make([]*selection.Node, 0)

@@ -16,7 +16,11 @@ func val(egress, gw string) egresspolicy.Value {
 	return egresspolicy.Value{EgressIP: netip.MustParseAddr(egress), GatewayIP: netip.MustParseAddr(gw)}
 }
 
-var _ PolicyMap = (*mapstest.Map)(nil)
+var (
+	_ PolicyMap   = (*mapstest.Map)(nil)
+	_ BatchWriter = (*mapstest.Map)(nil)
+	_ BatchWriter = (*recordingMap)(nil)
+)
 
 // op is one call a recordingMap saw.
 type op struct {
@@ -38,6 +42,27 @@ func (r *recordingMap) Update(k egresspolicy.Key, v egresspolicy.Value) error {
 	r.ops = append(r.ops, op{Key: k, Value: v})
 	r.mu.Unlock()
 	return r.PolicyMap.Update(k, v)
+}
+
+// UpdateBatch records the batch as single writes and passes it on, in a
+// batch when the map can.
+func (r *recordingMap) UpdateBatch(keys []egresspolicy.Key, values []egresspolicy.Value) (int, error) {
+	bw, ok := r.PolicyMap.(BatchWriter)
+	if !ok {
+		for i := range keys {
+			if err := r.Update(keys[i], values[i]); err != nil {
+				return i, err
+			}
+		}
+		return len(keys), nil
+	}
+	n, err := bw.UpdateBatch(keys, values)
+	r.mu.Lock()
+	for i := range min(n+1, len(keys)) {
+		r.ops = append(r.ops, op{Key: keys[i], Value: values[i]})
+	}
+	r.mu.Unlock()
+	return n, err
 }
 
 func (r *recordingMap) Delete(k egresspolicy.Key) error {

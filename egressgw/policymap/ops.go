@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,17 +21,37 @@ import (
 )
 
 // Ops writes egress-policy-entries into a PolicyMap. It implements the
-// statedb reconciler's Operations (incremental Update and Delete, and Prune,
-// the periodic full resync) and BatchOperations (so a round deletes before
-// it inserts, which matters when the map is nearly full).
+// statedb reconciler's Operations (incremental Update and Delete of a
+// source's row, and Prune, the periodic full resync) and BatchOperations
+// (so a round deletes before it inserts, which matters when the map is
+// nearly full).
 //
-// Ops keeps one piece of state: the keys the map had no room for, which
-// drive the map-full metrics and log lines. The reconciler calls Ops from
-// one goroutine; the mutex only makes Rejected safe to call from others.
+// A row holds every entry of one source IP; Update expands it to its map
+// keys. The reconciler hands Update the new row only, so Ops keeps, per
+// source, the targets it wrote into the map (written: the row's own
+// shared slice once a row is fully written, so it costs a map slot per
+// source). Update then writes only the keys whose value changed and
+// deletes the keys the row no longer has; Delete removes every key the row
+// or the map held for the source.
+//
+// Ops also keeps the keys the map had no room for, which drive the
+// map-full metrics and log lines. The reconciler calls Ops from one
+// goroutine; the mutex only makes Rejected safe to call from others.
 type Ops struct {
 	log     *slog.Logger
 	m       PolicyMap
 	metrics *Metrics
+
+	// written is, per source (its IPv4 bytes: a smaller map slot than a
+	// netip.Addr), the targets in the map as far as Ops wrote them
+	// (sorted by destination). Owned by the reconciler's goroutine,
+	// as is writes, the buffer of the writes an update plans.
+	written map[[4]byte][]egresspolicy.Target
+	writes  []plannedWrite
+	// Buffers of update and writeAll, reused from round to round.
+	rowsBuf []rowUpdate
+	keysBuf []egresspolicy.Key
+	valsBuf []egresspolicy.Value
 
 	mu       sync.Mutex
 	rejected map[egresspolicy.Key]struct{}
@@ -60,49 +82,252 @@ type pinRepair struct {
 }
 
 var (
-	_ reconciler.Operations[*tables.PolicyEntry]      = (*Ops)(nil)
-	_ reconciler.BatchOperations[*tables.PolicyEntry] = (*Ops)(nil)
+	_ reconciler.Operations[*tables.SourceEntries]      = (*Ops)(nil)
+	_ reconciler.BatchOperations[*tables.SourceEntries] = (*Ops)(nil)
 )
 
 // NewOps returns the operations on m.
 func NewOps(log *slog.Logger, m PolicyMap, metrics *Metrics) *Ops {
-	return &Ops{log: log, m: m, metrics: metrics, rejected: map[egresspolicy.Key]struct{}{}, now: time.Now}
-}
-
-// Update writes the row's entry. A full map yields a MapFullError, which
-// the reconciler stores in the row's status and retries with backoff.
-func (o *Ops) Update(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.PolicyEntry) error {
-	k := normalize(e.Key)
-	err := o.write(k, e.Value)
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	switch {
-	case err == nil:
-		o.setRejectedLocked(k, false)
-	case errors.Is(err, ErrMapFull):
-		o.setRejectedLocked(k, true)
+	return &Ops{
+		log: log, m: m, metrics: metrics,
+		written:  map[[4]byte][]egresspolicy.Target{},
+		rejected: map[egresspolicy.Key]struct{}{},
+		now:      time.Now,
 	}
-	return err
 }
 
-// Delete removes the row's entry; an entry that is not there is fine.
-func (o *Ops) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.PolicyEntry) error {
-	k := normalize(e.Key)
+// Update makes the map hold exactly the row's entries for its source: it
+// deletes the keys the source had and the row no longer has (first, so
+// they make room), then writes the keys that are new or whose value
+// changed. Keys that fail stay as they were; the first error is returned
+// (a full map as a MapFullError, with how many more keys failed), which
+// the reconciler stores in the row's status and retries with backoff.
+// Other rows are never touched.
+func (o *Ops) Update(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.SourceEntries) error {
+	var res [1]error
+	o.update([]*tables.SourceEntries{e}, res[:])
+	return res[0]
+}
+
+// rowUpdate is the progress of Update for one row.
+type rowUpdate struct {
+	old, want []egresspolicy.Target
+	errs      []error
+	failed    map[netip.Prefix]bool // destinations whose delete or write failed
+}
+
+func (u *rowUpdate) fail(d netip.Prefix, err error) {
+	if u.failed == nil {
+		u.failed = map[netip.Prefix]bool{}
+	}
+	u.failed[d] = true
+	u.errs = append(u.errs, err)
+}
+
+// update is Update for several rows (of distinct sources), result i for
+// row i: the deletes of each row first, then the writes of all rows
+// together, in batches when the map can (BatchWriter).
+func (o *Ops) update(rows []*tables.SourceEntries, results []error) {
+	us := o.rowsBuf[:0]
+	for range rows {
+		us = append(us, rowUpdate{})
+	}
+	defer func() {
+		clear(us) // drop the references to rows and errors
+		o.rowsBuf = us[:0]
+	}()
+	o.writes = o.writes[:0]
+	for r, e := range rows {
+		u := &us[r]
+		u.old, u.want = o.written[e.Source.As4()], e.Targets
+		old, want := u.old, u.want
+		// Delete what the row no longer has.
+		for i, j := 0, 0; i < len(old); {
+			c := -1
+			if j < len(want) {
+				c = egresspolicy.ComparePrefix(old[i].Dest, want[j].Dest)
+			}
+			switch {
+			case c < 0:
+				if err := o.m.Delete(egresspolicy.Key{Source: e.Source, Dest: old[i].Dest.Masked()}); err != nil {
+					u.fail(old[i].Dest, err)
+				}
+				i++
+			case c > 0:
+				j++
+			default:
+				i++
+				j++
+			}
+		}
+		// Plan the writes of what is new or changed.
+		for i, j := 0, 0; j < len(want); j++ {
+			t := want[j]
+			for i < len(old) && egresspolicy.ComparePrefix(old[i].Dest, t.Dest) < 0 {
+				i++
+			}
+			if i < len(old) && old[i].Dest == t.Dest && old[i].Value == t.Value {
+				continue
+			}
+			o.writes = append(o.writes, plannedWrite{
+				key: egresspolicy.Key{Source: e.Source, Dest: t.Dest.Masked()}, value: t.Value, row: r, dest: t.Dest,
+			})
+		}
+	}
+	o.writeAll(o.writes, func(w *plannedWrite, err error) {
+		if err != nil {
+			us[w.row].fail(w.dest, err)
+		}
+		o.noteWrite(w.key, err)
+	})
+	for r, e := range rows {
+		u := &us[r]
+		if u.failed == nil {
+			o.written[e.Source.As4()] = u.want
+			results[r] = nil
+			continue
+		}
+		o.written[e.Source.As4()] = afterFailures(u.old, u.want, u.failed)
+		results[r] = u.errs[0]
+		if n := len(u.errs); n > 1 {
+			// One line in the row's status, not one per key.
+			results[r] = fmt.Errorf("%w (and %d more of the %d entries of %s)", u.errs[0], n-1, len(u.want), e.Source)
+		}
+	}
+}
+
+// plannedWrite is one key an update writes.
+type plannedWrite struct {
+	key   egresspolicy.Key
+	value egresspolicy.Value
+	row   int          // index of the row in the update
+	dest  netip.Prefix // the target's destination as the row has it
+}
+
+// writeAll writes ws and reports each outcome (a full map classified) to
+// done, in order. A map that can write in batches (BatchWriter) gets
+// batches; the key a batch stopped at is written alone, to learn its own
+// error, and the batch goes on after it.
+func (o *Ops) writeAll(ws []plannedWrite, done func(*plannedWrite, error)) {
+	bw, ok := o.m.(BatchWriter)
+	if !ok || len(ws) < 2 {
+		for i := range ws {
+			done(&ws[i], o.write(ws[i].key, ws[i].value))
+		}
+		return
+	}
+	keys, vals := o.keysBuf[:0], o.valsBuf[:0]
+	for i := range ws {
+		keys, vals = append(keys, ws[i].key), append(vals, ws[i].value)
+	}
+	o.keysBuf, o.valsBuf = keys[:0], vals[:0]
+	for i := 0; i < len(ws); {
+		n, err := bw.UpdateBatch(keys[i:], vals[i:])
+		for j := i; j < i+n; j++ {
+			done(&ws[j], nil)
+		}
+		i += n
+		if err != nil && i < len(ws) {
+			done(&ws[i], o.write(ws[i].key, ws[i].value))
+			i++
+		}
+	}
+}
+
+// afterFailures is what the map holds for a source after an Update from
+// old to want in which the deletes and writes of the destinations in
+// failed failed: a failed delete or write leaves the key as it was.
+func afterFailures(old, want []egresspolicy.Target, failed map[netip.Prefix]bool) []egresspolicy.Target {
+	var out []egresspolicy.Target
+	i, j := 0, 0
+	for i < len(old) || j < len(want) {
+		c := 0
+		switch {
+		case i == len(old):
+			c = 1
+		case j == len(want):
+			c = -1
+		default:
+			c = egresspolicy.ComparePrefix(old[i].Dest, want[j].Dest)
+		}
+		switch {
+		case c < 0: // only in old: deleted unless that failed
+			if failed[old[i].Dest] {
+				out = append(out, old[i])
+			}
+			i++
+		case c > 0: // only in want: written unless that failed
+			if !failed[want[j].Dest] {
+				out = append(out, want[j])
+			}
+			j++
+		default: // in both: rewritten unless that failed
+			if failed[want[j].Dest] {
+				out = append(out, old[i])
+			} else {
+				out = append(out, want[j])
+			}
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+// noteWrite records whether k is rejected after a write that returned err.
+func (o *Ops) noteWrite(k egresspolicy.Key, err error) {
+	full := errors.Is(err, ErrMapFull)
+	// Only the reconciler's goroutine writes rejected, so reading its
+	// length here needs no lock.
+	if !full && (err != nil || len(o.rejected) == 0) {
+		return
+	}
 	o.mu.Lock()
-	o.setRejectedLocked(k, false) // no longer desired, whatever happens below
+	o.setRejectedLocked(k, full)
 	o.mu.Unlock()
-	return o.m.Delete(k)
 }
 
-// UpdateBatch implements reconciler.BatchOperations.
-func (o *Ops) UpdateBatch(ctx context.Context, txn statedb.ReadTxn, batch []reconciler.BatchEntry[*tables.PolicyEntry]) {
+// Delete removes every key of the row's source: those the row lists and
+// those Ops wrote for it. A key that is not there is fine.
+func (o *Ops) Delete(_ context.Context, _ statedb.ReadTxn, _ statedb.Revision, e *tables.SourceEntries) error {
+	src := e.Source
+	var errs []error
+	for _, ts := range [][]egresspolicy.Target{o.written[src.As4()], e.Targets} {
+		for _, t := range ts {
+			k := egresspolicy.Key{Source: src, Dest: t.Dest.Masked()}
+			if len(o.rejected) > 0 {
+				o.mu.Lock()
+				o.setRejectedLocked(k, false) // no longer desired, whatever happens below
+				o.mu.Unlock()
+			}
+			if err := o.m.Delete(k); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	delete(o.written, src.As4())
+	return nil
+}
+
+// UpdateBatch implements reconciler.BatchOperations: Update for each row,
+// with the writes of all rows together (in batches where the map can).
+func (o *Ops) UpdateBatch(_ context.Context, _ statedb.ReadTxn, batch []reconciler.BatchEntry[*tables.SourceEntries]) {
+	rows := make([]*tables.SourceEntries, len(batch))
 	for i := range batch {
-		batch[i].Result = o.Update(ctx, txn, batch[i].Revision, batch[i].Object)
+		rows[i] = batch[i].Object
+	}
+	results := make([]error, len(batch))
+	o.update(rows, results)
+	for i := range batch {
+		batch[i].Result = results[i]
 	}
 }
 
 // DeleteBatch implements reconciler.BatchOperations.
-func (o *Ops) DeleteBatch(ctx context.Context, txn statedb.ReadTxn, batch []reconciler.BatchEntry[*tables.PolicyEntry]) {
+func (o *Ops) DeleteBatch(ctx context.Context, txn statedb.ReadTxn, batch []reconciler.BatchEntry[*tables.SourceEntries]) {
 	for i := range batch {
 		batch[i].Result = o.Delete(ctx, txn, batch[i].Revision, batch[i].Object)
 	}
@@ -116,6 +341,10 @@ func (o *Ops) DeleteBatch(ctx context.Context, txn statedb.ReadTxn, batch []reco
 // back). Rows still Pending or in Error are left to the incremental
 // reconciliation and its retries, which record the outcome in the row.
 //
+// It reads the map once (BPFPolicyMap reads it in batches) and looks each
+// key up in the rows, which come sorted by source; nothing is allocated
+// per entry unless something needs repairing.
+//
 // The reconciler calls Prune only once the table is initialized; together
 // with RegisterReconciler's gate this guarantees that a partially computed
 // table never deletes a correct entry.
@@ -124,63 +353,170 @@ func (o *Ops) DeleteBatch(ctx context.Context, txn statedb.ReadTxn, batch []reco
 // (checkPin): if the pin was replaced, the handle now is the new map and
 // this resync writes every Done row into it (Pending and Error rows are
 // written by the reconciler's retries, also into the new map).
-func (o *Ops) Prune(ctx context.Context, txn statedb.ReadTxn, objs iter.Seq2[*tables.PolicyEntry, statedb.Revision]) error {
+func (o *Ops) Prune(ctx context.Context, txn statedb.ReadTxn, objs iter.Seq2[*tables.SourceEntries, statedb.Revision]) error {
 	pinErr := o.checkPin()
 	err := o.prune(ctx, txn, objs)
 	o.finishPinRepair(errors.Join(pinErr, err))
 	return errors.Join(pinErr, err)
 }
 
-func (o *Ops) prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables.PolicyEntry, statedb.Revision]) error {
-	type row struct {
-		v    egresspolicy.Value
-		done bool
+// desiredRows are the rows of a resync sorted by source, with a cursor
+// for the mostly ordered lookups of a map walk.
+type desiredRows struct {
+	rows []*tables.SourceEntries
+	last int
+}
+
+func (d *desiredRows) find(src netip.Addr) *tables.SourceEntries {
+	if d.last < len(d.rows) && d.rows[d.last].Source == src {
+		return d.rows[d.last]
 	}
-	desired := map[egresspolicy.Key]row{}
+	if n := d.last + 1; n < len(d.rows) && d.rows[n].Source == src {
+		d.last = n
+		return d.rows[n]
+	}
+	i, ok := slices.BinarySearchFunc(d.rows, src, func(r *tables.SourceEntries, a netip.Addr) int { return r.Source.Compare(a) })
+	if !ok {
+		return nil
+	}
+	d.last = i
+	return d.rows[i]
+}
+
+// target finds the target of dest (masked) in ts, sorted by destination.
+func target(ts []egresspolicy.Target, dest netip.Prefix) (egresspolicy.Target, bool) {
+	if len(ts) <= 8 {
+		for _, t := range ts {
+			if t.Dest == dest {
+				return t, true
+			}
+		}
+		return egresspolicy.Target{}, false
+	}
+	i, ok := slices.BinarySearchFunc(ts, dest, func(t egresspolicy.Target, d netip.Prefix) int { return egresspolicy.ComparePrefix(t.Dest, d) })
+	if !ok {
+		return egresspolicy.Target{}, false
+	}
+	return ts[i], true
+}
+
+func (o *Ops) prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables.SourceEntries, statedb.Revision]) error {
+	d := &desiredRows{}
+	doneKeys := 0
 	for e := range objs {
-		desired[normalize(e.Key)] = row{e.Value, e.Status.Kind == reconciler.StatusKindDone}
+		d.rows = append(d.rows, e)
+		if e.Status.Kind == reconciler.StatusKindDone {
+			doneKeys += len(e.Targets)
+		}
 	}
-	current := map[egresspolicy.Key]egresspolicy.Value{}
-	if err := o.m.IterateWithCallback(func(k egresspolicy.Key, v egresspolicy.Value) { current[k] = v }); err != nil {
+	if !slices.IsSortedFunc(d.rows, func(a, b *tables.SourceEntries) int { return a.Source.Compare(b.Source) }) {
+		slices.SortFunc(d.rows, func(a, b *tables.SourceEntries) int { return a.Source.Compare(b.Source) })
+	}
+
+	// One walk of the map: keys no row has are stale, keys of Done rows
+	// with another value drifted; count the keys of Done rows that are
+	// right, so that missing ones show without a set of every key.
+	type repair struct {
+		k       egresspolicy.Key
+		v       egresspolicy.Value
+		missing bool // not in the map (else: another value)
+	}
+	var stale []egresspolicy.Key
+	var drifted []repair
+	total, right := 0, 0
+	if err := o.m.IterateWithCallback(func(k egresspolicy.Key, v egresspolicy.Value) {
+		total++
+		r := d.find(k.Source)
+		if r == nil {
+			stale = append(stale, k)
+			return
+		}
+		t, ok := target(r.Targets, k.Dest)
+		switch {
+		case !ok:
+			stale = append(stale, k)
+		case r.Status.Kind != reconciler.StatusKindDone:
+		case t.Value != v:
+			drifted = append(drifted, repair{k: k, v: t.Value})
+		default:
+			right++
+		}
+	}); err != nil {
 		return fmt.Errorf("reading %s: %w", PolicyMapName, err)
 	}
 
 	var errs []error
-	deleted, written := 0, 0
+	deleted, written, added := 0, 0, 0
 	// Delete first: what is freed makes room for what is missing.
-	for k := range current {
-		if _, ok := desired[k]; ok {
-			continue
-		}
+	for _, k := range stale {
 		if err := o.m.Delete(k); err != nil {
 			errs = append(errs, fmt.Errorf("deleting stale entry %s: %w", k, err))
 			continue
 		}
-		delete(current, k)
 		deleted++
+	}
+	// Keys of Done rows neither right nor drifted are missing: find them
+	// (only then is a set of the map's keys built).
+	if missing := doneKeys - right - len(drifted); missing > 0 {
+		present := make(map[egresspolicy.Key]struct{}, total)
+		if err := o.m.IterateWithCallback(func(k egresspolicy.Key, _ egresspolicy.Value) { present[k] = struct{}{} }); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("reading %s: %w", PolicyMapName, err))...)
+		}
+		for _, r := range d.rows {
+			if r.Status.Kind != reconciler.StatusKindDone {
+				continue
+			}
+			for _, t := range r.Targets {
+				k := egresspolicy.Key{Source: r.Source, Dest: t.Dest.Masked()}
+				if _, ok := present[k]; !ok {
+					drifted = append(drifted, repair{k: k, v: t.Value, missing: true})
+				}
+			}
+		}
 	}
 	var full error
 	nowFull := map[egresspolicy.Key]bool{}
-	for k, r := range desired {
-		if cur, ok := current[k]; !r.done || (ok && cur == r.v) {
-			continue
-		}
-		err := o.write(k, r.v)
+	repairedFailed := map[netip.Addr]bool{}
+	for _, r := range drifted {
+		err := o.write(r.k, r.v)
 		switch {
 		case err == nil:
-			current[k] = r.v
 			written++
+			if r.missing {
+				added++
+			}
 		case errors.Is(err, ErrMapFull):
-			nowFull[k] = true
+			nowFull[r.k] = true
 			full = err
+			repairedFailed[r.k.Source] = true
 		default:
-			errs = append(errs, fmt.Errorf("restoring entry %s -> %s: %w", k, r.v, err))
+			errs = append(errs, fmt.Errorf("restoring entry %s -> %s: %w", r.k, r.v, err))
+			repairedFailed[r.k.Source] = true
+		}
+	}
+
+	// What Ops wrote: a Done row's targets are in the map now (unless
+	// their repair failed); sources without a row have nothing.
+	for _, r := range d.rows {
+		if r.Status.Kind == reconciler.StatusKindDone && !repairedFailed[r.Source] {
+			if w := o.written[r.Source.As4()]; len(w) != len(r.Targets) || (len(w) > 0 && &w[0] != &r.Targets[0]) {
+				o.written[r.Source.As4()] = r.Targets
+			}
+		}
+	}
+	if len(o.written) > len(d.rows) {
+		for src := range o.written {
+			if d.find(netip.AddrFrom4(src)) == nil {
+				delete(o.written, src)
+			}
 		}
 	}
 
 	o.mu.Lock()
 	for k := range o.rejected {
-		if _, ok := desired[k]; !ok {
+		if r := d.find(k.Source); r == nil {
+			o.setRejectedLocked(k, false)
+		} else if _, ok := target(r.Targets, k.Dest); !ok {
 			o.setRejectedLocked(k, false)
 		}
 	}
@@ -189,12 +525,13 @@ func (o *Ops) prune(_ context.Context, _ statedb.ReadTxn, objs iter.Seq2[*tables
 	}
 	o.mu.Unlock()
 
-	o.metrics.Entries.Set(float64(len(current)))
+	entries := total - deleted + added
+	o.metrics.Entries.Set(float64(entries))
 	o.metrics.ResyncRepairs.WithLabelValues("deleted").Add(float64(deleted))
 	o.metrics.ResyncRepairs.WithLabelValues("written").Add(float64(written))
 	if deleted+written > 0 {
 		o.log.Info("Full resync repaired "+PolicyMapName,
-			"deletedEntries", deleted, "restoredEntries", written, "entries", len(current))
+			"deletedEntries", deleted, "restoredEntries", written, "entries", entries)
 	}
 	if full != nil {
 		errs = append(errs, fmt.Errorf("%d entries could not be restored: %w", len(nowFull), full))
@@ -226,6 +563,10 @@ func (o *Ops) checkPin() error {
 		}
 	case PinReopened, PinRestored:
 		o.incompatibleID = 0
+		if res.Action == PinReopened {
+			// The map now held holds none of what was written.
+			o.written = map[[4]byte][]egresspolicy.Target{}
+		}
 		o.metrics.PinChanges.WithLabelValues(res.Action.String()).Inc()
 		o.pinRepair = &pinRepair{PinCheck: res, at: o.now()}
 		if res.Action == PinReopened {
@@ -320,9 +661,4 @@ func (o *Ops) setRejectedLocked(k egresspolicy.Key, rejected bool) {
 		o.log.Info(PolicyMapName+" has room again: every desired egress gateway entry is programmed",
 			"maxEntries", o.m.MaxEntries())
 	}
-}
-
-// normalize masks the destination's host bits, as the map stores keys.
-func normalize(k egresspolicy.Key) egresspolicy.Key {
-	return egresspolicy.Key{Source: k.Source, Dest: k.Dest.Masked()}
 }

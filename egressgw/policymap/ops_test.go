@@ -18,15 +18,17 @@ import (
 	"github.com/egressha/egressha/egressgw/tables"
 )
 
-func row(k egresspolicy.Key, v egresspolicy.Value, kind reconciler.StatusKind) *tables.PolicyEntry {
-	return &tables.PolicyEntry{
-		Entry:  egresspolicy.Entry{Key: k, Value: v, Policy: "p"},
-		Status: reconciler.Status{Kind: kind},
+// row is the row of k's source with the one entry k -> v.
+func row(k egresspolicy.Key, v egresspolicy.Value, kind reconciler.StatusKind) *tables.SourceEntries {
+	return &tables.SourceEntries{
+		Source:  k.Source,
+		Targets: []egresspolicy.Target{{Dest: k.Dest, Value: v, Policy: "p"}},
+		Status:  reconciler.Status{Kind: kind},
 	}
 }
 
-func rows(rs ...*tables.PolicyEntry) func(func(*tables.PolicyEntry, statedb.Revision) bool) {
-	return func(yield func(*tables.PolicyEntry, statedb.Revision) bool) {
+func rows(rs ...*tables.SourceEntries) func(func(*tables.SourceEntries, statedb.Revision) bool) {
+	return func(yield func(*tables.SourceEntries, statedb.Revision) bool) {
 		for i, r := range rs {
 			if !yield(r, statedb.Revision(i+1)) {
 				return
@@ -260,5 +262,37 @@ func TestOpsPruneFullMap(t *testing.T) {
 	}
 	if met.MapFull.Get() != 0 || ops.Rejected() != 0 {
 		t.Fatalf("full=%v rejected=%d after the row went away", met.MapFull.Get(), ops.Rejected())
+	}
+}
+
+// TestOpsRowPartlyFull: a row of three keys on a map with room for one
+// writes what fits, reports map full once for the row (with how many
+// more keys failed), keeps what it wrote, and completes on the retry once
+// there is room; the unchanged key is not rewritten.
+func TestOpsRowPartlyFull(t *testing.T) {
+	ctx := context.Background()
+	m := mapstest.New(1)
+	ops := NewOps(hivetest.Logger(t), m, NewMetrics())
+	v := val("203.0.113.1", "172.18.0.2")
+	a, b, c := key("10.0.0.1", "10.0.0.0/8"), key("10.0.0.1", "192.0.2.0/24"), key("10.0.0.1", "198.51.100.0/24")
+	r := &tables.SourceEntries{Source: a.Source, Status: reconciler.StatusPending(), Targets: []egresspolicy.Target{
+		{Dest: a.Dest, Value: v, Policy: "p"}, {Dest: b.Dest, Value: v, Policy: "p"}, {Dest: c.Dest, Value: v, Policy: "p"},
+	}}
+	err := ops.Update(ctx, nil, 0, r)
+	if !errors.Is(err, ErrMapFull) || strings.Count(err.Error(), "map full") != 1 ||
+		!strings.HasSuffix(err.Error(), "(and 1 more of the 3 entries of 10.0.0.1)") {
+		t.Fatalf("want one map-full error for the row, got %q", err)
+	}
+	if !maps.Equal(m.Entries, map[egresspolicy.Key]egresspolicy.Value{a: v}) {
+		t.Fatalf("map %v, want only the first key", m.Entries)
+	}
+	rec := &recordingMap{PolicyMap: m}
+	ops.m = rec
+	m.Max = 3
+	if err := ops.Update(ctx, nil, 0, r); err != nil {
+		t.Fatalf("retry with room: %v", err)
+	}
+	if len(m.Entries) != 3 || len(rec.writesTo(a)) != 0 {
+		t.Fatalf("after the retry: map %v, %d writes of the key already written", m.Entries, len(rec.writesTo(a)))
 	}
 }

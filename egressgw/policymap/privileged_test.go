@@ -173,6 +173,7 @@ func TestPrivilegedPolicyMapReconciler(t *testing.T) {
 
 	t.Run("restart-incremental-resync", func(t *testing.T) { reconcilerScenario(t, newUnpinnedMap(t, 16)) })
 	t.Run("map-full", func(t *testing.T) { mapFullScenario(t, newUnpinnedMap(t, 2), inPlaceUpdateWhenFull(t)) })
+	t.Run("rows", func(t *testing.T) { rowsScenario(t, newUnpinnedMap(t, 6)) })
 }
 
 // inPlaceUpdateWhenFull probes whether this kernel replaces a value in a
@@ -443,4 +444,53 @@ func TestPrivilegedPinChanges(t *testing.T) {
 			t.Errorf("incompatible pins counted: %v, want 1 (once per map)", n)
 		}
 	})
+}
+
+// TestPrivilegedBatches: UpdateBatch writes in batches of updateBatchMax
+// and IterateWithCallback reads in batches of iterateBatch; a map of
+// several batches (and a partial last one) gets and yields every entry
+// exactly once, with its value. A batch that does not fit stops at the
+// first entry without room and says how many it wrote.
+func TestPrivilegedBatches(t *testing.T) {
+	requirePrivileged(t)
+	const n = 2*max(iterateBatch, updateBatchMax) + 123
+	m := newUnpinnedMap(t, n)
+	want := map[egresspolicy.Key]egresspolicy.Value{}
+	var keys []egresspolicy.Key
+	var vals []egresspolicy.Value
+	for i := range n {
+		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		k := egresspolicy.Key{Source: src, Dest: netip.MustParsePrefix("192.0.2.0/24")}
+		v := egresspolicy.Value{EgressIP: netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), GatewayIP: netip.MustParseAddr("172.18.0.2")}
+		keys, vals = append(keys, k), append(vals, v)
+		want[k] = v
+	}
+	if written, err := m.UpdateBatch(keys, vals); err != nil || written != n {
+		t.Fatalf("UpdateBatch: %d of %d written: %v", written, n, err)
+	}
+	got := map[egresspolicy.Key]egresspolicy.Value{}
+	calls := 0
+	if err := m.IterateWithCallback(func(k egresspolicy.Key, v egresspolicy.Value) {
+		calls++
+		got[k] = v
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if calls != n || !maps.Equal(got, want) {
+		t.Fatalf("%d callbacks, %d distinct entries, want %d (equal: %v)", calls, len(got), n, maps.Equal(got, want))
+	}
+	// An empty map: no callback, no error.
+	small := newUnpinnedMap(t, 3)
+	if err := small.IterateWithCallback(func(egresspolicy.Key, egresspolicy.Value) { t.Fatal("callback on an empty map") }); err != nil {
+		t.Fatal(err)
+	}
+	// 5 entries into a map of 3.
+	written, err := small.UpdateBatch(keys[:5], vals[:5])
+	if written != 3 || !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("5 entries into a map of 3: %d written, error %v; want 3 and ENOSPC", written, err)
+	}
+	got, err = dump(small)
+	if err != nil || len(got) != 3 || got[keys[0]] != vals[0] || got[keys[2]] != vals[2] {
+		t.Fatalf("map of 3 after the batch: %v %v", got, err)
+	}
 }

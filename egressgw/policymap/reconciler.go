@@ -51,7 +51,7 @@ const stopTimeout = 10 * time.Second
 // Whoever fills tbl must therefore register its initializer when it is
 // constructed, before the hive starts, and mark it done only after its
 // inputs synced and it committed the complete desired state.
-func RegisterReconciler(p reconciler.Params, tbl statedb.RWTable[*tables.PolicyEntry], ops *Ops, cfg ReconcilerConfig) (reconciler.Reconciler[*tables.PolicyEntry], error) {
+func RegisterReconciler(p reconciler.Params, tbl statedb.RWTable[*tables.SourceEntries], ops *Ops, cfg ReconcilerConfig) (reconciler.Reconciler[*tables.SourceEntries], error) {
 	if cfg.ResyncInterval <= 0 {
 		return nil, fmt.Errorf("the map resync interval must be positive, got %s", cfg.ResyncInterval)
 	}
@@ -61,9 +61,9 @@ func RegisterReconciler(p reconciler.Params, tbl statedb.RWTable[*tables.PolicyE
 	gated := cell.NewDefaultLifecycle(nil, 0, time.Second)
 	p.Lifecycle = gated
 	r, err := reconciler.Register(p, tbl,
-		(*tables.PolicyEntry).Clone,
-		(*tables.PolicyEntry).SetStatus,
-		(*tables.PolicyEntry).GetStatus,
+		(*tables.SourceEntries).Clone,
+		(*tables.SourceEntries).SetStatus,
+		(*tables.SourceEntries).GetStatus,
 		ops, ops,
 		reconciler.WithPruning(cfg.ResyncInterval),
 		// Prune repairs drifted values too, so periodic refreshing (which

@@ -30,6 +30,15 @@ const (
 	// cepBatchSize bounds the CiliumEndpoint events written in one
 	// transaction.
 	cepBatchSize = 1000
+	// cepBatchGap is how long a batch waits for the next CiliumEndpoint
+	// event before it is written. The resource hands events over one at a
+	// time, so without it a listing of 100,000 CiliumEndpoints became
+	// ~100,000 write transactions, each cloning the tree path it touched
+	// (most of the agent's CPU and garbage at scale); with it they come in
+	// batches of cepBatchSize. A lone event waits this long: CiliumEndpoints
+	// are the remote pods' path (the local pods' comes from the endpoint
+	// manager), which the API server already delays far more.
+	cepBatchGap = time.Millisecond
 	// localResyncInterval is how often the labels of every local endpoint
 	// are read again, to follow relabelled pods.
 	localResyncInterval = time.Second
@@ -70,7 +79,7 @@ func newEndpointsTableAndSources(p endpointsParams) (statedb.RWTable[*tables.End
 	synced := tbl.RegisterInitializer(wtxn, ciliumEndpointsInitializer)
 	wtxn.Commit()
 
-	ceps := &cepSource{res: p.CiliumEndpoints, w: w, synced: synced}
+	ceps := &cepSource{res: p.CiliumEndpoints, w: w, synced: synced, labels: tables.NewIdentityLabelCache()}
 	p.JobGroup.Add(job.OneShot("ciliumendpoints", ceps.run))
 	if p.EndpointManager != nil {
 		local := newLocalEndpoints(p.EndpointManager, w)
@@ -86,12 +95,16 @@ type cepSource struct {
 	res    resource.Resource[*k8sTypes.CiliumEndpoint]
 	w      *tables.EndpointWriter
 	synced func(statedb.WriteTxn)
+	// labels shares the label maps of endpoints with the same identity.
+	labels *tables.IdentityLabelCache
 }
 
 func (c *cepSource) run(ctx context.Context, health cell.Health) error {
 	health.OK("Waiting for the CiliumEndpoint listing")
 	events := c.res.Events(ctx)
 	batch := make([]resource.Event[*k8sTypes.CiliumEndpoint], 0, cepBatchSize)
+	gap := time.NewTimer(cepBatchGap)
+	defer gap.Stop()
 	for {
 		batch = batch[:0]
 		select {
@@ -103,16 +116,23 @@ func (c *cepSource) run(ctx context.Context, health cell.Health) error {
 			}
 			batch = append(batch, ev)
 		}
-	drain:
-		for len(batch) < cepBatchSize {
+		// Gather what follows closely (a Sync ends the batch: it marks
+		// the table initialized, which should not wait).
+		closed := false
+	gather:
+		for len(batch) < cepBatchSize && batch[len(batch)-1].Kind != resource.Sync {
+			gap.Reset(cepBatchGap)
 			select {
 			case ev, ok := <-events:
 				if !ok {
-					break drain
+					closed = true
+					break gather
 				}
 				batch = append(batch, ev)
-			default:
-				break drain
+			case <-gap.C:
+				break gather
+			case <-ctx.Done():
+				break gather
 			}
 		}
 		gotSync := false
@@ -124,7 +144,7 @@ func (c *cepSource) run(ctx context.Context, health cell.Health) error {
 					gotSync = true
 				case resource.Upsert:
 					t.Set(tables.CiliumEndpointSource(ev.Key.Namespace, ev.Key.Name),
-						tables.EndpointsFromCiliumEndpoint(ev.Object)...)
+						tables.EndpointsFromCiliumEndpoint(ev.Object, c.labels)...)
 				case resource.Delete:
 					t.Set(tables.CiliumEndpointSource(ev.Key.Namespace, ev.Key.Name))
 				}
@@ -135,6 +155,9 @@ func (c *cepSource) run(ctx context.Context, health cell.Health) error {
 		}
 		if gotSync {
 			health.OK("Synced")
+		}
+		if closed {
+			return nil
 		}
 	}
 }

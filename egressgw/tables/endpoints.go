@@ -2,6 +2,7 @@ package tables
 
 import (
 	"cmp"
+	"hash/maphash"
 	"maps"
 	"net/netip"
 	"slices"
@@ -44,7 +45,7 @@ type Endpoint struct {
 	// egresspolicy.ForEndpoint matches. Node is the node name for local
 	// endpoints and the node IP (status.networking.node) for
 	// CiliumEndpoints, which carry no node name; the agent finds the
-	// labels of the endpoint's node by it (see EndpointNodeIndex), as
+	// labels of the endpoint's node by it (reflectors.NodeLabels), as
 	// Cilium's egress gateway finds them by the CiliumEndpoint's node IP.
 	egresspolicy.Endpoint
 	// Name is the pod's name (local) or the CiliumEndpoint's name, which is
@@ -118,15 +119,85 @@ func NewLocalEndpoint(ipv4, namespace, pod, node string, identityLabels []string
 	}, true
 }
 
+// IdentityLabelCache shares the label maps of IdentityLabels between
+// endpoints with the same identity labels: at 100,000 endpoints over a
+// thousand identities, a thousand maps instead of 100,000 (and no
+// conversion per endpoint). The maps it returns are shared and must not be
+// modified (rows are immutable anyway).
+//
+// It is bounded: it holds the label sets looked up since the last two
+// turnovers, a turnover happening when the current generation reaches
+// labelCacheGeneration sets; a set not looked up for two generations is
+// forgotten (its rows keep their map). Not safe for concurrent use.
+type IdentityLabelCache struct {
+	seed      maphash.Seed
+	cur, prev map[uint64][]cachedLabels
+	n         int
+}
+
+type cachedLabels struct {
+	model  []string
+	labels map[string]string
+}
+
+// labelCacheGeneration is the number of label sets per generation.
+const labelCacheGeneration = 4096
+
+// NewIdentityLabelCache returns an empty cache.
+func NewIdentityLabelCache() *IdentityLabelCache {
+	return &IdentityLabelCache{seed: maphash.MakeSeed(), cur: map[uint64][]cachedLabels{}}
+}
+
+// Labels is IdentityLabels(model), shared with every earlier caller that
+// passed the same model (same labels in the same order). A nil cache
+// converts every time.
+func (c *IdentityLabelCache) Labels(model []string) (map[string]string, bool) {
+	if c == nil {
+		return IdentityLabels(model)
+	}
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	for _, l := range model {
+		h.WriteString(l)
+		h.WriteByte(0)
+	}
+	sum := h.Sum64()
+	for _, e := range c.cur[sum] {
+		if slices.Equal(e.model, model) {
+			return e.labels, e.labels != nil
+		}
+	}
+	for _, e := range c.prev[sum] {
+		if slices.Equal(e.model, model) {
+			c.add(sum, e)
+			return e.labels, e.labels != nil
+		}
+	}
+	lbls, known := IdentityLabels(model)
+	if !known {
+		lbls = nil
+	}
+	c.add(sum, cachedLabels{model: slices.Clone(model), labels: lbls})
+	return lbls, known
+}
+
+func (c *IdentityLabelCache) add(sum uint64, e cachedLabels) {
+	if c.n >= labelCacheGeneration {
+		c.prev, c.cur, c.n = c.cur, map[uint64][]cachedLabels{}, 0
+	}
+	c.cur[sum] = append(c.cur[sum], e)
+	c.n++
+}
+
 // EndpointsFromCiliumEndpoint returns the rows of a CiliumEndpoint: one per
 // distinct IPv4 address in status.networking.addressing, all with the
-// identity labels of status.identity.labels. None while the identity is not
-// known.
-func EndpointsFromCiliumEndpoint(cep *k8sTypes.CiliumEndpoint) []*Endpoint {
+// identity labels of status.identity.labels (from cache, which may be
+// nil). None while the identity is not known.
+func EndpointsFromCiliumEndpoint(cep *k8sTypes.CiliumEndpoint, cache *IdentityLabelCache) []*Endpoint {
 	if cep == nil || cep.Networking == nil || cep.Identity == nil {
 		return nil
 	}
-	lbls, known := IdentityLabels(cep.Identity.Labels)
+	lbls, known := cache.Labels(cep.Identity.Labels)
 	if !known {
 		return nil
 	}
@@ -151,9 +222,8 @@ func EndpointsFromCiliumEndpoint(cep *k8sTypes.CiliumEndpoint) []*Endpoint {
 // EndpointIPIndex is the primary index: the endpoint's IP.
 var EndpointIPIndex = statedb.Index[*Endpoint, netip.Addr]{
 	Name: "ip",
-	FromObject: func(e *Endpoint) index.KeySet {
-		return index.NewKeySet(index.NetIPAddr(e.IP))
-	},
+	// The key is index.NetIPAddr's (the 16-byte form), in one allocation.
+	FromObject: func(e *Endpoint) index.KeySet { return oneKeySet(e.IP.As16()) },
 	FromKey:    index.NetIPAddr,
 	FromString: index.NetIPAddrString,
 	Unique:     true,
@@ -164,28 +234,14 @@ func EndpointByIP(ip netip.Addr) statedb.Query[*Endpoint] {
 	return EndpointIPIndex.Query(ip)
 }
 
-// EndpointNodeIndex indexes endpoints by Node (the node name of local
-// endpoints, the node IP of CiliumEndpoints), so a change of a node's
-// labels re-evaluates only the endpoints on that node.
-var EndpointNodeIndex = statedb.Index[*Endpoint, string]{
-	Name: "node",
-	FromObject: func(e *Endpoint) index.KeySet {
-		return index.NewKeySet(index.String(e.Node))
-	},
-	FromKey:    index.String,
-	FromString: index.FromString,
-	Unique:     false,
-}
-
-// EndpointsByNode queries the endpoints whose Node is node.
-func EndpointsByNode(node string) statedb.Query[*Endpoint] {
-	return EndpointNodeIndex.Query(node)
-}
-
 // NewEndpointsTable creates the egress-endpoints table and registers it
-// with db.
+// with db. Its only index is the IP: an index costs a tree entry per row
+// (with a watch channel), i.e. megabytes at 100,000 endpoints on every
+// node. There is no index by node: the endpoints of a node whose labels
+// changed are found by a scan (entries controller), which only happens
+// when a policy has a nodeSelector.
 func NewEndpointsTable(db *statedb.DB) (statedb.RWTable[*Endpoint], error) {
-	tbl, err := statedb.NewTable(EndpointsTableName, EndpointIPIndex, EndpointNodeIndex)
+	tbl, err := statedb.NewTable(EndpointsTableName, EndpointIPIndex)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +275,15 @@ type EndpointWriter struct {
 
 	mu      sync.Mutex
 	sources map[string][]*Endpoint
-	byIP    map[netip.Addr]map[string]*Endpoint
+	// byIP are the sources knowing each IP (almost always one: a slice,
+	// not a map, so the writer costs a few words per endpoint).
+	byIP map[netip.Addr][]sourceRow
+}
+
+// sourceRow is what one source knows of an IP.
+type sourceRow struct {
+	source string
+	row    *Endpoint
 }
 
 // NewEndpointWriter returns the writer of tbl.
@@ -228,7 +292,7 @@ func NewEndpointWriter(db *statedb.DB, tbl statedb.RWTable[*Endpoint]) *Endpoint
 		db:      db,
 		tbl:     tbl,
 		sources: map[string][]*Endpoint{},
-		byIP:    map[netip.Addr]map[string]*Endpoint{},
+		byIP:    map[netip.Addr][]sourceRow{},
 	}
 }
 
@@ -261,10 +325,12 @@ func (t *EndpointTxn) WriteTxn() statedb.WriteTxn { return t.txn }
 func (t *EndpointTxn) Set(source string, rows ...*Endpoint) {
 	w := t.w
 	for _, old := range w.sources[source] {
-		if m := w.byIP[old.IP]; m != nil {
-			delete(m, source)
-			if len(m) == 0 {
+		if srs := w.byIP[old.IP]; srs != nil {
+			srs = slices.DeleteFunc(srs, func(sr sourceRow) bool { return sr.source == source })
+			if len(srs) == 0 {
 				delete(w.byIP, old.IP)
+			} else {
+				w.byIP[old.IP] = srs
 			}
 		}
 		t.dirty[old.IP] = struct{}{}
@@ -275,12 +341,14 @@ func (t *EndpointTxn) Set(source string, rows ...*Endpoint) {
 	}
 	w.sources[source] = rows
 	for _, r := range rows {
-		m := w.byIP[r.IP]
-		if m == nil {
-			m = map[string]*Endpoint{}
-			w.byIP[r.IP] = m
+		srs := w.byIP[r.IP]
+		i := slices.IndexFunc(srs, func(sr sourceRow) bool { return sr.source == source })
+		if i >= 0 {
+			srs[i].row = r
+		} else {
+			srs = append(srs, sourceRow{source: source, row: r})
 		}
-		m[source] = r
+		w.byIP[r.IP] = srs
 		t.dirty[r.IP] = struct{}{}
 	}
 }
@@ -290,7 +358,8 @@ func (t *EndpointTxn) Set(source string, rows ...*Endpoint) {
 func (w *EndpointWriter) winner(ip netip.Addr) *Endpoint {
 	var best *Endpoint
 	var bestKey string
-	for k, r := range w.byIP[ip] {
+	for _, sr := range w.byIP[ip] {
+		k, r := sr.source, sr.row
 		if best == nil {
 			best, bestKey = r, k
 			continue
@@ -305,8 +374,8 @@ func (w *EndpointWriter) winner(ip netip.Addr) *Endpoint {
 		// spread over a CiliumEgressGatewayPolicy's gateways) late; take it
 		// from the CiliumEndpoint of the same pod, so every node hashes
 		// the pod alike.
-		for _, r := range w.byIP[ip] {
-			if r.UID != "" && r.Origin == OriginCiliumEndpoint && r.Namespace == best.Namespace && r.Name == best.Name {
+		for _, sr := range w.byIP[ip] {
+			if r := sr.row; r.UID != "" && r.Origin == OriginCiliumEndpoint && r.Namespace == best.Namespace && r.Name == best.Name {
 				cp := *best
 				cp.UID = r.UID
 				return &cp

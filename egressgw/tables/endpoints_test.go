@@ -1,8 +1,11 @@
 package tables
 
 import (
+	"maps"
 	"net/netip"
 	"reflect"
+	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/cilium/statedb"
@@ -90,7 +93,7 @@ func TestEndpointsFromCiliumEndpoint(t *testing.T) {
 			},
 		},
 	}
-	rows := EndpointsFromCiliumEndpoint(cep)
+	rows := EndpointsFromCiliumEndpoint(cep, nil)
 	if len(rows) != 2 || rows[0].IP.String() != "10.244.1.10" || rows[1].IP.String() != "10.245.0.3" {
 		t.Fatalf("rows %+v, want one per distinct IPv4", rows)
 	}
@@ -103,14 +106,14 @@ func TestEndpointsFromCiliumEndpoint(t *testing.T) {
 	}
 
 	cep.Identity = &cilium_v2.EndpointIdentity{ID: 5, Labels: []string{"reserved:init"}}
-	if rows := EndpointsFromCiliumEndpoint(cep); rows != nil {
+	if rows := EndpointsFromCiliumEndpoint(cep, nil); rows != nil {
 		t.Fatalf("init identity: rows %+v, want none", rows)
 	}
 	cep.Identity = nil
-	if rows := EndpointsFromCiliumEndpoint(cep); rows != nil {
+	if rows := EndpointsFromCiliumEndpoint(cep, nil); rows != nil {
 		t.Fatalf("no identity: rows %+v, want none", rows)
 	}
-	if rows := EndpointsFromCiliumEndpoint(&k8sTypes.CiliumEndpoint{Identity: &cilium_v2.EndpointIdentity{Labels: []string{"k8s:a=b"}}}); rows != nil {
+	if rows := EndpointsFromCiliumEndpoint(&k8sTypes.CiliumEndpoint{Identity: &cilium_v2.EndpointIdentity{Labels: []string{"k8s:a=b"}}}, nil); rows != nil {
 		t.Fatalf("no networking: rows %+v, want none", rows)
 	}
 }
@@ -190,5 +193,41 @@ func TestEndpointWriter(t *testing.T) {
 	}
 	if n := tbl.NumObjects(db.ReadTxn()); n != 1 {
 		t.Fatalf("%d rows, want 1", n)
+	}
+}
+
+// TestIdentityLabelCache: the same identity labels give the same (shared)
+// map, other labels another one, an unresolved identity none; the cache
+// stays bounded over many label sets and still answers correctly.
+func TestIdentityLabelCache(t *testing.T) {
+	c := NewIdentityLabelCache()
+	a := []string{"k8s:app=backend", "k8s:io.kubernetes.pod.namespace=my-ns"}
+	m1, ok1 := c.Labels(a)
+	m2, ok2 := c.Labels(slices.Clone(a))
+	if !ok1 || !ok2 || reflect.ValueOf(m1).UnsafePointer() != reflect.ValueOf(m2).UnsafePointer() {
+		t.Fatalf("same labels: %v %v, not one shared map", m1, m2)
+	}
+	if want := map[string]string{"app": "backend", "io.kubernetes.pod.namespace": "my-ns"}; !maps.Equal(m1, want) {
+		t.Fatalf("labels %v, want %v", m1, want)
+	}
+	a[0] = "k8s:app=frontend" // the cache kept its own copy of the model
+	if m, _ := c.Labels(a); m["app"] != "frontend" {
+		t.Fatalf("other labels gave %v", m)
+	}
+	if m, ok := c.Labels([]string{"reserved:init"}); ok || m != nil {
+		t.Fatalf("unresolved identity: %v %v", m, ok)
+	}
+	for i := range 3 * labelCacheGeneration {
+		m, ok := c.Labels([]string{"k8s:app=a" + strconv.Itoa(i)})
+		if !ok || m["app"] != "a"+strconv.Itoa(i) {
+			t.Fatalf("label set %d: %v", i, m)
+		}
+	}
+	if n := len(c.cur) + len(c.prev); n > 2*labelCacheGeneration {
+		t.Fatalf("%d label sets cached, want at most %d", n, 2*labelCacheGeneration)
+	}
+	var nilCache *IdentityLabelCache
+	if m, ok := nilCache.Labels(a); !ok || m["app"] != "frontend" {
+		t.Fatalf("nil cache: %v", m)
 	}
 }

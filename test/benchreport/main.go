@@ -134,6 +134,7 @@ func (r *report) markdown() string {
 	r.apiOutages()
 	r.newPods()
 	r.goBenchmarks()
+	r.agentMemory()
 	r.method()
 	return r.b.String()
 }
@@ -625,6 +626,44 @@ func (r *report) newPods() {
 	r.p("")
 }
 
+// ---- whole-agent memory in the lab ----
+
+// agentMemory renders the agent-memory case (TestBenchAgentMemory): per
+// node, the cilium-agent's RSS before and after the endpoints were
+// programmed, stock and egressha, and egressha's growth ÷ stock's.
+func (r *report) agentMemory() {
+	c, ok := r.find("agent-memory")
+	if !ok || len(c.Memory) == 0 {
+		return
+	}
+	r.p("## 5b. Whole-agent RSS in the lab: stock Cilium vs egressha")
+	r.p("")
+	r.p("%s. Each lab mode is brought up in the same test run; %s.", c.Title, c.Settings["reading"])
+	r.p("Endpoints: %s. Policy: %s.", c.Settings["endpoints"], c.Settings["policy"])
+	r.p("")
+	r.p("| node | variant | RSS before (MiB) | RSS after (MiB) | growth (MiB) | growth ÷ stock's | entries in the node's map |")
+	r.p("|---|---|---|---|---|---|---|")
+	stock := map[string]float64{}
+	for _, m := range c.Memory {
+		if m.Variant == "stock" {
+			stock[m.Node] = m.AfterMiB - m.BeforeMiB
+		}
+	}
+	rows := slices.Clone(c.Memory)
+	slices.SortStableFunc(rows, func(a, b results.AgentMemory) int { return strings.Compare(a.Node, b.Node) })
+	for _, m := range rows {
+		growth := m.AfterMiB - m.BeforeMiB
+		vs := "–"
+		if s, ok := stock[m.Node]; ok && m.Variant != "stock" {
+			vs = ratio(growth, s)
+		}
+		r.p("| %s | %s | %.1f | %.1f | %+.1f | %s | %d |", m.Node, m.Variant, m.BeforeMiB, m.AfterMiB, growth, vs, m.Entries)
+	}
+	r.p("")
+	r.p("Command: %s.", r.command(c))
+	r.p("")
+}
+
 // ---- go benchmarks ----
 
 // Issue items served by Go benchmarks, by name.
@@ -642,20 +681,23 @@ var goBenchItems = []struct {
 			"(400,000 entries), a remote gateway; each side writes a real private LPM map with Cilium's spec. Ours runs the agent's real " +
 			"cells (reflectors, egress-policy-entries, statedb reconciler); Cilium's is `egressgateway.NewEgressGatewayManager` as the agent " +
 			"builds it (trigger interval 1 ms, as in its own tests). `ratio/*` = egressha ÷ Cilium. **One endpoint added is proportional to " +
-			"the change on our side** (≈1.2 ms and ≈800 allocs at 10k and at 100k endpoints; about 1 ms of it is the reconciler's round " +
-			"rate limiter) while Cilium's manager recomputes everything (seconds). **A full resync costs ≈5× Cilium's CPU**: a CPU " +
-			"profile puts ≈70% in statedb writes (the reconciler writing each row's status back in rounds of 1,000 rows, and inserting 400k " +
-			"rows, each in the primary, source and status indexes), ≈20% in GC; the BPF map writes cost about the same on both sides. " +
-			"Dropping an unqueried index and making the status index sparse cut allocations by 25% and the programmed heap by ≈20%; " +
-			"larger reconciler rounds (up to 50,000) did not help (statedb re-copies tree nodes). The structural fix left is one row per " +
-			"endpoint instead of one per (endpoint, CIDR): 4× fewer rows and status writes."},
+			"the change on our side** (one row, its keys written together; most of its wall time is the 1 ms CiliumEndpoint batching gap " +
+			"and the reconciler's round rate limiter, not CPU) while Cilium's manager recomputes everything (seconds). egress-policy-entries " +
+			"holds one row per endpoint IP with its destinations (shared by every endpoint the same policies select), indexed by source and a " +
+			"sparse status; the reconciler expands a row to its map keys, writes a round's keys with BPF_MAP_UPDATE_BATCH (4,096 per system " +
+			"call) and writes one status per endpoint; CiliumEndpoint events reach egress-endpoints in transactions of up to 1,000. The " +
+			"steady resync reads the map with BPF_MAP_LOOKUP_BATCH and compares it with the rows without building a copy. Until issue 18 " +
+			"the table held one row per map key (400,000 rows in three indexes, a status write each, single-entry map writes): a full resync " +
+			"cost ≈5× Cilium's CPU, ≈70% of it in statedb writes."},
 	{"5", "Memory: agent RSS over stock Cilium with 100k entries", regexp.MustCompile(`^Benchmark(AgentScaleMemory|Memory|RSS)`),
 		"Measured in process, each side in its own subprocess: growth of the live heap (after GC) and of VmRSS from \"started, empty " +
 			"map\" to \"400,000 entries programmed\". The input objects (CiliumEndpoints in the shared informer, identities) exist on both " +
 			"sides and are counted for neither; the BPF map is kernel memory, outside RSS on both sides; everything else in the agent is the " +
-			"same binary either way. This is therefore the agent RSS egressha adds over stock Cilium for this load, not a whole-agent RSS " +
-			"taken in the lab. A heap profile puts it in the statedb trees of egress-policy-entries (≈2 KB per entry: per-index " +
-			"entries of 400k rows, copied tree nodes, the rows) plus heap fragmentation from the tree churn of the initial sync."},
+			"same binary either way. This is therefore the agent RSS egressha adds over stock Cilium for this load; the whole-agent RSS in " +
+			"the lab is section 5b. A heap profile puts egressha's share in the statedb trees of egress-endpoints and egress-policy-entries " +
+			"(one tree entry per endpoint and index, each with a watch channel), the endpoint rows and the endpoint writer's bookkeeping; " +
+			"identity label maps are shared per identity and a row's destinations per set of selecting policies. Until issue 18 (one row " +
+			"per map key, a label map and an index by node per endpoint) it was ≈2 KB per map entry."},
 }
 
 func (r *report) goBenchmarks() {

@@ -37,7 +37,9 @@ import (
 // Knobs: EGRESSHA_BENCH_TRIALS (default 20) trials per egressha case,
 // EGRESSHA_BENCH_STOCK_TRIALS (default 3) stock crash trials,
 // EGRESSHA_BENCH_STOCK_WAIT (default 45s) how long a stock trial waits for
-// traffic to resume by itself, EGRESSHA_BENCH_NEW_PODS (default 50).
+// traffic to resume by itself, EGRESSHA_BENCH_NEW_PODS (default 50),
+// EGRESSHA_BENCH_MEMORY_ENDPOINTS (default 10000, TestBenchAgentMemory in
+// bench_memory_test.go).
 
 const benchNS = "my-ns"
 
@@ -186,7 +188,7 @@ func (e *benchEnv) save(t *testing.T, c results.Case) {
 // benchCommand is the command line that reproduces a test's figures.
 func benchCommand(t *testing.T) string {
 	var env []string
-	for _, k := range []string{"EGRESSHA_BENCH_TRIALS", "EGRESSHA_BENCH_STOCK_TRIALS", "EGRESSHA_BENCH_STOCK_WAIT", "EGRESSHA_BENCH_NEW_PODS"} {
+	for _, k := range []string{"EGRESSHA_BENCH_TRIALS", "EGRESSHA_BENCH_STOCK_TRIALS", "EGRESSHA_BENCH_STOCK_WAIT", "EGRESSHA_BENCH_NEW_PODS", "EGRESSHA_BENCH_MEMORY_ENDPOINTS"} {
 		if v := os.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}

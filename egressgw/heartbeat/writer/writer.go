@@ -183,6 +183,14 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		if factsInit && cegpInit && seen {
 			return true
 		}
+		// The channel of an initialized table is closed: wait only for
+		// what is still missing, or this loop spins until it is there.
+		if factsInit {
+			factsWait = nil
+		}
+		if cegpInit {
+			cegpWait = nil
+		}
 		select {
 		case <-ctx.Done():
 			return false

@@ -45,6 +45,17 @@ func (f *Map) Update(k egresspolicy.Key, v egresspolicy.Value) error {
 	return nil
 }
 
+// UpdateBatch writes the entries in order until one fails, as the
+// kernel's batch update does: it returns how many were written.
+func (f *Map) UpdateBatch(keys []egresspolicy.Key, values []egresspolicy.Value) (int, error) {
+	for i := range keys {
+		if err := f.Update(keys[i], values[i]); err != nil {
+			return i, err
+		}
+	}
+	return len(keys), nil
+}
+
 // Delete removes an entry; a missing key is not an error.
 func (f *Map) Delete(k egresspolicy.Key) error {
 	f.mu.Lock()

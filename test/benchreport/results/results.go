@@ -27,6 +27,10 @@ const (
 	// KindAPIOutage: the API server unreachable for some (Trial.Scope)
 	// while traffic flows: nothing may fail or move (issue 14).
 	KindAPIOutage = "api-outage"
+	// KindAgentMemory: whole-agent RSS of every node's cilium-agent
+	// before and after N CiliumEndpoints are programmed, stock Cilium
+	// and egressha in the same run (Case.Memory).
+	KindAgentMemory = "agent-memory"
 )
 
 // Disruptions.
@@ -49,10 +53,28 @@ type Case struct {
 	Finished time.Time         `json:"finished"`
 	Settings map[string]string `json:"settings,omitempty"`
 	// TargetMS is the issue's target for the gap's p99 (0: none).
-	TargetMS float64  `json:"targetMS,omitempty"`
-	Trials   []Trial  `json:"trials,omitempty"`
-	Pods     []Pod    `json:"pods,omitempty"`
-	Notes    []string `json:"notes,omitempty"`
+	TargetMS float64 `json:"targetMS,omitempty"`
+	Trials   []Trial `json:"trials,omitempty"`
+	Pods     []Pod   `json:"pods,omitempty"`
+	// Memory is one row per node and variant (KindAgentMemory).
+	Memory []AgentMemory `json:"memory,omitempty"`
+	Notes  []string      `json:"notes,omitempty"`
+}
+
+// AgentMemory is one cilium-agent's VmRSS before and after the
+// endpoints of an agent-memory case were programmed, in MiB.
+type AgentMemory struct {
+	Node string `json:"node"`
+	// Variant is "stock" or "egressha-basic" / "egressha-vip" (the
+	// EgressGateway's mode); "-vip" rows are taken after the gateway
+	// switched from basic to VIP mode, with the same endpoints.
+	Variant string `json:"variant"`
+	// BeforeMiB: the agent with the policy and gateway in place and none
+	// of the case's endpoints; AfterMiB: with every entry in its map.
+	BeforeMiB float64 `json:"beforeMiB"`
+	AfterMiB  float64 `json:"afterMiB"`
+	// Entries is how many of the case's entries the node's map held.
+	Entries int `json:"entries"`
 }
 
 // Trial is one disruption. Durations are in milliseconds; -1 means the

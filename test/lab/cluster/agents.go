@@ -203,6 +203,72 @@ func WaitAgentHealthy(ctx context.Context, cfg Config, n Node, timeout time.Dura
 	})
 }
 
+// AgentPID is the pid of node n's cilium-agent process: the agent pod's
+// process, or the descendant of it that runs cilium-agent when the pod's
+// process is a wrapper.
+func AgentPID(cfg Config, n Node) (int, error) {
+	root := cfg.agentPod(n).pid()
+	if !alive(root) {
+		return 0, fmt.Errorf("the cilium-agent of %s is not running", n.Name)
+	}
+	children := map[int][]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, err := parentPID(pid); err == nil {
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	for queue := []int{root}; len(queue) > 0; queue = queue[1:] {
+		pid := queue[0]
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "cilium-agent" {
+			return pid, nil
+		}
+		queue = append(queue, children[pid]...)
+	}
+	return 0, fmt.Errorf("no cilium-agent process under pid %d (%s)", root, n.Name)
+}
+
+// parentPID reads the parent of pid from /proc/PID/stat (the field after
+// the command, which may hold blanks and parentheses).
+func parentPID(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// ProcessRSS is VmRSS of pid in bytes.
+func ProcessRSS(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status: VmRSS %q: %w", pid, v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+}
+
 // StopAgent stops the node's agent, gracefully or at once with SIGKILL,
 // and keeps it stopped until StartAgent.
 func StopAgent(cfg Config, n Node, kill bool) { stopPod(cfg.agentPod(n), kill) }

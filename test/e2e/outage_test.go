@@ -108,6 +108,8 @@ func apiOutage(t *testing.T, cfg cluster.Config, gw gatewayWatcher, p *probe.Pro
 			r.failed++
 		case via(s) != active.Name:
 			r.viaOther++
+			t.Logf("%s outage: request sent at +%s answered through %q (source %s, MAC %s), not %s", scope.name,
+				s.Sent.Sub(start).Round(time.Millisecond), via(s), s.Source, s.MAC, active.Name)
 		}
 	}
 	r.lastFailoverChanged = lastFailover(t, gw) != before

@@ -109,8 +109,10 @@ func TestRenderLabEgressHA(t *testing.T) {
 		"enable-ipv4-masquerade":                     "true",
 		"identity-allocation-mode":                   "crd",
 		"egress-gateway-ha-enabled":                  "true",
-		"egress-gateway-ha-heartbeat-renew-interval": "500ms",
-		"egress-gateway-ha-heartbeat-expiry":         "2s",
+		"egress-gateway-ha-heartbeat-renew-interval": "5s",
+		"egress-gateway-ha-heartbeat-expiry":         "15s",
+		"egress-gateway-ha-probe-interval":           "100ms",
+		"egress-gateway-ha-probe-fence":              "250ms",
 	})
 	// The chart writes these only when they are on.
 	for _, k := range []string{"enable-egress-gateway", "enable-cilium-endpoint-slice"} {

@@ -345,7 +345,7 @@ func (h *heartbeatJob) renewFailed(health cell.Health, err error) {
 	health.Degraded(fmt.Sprintf("Cannot renew heartbeat Lease %s/%s (%s)", h.namespace, h.name, reason), err)
 	h.healthMsg = ""
 	if now := time.Now(); now.Sub(h.lastErrorLog) >= heartbeatErrorLogInterval {
-		h.log.Warn("Cannot renew heartbeat Lease; the operator stops using this node as an egress gateway once it expires",
+		h.log.Warn("Cannot renew heartbeat Lease; while the operators probes are answered nothing moves, without probing the node loses its roles once the Lease expires",
 			"lease", h.namespace+"/"+h.name,
 			"reason", reason,
 			"error", err,

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,6 +273,7 @@ func steadyThrough(t *testing.T, cfg cluster.Config, gatewayYAML string, active 
 	kubectlApply(t, cfg, gatewayYAML)
 	kubectlApply(t, cfg, demo.Policy)
 	gw.waitActive(t, active.Name, 2*time.Minute)
+	waitDatapathQuiet(t, cfg, 5*time.Second, 90*time.Second)
 	via := viaSourceMAC(t, cfg)
 	p := probe.Start(cfg, demo.Namespace, demo.PodName)
 	if !p.WaitSteady(25, time.Minute, probe.IsVia(via, active.Name)) {
@@ -323,5 +326,47 @@ func saveCase(t *testing.T, c results.Case) {
 		if err := results.Write(dir, c); err != nil {
 			t.Errorf("writing results: %v", err)
 		}
+	}
+}
+
+// datapathBusy are the agent log messages of a datapath (re)generation.
+var datapathBusy = []string{"Compiled new BPF template", "Reloaded endpoint BPF program", "Updated link for program"}
+
+// waitDatapathQuiet waits until no agent has (re)generated its datapath
+// for quiet (at most max): right after the lab starts, agents compile and
+// reload their BPF programs for up to ~20 s on this machine, and an
+// endpoint reloaded meanwhile can send a few packets another way. An
+// outage check measures the outage, not the lab's start.
+func waitDatapathQuiet(t *testing.T, cfg cluster.Config, quiet, max time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(max)
+	for {
+		var last time.Time
+		for _, n := range cfg.Nodes {
+			data, err := os.ReadFile(cfg.AgentLog(n.Name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				if !slices.ContainsFunc(datapathBusy, func(m string) bool { return strings.Contains(line, m) }) {
+					continue
+				}
+				ts, _, ok := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+				if !ok {
+					continue
+				}
+				if at, err := time.Parse(time.RFC3339Nano, ts); err == nil && at.After(last) {
+					last = at
+				}
+			}
+		}
+		if time.Since(last) >= quiet {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Logf("agents still regenerating their datapath after %s (last at %s); going on", max, last.Format(time.RFC3339Nano))
+			return
+		}
+		time.Sleep(time.Second)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/hive/cell"
 	"github.com/cilium/hive/hivetest"
 	"github.com/cilium/statedb"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -68,13 +67,13 @@ func startProbePair(t *testing.T) *probePair {
 	pr.Leader.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go pr.Run(ctx, nopHealth{})
+	go pr.Run(ctx, testcells.NopHealth{})
 	pp.rsp = &Responder{Log: log, Metrics: pp.m, Key: pp.nodeKey, Node: "lab-egress-a", Port: pp.port, Fence: 50 * time.Millisecond,
 		PeerInterval: time.Hour}
 	pp.rsp.Init()
 	var rspCtx context.Context
 	rspCtx, pp.stopNode = context.WithCancel(ctx)
-	go func() { _ = pp.rsp.Run(rspCtx, nopHealth{}); close(pp.nodeDone) }()
+	go func() { _ = pp.rsp.Run(rspCtx, testcells.NopHealth{}); close(pp.nodeDone) }()
 	return pp
 }
 
@@ -187,15 +186,6 @@ func TestForgedRepliesDoNotKeepADeadNodeUp(t *testing.T) {
 	}
 }
 
-// nopHealth discards health reports.
-type nopHealth struct{}
-
-func (nopHealth) OK(string)                     {}
-func (nopHealth) Stopped(string)                {}
-func (nopHealth) Degraded(string, error)        {}
-func (h nopHealth) NewScope(string) cell.Health { return h }
-func (nopHealth) Close()                        {}
-
 // TestPeerProbesKeepANodeHeardWithoutOperators: with no operator probing
 // at all (every replica gone in an API server outage), a node keeps its
 // VIPs while another candidate's peer probes reach it, and fences once
@@ -215,10 +205,10 @@ func TestPeerProbesKeepANodeHeardWithoutOperators(t *testing.T) {
 	a, b := newResponder("lab-egress-a", "127.0.0.1"), newResponder("lab-egress-b", "127.0.0.2")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go a.Run(ctx, nopHealth{})
+	go a.Run(ctx, testcells.NopHealth{})
 	bCtx, stopB := context.WithCancel(ctx)
 	bDone := make(chan struct{})
-	go func() { _ = b.Run(bCtx, nopHealth{}); close(bDone) }()
+	go func() { _ = b.Run(bCtx, testcells.NopHealth{}); close(bDone) }()
 	testcells.Eventually(t, "both listening", func() bool { return a.Started() && b.Started() })
 	if v := a.Heard(time.Now()); v.Heard {
 		t.Fatalf("heard before any probe: %+v", v)

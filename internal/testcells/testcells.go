@@ -5,6 +5,7 @@
 package testcells
 
 import (
+	"github.com/cilium/hive/cell"
 	"maps"
 	"strconv"
 	"strings"
@@ -147,3 +148,13 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// NopHealth is a cell.Health that discards every report, for jobs run
+// outside a hive in tests.
+type NopHealth struct{}
+
+func (NopHealth) OK(string)                     {}
+func (NopHealth) Stopped(string)                {}
+func (NopHealth) Degraded(string, error)        {}
+func (h NopHealth) NewScope(string) cell.Health { return h }
+func (NopHealth) Close()                        {}

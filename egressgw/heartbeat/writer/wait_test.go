@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 
 	"github.com/egressha/egressha/egressgw/reflectors"
 	"github.com/egressha/egressha/egressgw/tables"
+	"github.com/egressha/egressha/internal/testcells"
 )
 
 // countingFacts counts the rounds of waitForInputs (one Initialized call
@@ -24,14 +24,6 @@ func (c *countingFacts) Initialized(txn statedb.ReadTxn) (bool, <-chan struct{})
 	c.calls.Add(1)
 	return c.Table.Initialized(txn)
 }
-
-type nopHealth struct{}
-
-func (nopHealth) OK(string)                     {}
-func (nopHealth) Stopped(string)                {}
-func (nopHealth) Degraded(string, error)        {}
-func (h nopHealth) NewScope(string) cell.Health { return h }
-func (nopHealth) Close()                        {}
 
 // TestWaitForInputsWithoutSpinning: with egress-local-gateways initialized
 // (its init channel closed) and egress-cegps and the node's labels not,
@@ -55,7 +47,7 @@ func TestWaitForInputsWithoutSpinning(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if h.waitForInputs(ctx, nopHealth{}) {
+	if h.waitForInputs(ctx, testcells.NopHealth{}) {
 		t.Fatal("waitForInputs reported its inputs ready")
 	}
 	if n := counting.calls.Load(); n > 10 {

@@ -90,10 +90,6 @@ type Verdict struct {
 	Heard bool
 	// Why is a sentence for logs and the Lease message.
 	Why string
-	// Probed is true when any probe arrived within the fence bound; a
-	// node never probed (probing off, or no key yet) keeps the Lease
-	// rule.
-	Probed bool
 }
 
 // Verdict applies the fence rule at now, for fence bound f. The
@@ -136,7 +132,7 @@ func (h *Hearing) Verdict(now time.Time, f time.Duration) Verdict {
 			} else {
 				// Several leaders within f (a handover): one that does
 				// not hear us fences.
-				return Verdict{Heard: false, Probed: true, Why: fmt.Sprintf("operator leader %s does not hear this node", name)}
+				return Verdict{Heard: false, Why: fmt.Sprintf("operator leader %s does not hear this node", name)}
 			}
 		case s.flags&FlagHearYou != 0:
 			replicaHears = true
@@ -145,11 +141,11 @@ func (h *Hearing) Verdict(now time.Time, f time.Duration) Verdict {
 	}
 	switch {
 	case leaderSeen && leaderHears:
-		return Verdict{Heard: true, Probed: true, Why: "heard by the operator leader"}
+		return Verdict{Heard: true, Why: "heard by the operator leader"}
 	case replicaHears || peer:
-		return Verdict{Heard: true, Probed: true, Why: fmt.Sprintf("no operator leader probing within %s; heard by %s: nobody can move the role", f, who)}
+		return Verdict{Heard: true, Why: fmt.Sprintf("no operator leader probing within %s; heard by %s: nobody can move the role", f, who)}
 	case any:
-		return Verdict{Heard: false, Probed: true, Why: fmt.Sprintf("no operator leader probing within %s and no replica hears this node", f)}
+		return Verdict{Heard: false, Why: fmt.Sprintf("no operator leader probing within %s and no replica hears this node", f)}
 	}
-	return Verdict{Heard: false, Probed: false, Why: fmt.Sprintf("no probe received within %s", f)}
+	return Verdict{Heard: false, Why: fmt.Sprintf("no probe received within %s", f)}
 }

@@ -133,7 +133,5 @@ func watchKey(ctx context.Context, log *slog.Logger, cs kubernetes.Interface, ns
 	ctrl.Run(ctx.Done())
 }
 
-// keyError says why probing cannot run.
-func keyError(ns string) error {
-	return fmt.Errorf("no probe key yet (Secret %s/%s, field %q)", ns, KeySecretName, KeySecretField)
-}
+// errNoKey says why probing cannot run.
+var errNoKey = fmt.Errorf("no probe key yet (Secret %s in Cilium's namespace, field %q)", KeySecretName, KeySecretField)

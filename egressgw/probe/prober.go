@@ -257,7 +257,7 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 			}
 			if key == nil {
 				if !noKey {
-					health.Degraded("liveness probing paused", keyError(""))
+					health.Degraded("liveness probing paused", errNoKey)
 					noKey = true
 				}
 			} else if noKey {

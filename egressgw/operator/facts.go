@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/egressha/egressha/egressgw/heartbeat"
+	"github.com/egressha/egressha/egressgw/probe"
 )
 
 func parseAddr(s string) netip.Addr {
@@ -31,15 +32,10 @@ func factsFromNode(n *corev1.Node) nodeFacts {
 			f.ready = c.Status == corev1.ConditionTrue
 		}
 	}
-	// The tunnel endpoint Cilium uses: InternalIP, else ExternalIP.
-	for _, t := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
-		for _, a := range n.Status.Addresses {
-			if a.Type == t && f.internalIP == "" {
-				if addr, err := netip.ParseAddr(a.Address); err == nil && addr.Is4() {
-					f.internalIP = addr.String()
-				}
-			}
-		}
+	// The tunnel endpoint Cilium uses, the same address the prober
+	// accepts replies from.
+	if addr := probe.NodeAddress(n); addr.IsValid() {
+		f.internalIP = addr.String()
 	}
 	return f
 }

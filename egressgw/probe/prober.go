@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -81,9 +82,10 @@ func (t *targets) snapshot() map[string]netip.Addr {
 	return out
 }
 
-// internalIP is the Node's first IPv4 InternalIP (else ExternalIP), the
-// address Cilium tunnels to and the only one a reply may come from.
-func internalIP(n *corev1.Node) netip.Addr {
+// NodeAddress is the Node's first IPv4 InternalIP, else ExternalIP: the
+// address Cilium tunnels to, the only one a reply may come from, and the
+// operator's InternalIP of a node (zero when it has none).
+func NodeAddress(n *corev1.Node) netip.Addr {
 	for _, t := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
 		for _, a := range n.Status.Addresses {
 			if a.Type != t {
@@ -127,7 +129,7 @@ func watchTargets(ctx context.Context, cs kubernetes.Interface, ns string, t *ta
 			return cs.CoreV1().Nodes().Watch(ctx, o)
 		},
 	}, &corev1.Node{}, func(name string, n *corev1.Node) {
-		addr := internalIP(n)
+		addr := NodeAddress(n)
 		t.update(name, func(tg *target) { tg.addr, tg.hasObject = addr, true })
 	}, func(name string) {
 		t.update(name, func(tg *target) { tg.addr, tg.hasObject = netip.Addr{}, false })
@@ -318,7 +320,7 @@ func readLoop(conn *net.UDPConn, rx chan<- received, m *Metrics) {
 	for {
 		n, src, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if errorsIsClosed(err) {
+			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue

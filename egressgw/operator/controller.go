@@ -145,6 +145,10 @@ func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) err
 	}
 	var livenessWake clock.Timer
 	var livenessC <-chan time.Time
+	// Liveness depends on the probe sessions, the Leases and the time
+	// only: it is judged again (O(nodes)) after those, not after every
+	// Node, Pod, gateway or policy event.
+	livenessDirty := true
 
 	for {
 		var detected time.Time
@@ -169,6 +173,7 @@ func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) err
 			}
 			detected = c.clock.Now()
 			c.onLease(ev, synced, pending)
+			livenessDirty = true
 		case ev, ok := <-gws:
 			if !ok {
 				return errors.New("gateway events closed")
@@ -188,19 +193,25 @@ func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) err
 			for name := range c.gatewayNames() {
 				pending[name] = struct{}{}
 			}
+			livenessDirty = true
 		case <-probeWatch:
 			detected = c.clock.Now()
 			probeWatch = c.readSessions()
+			livenessDirty = true
 		case <-livenessC:
 			livenessC = nil
 			detected = c.clock.Now()
+			livenessDirty = true
 		}
-		if wake := c.refreshLiveness(c.clock.Now(), pending); !wake.IsZero() {
-			if livenessWake != nil {
-				livenessWake.Stop()
+		if livenessDirty {
+			livenessDirty = false
+			if wake := c.refreshLiveness(c.clock.Now(), pending); !wake.IsZero() {
+				if livenessWake != nil {
+					livenessWake.Stop()
+				}
+				livenessWake = c.clock.NewTimer(max(wake.Sub(c.clock.Now()), 0) + time.Millisecond)
+				livenessC = livenessWake.C()
 			}
-			livenessWake = c.clock.NewTimer(max(wake.Sub(c.clock.Now()), 0) + time.Millisecond)
-			livenessC = livenessWake.C()
 		}
 		if len(synced) < inputs {
 			continue

@@ -140,7 +140,6 @@ type benchEnv struct {
 	dyn          dynamic.Interface
 	a, b, worker cluster.Node
 	gw           gatewayWatcher
-	resultsDir   string
 	// ipVia and macVia tell nodes apart by SNAT address and by eth1
 	// MAC; measureSwitch cross-checks them when crossCheck is set (every
 	// case where each node SNATs to its own address).
@@ -156,13 +155,12 @@ func newBenchEnv(t *testing.T, mode cluster.Mode) *benchEnv {
 		t.Fatal(err)
 	}
 	e := &benchEnv{
-		cfg:        cfg,
-		cs:         kubernetes.NewForConfigOrDie(rc),
-		dyn:        dynamic.NewForConfigOrDie(rc),
-		a:          mustNode(t, cfg, "lab-egress-a"),
-		b:          mustNode(t, cfg, "lab-egress-b"),
-		worker:     mustNode(t, cfg, "lab-worker"),
-		resultsDir: os.Getenv("EGRESSHA_RESULTS_DIR"),
+		cfg:    cfg,
+		cs:     kubernetes.NewForConfigOrDie(rc),
+		dyn:    dynamic.NewForConfigOrDie(rc),
+		a:      mustNode(t, cfg, "lab-egress-a"),
+		b:      mustNode(t, cfg, "lab-egress-b"),
+		worker: mustNode(t, cfg, "lab-worker"),
 	}
 	e.gw = gatewayWatcher{dyn: e.dyn, name: "my-egressgw"}
 	e.ipVia, e.macVia, e.crossCheck = probe.ViaSourceIP(cfg), viaSourceMAC(t, cfg), true
@@ -173,14 +171,10 @@ func newBenchEnv(t *testing.T, mode cluster.Mode) *benchEnv {
 // logs a summary.
 func (e *benchEnv) save(t *testing.T, c results.Case) {
 	t.Helper()
-	c.Finished = time.Now()
 	gaps := results.Observed(results.Series(c.Trials, func(tr results.Trial) float64 { return tr.GapMS }))
 	if len(gaps) > 0 {
 		t.Logf("%s: n=%d gap p50=%.0fms p95=%.0fms p99=%.0fms max=%.0fms", c.Name, len(gaps),
 			results.Percentile(gaps, 50), results.Percentile(gaps, 95), results.Percentile(gaps, 99), results.Percentile(gaps, 100))
-	}
-	if e.resultsDir == "" {
-		return
 	}
 	saveCase(t, c)
 }

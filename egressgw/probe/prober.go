@@ -338,10 +338,6 @@ func readLoop(conn *net.UDPConn, rx chan<- received, m *Metrics) {
 	}
 }
 
-func errorsIsClosed(err error) bool {
-	return strings.Contains(err.Error(), "use of closed network connection")
-}
-
 func randomEpoch() uint64 {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -48,6 +48,12 @@ type AgentConfig struct {
 	// answering ARP for its virtual IPs. The leader hands a VIP role on
 	// only after it.
 	EgressGatewayHAProbeFence time.Duration
+	// EgressGatewayHARestartGrace is what the agent asks for when it stops
+	// (SIGTERM, as in every rolling upgrade): the operator keeps the
+	// node's roles for up to this long while the node's kernel still
+	// answers, so a restart moves nothing. 0: the agent withdraws instead,
+	// and its roles move at once.
+	EgressGatewayHARestartGrace time.Duration
 }
 
 // DefaultAgentConfig are the defaults of the agent flags.
@@ -68,6 +74,9 @@ var DefaultAgentConfig = AgentConfig{
 	EgressGatewayHAProbePort:              4796,
 	// Two and a half probe intervals: one lost probe does not fence.
 	EgressGatewayHAProbeFence: 250 * time.Millisecond,
+	// A cilium-agent restart takes seconds to a minute (its startup probe
+	// allows minutes, but the datapath keeps forwarding throughout).
+	EgressGatewayHARestartGrace: 30 * time.Second,
 }
 
 // Flags registers the agent flags.
@@ -84,6 +93,9 @@ func (def AgentConfig) Flags(flags *pflag.FlagSet) {
 		"UDP port of the liveness probe responder (the operators' --egress-gateway-ha-probe-port)")
 	flags.Duration("egress-gateway-ha-probe-fence", def.EgressGatewayHAProbeFence,
 		"Stop answering ARP for a virtual IP when the operator leader has not said it hears this node for this long")
+	flags.Duration("egress-gateway-ha-restart-grace", def.EgressGatewayHARestartGrace,
+		"When the agent stops, ask the operator to keep this node's roles for up to this long while the node itself "+
+			"answers (a restart moves nothing); 0: withdraw at once")
 }
 
 // Validate reports flag values that cannot work together.
@@ -95,6 +107,9 @@ func (c AgentConfig) Validate() error {
 		if c.EgressGatewayHAProbeFence < 20*time.Millisecond || c.EgressGatewayHAProbeFence > time.Minute {
 			return fmt.Errorf("--egress-gateway-ha-probe-fence must be within 20ms..1m, got %s", c.EgressGatewayHAProbeFence)
 		}
+	}
+	if c.EgressGatewayHARestartGrace < 0 || c.EgressGatewayHARestartGrace > 10*time.Minute {
+		return fmt.Errorf("--egress-gateway-ha-restart-grace must be within 0..10m, got %s", c.EgressGatewayHARestartGrace)
 	}
 	return ValidateHeartbeat(c.EgressGatewayHAHeartbeatRenewInterval, c.EgressGatewayHAHeartbeatExpiry)
 }
@@ -153,6 +168,9 @@ type OperatorConfig struct {
 	EgressGatewayHAProbeDetectMultiplier int
 	// EgressGatewayHAProbePort is the agents' responder port.
 	EgressGatewayHAProbePort uint16
+	// EgressGatewayHAMaxRestartGrace bounds the restart grace an agent
+	// may ask for in its Lease.
+	EgressGatewayHAMaxRestartGrace time.Duration
 }
 
 // DefaultOperatorConfig are the defaults of the operator flags.
@@ -167,6 +185,7 @@ var DefaultOperatorConfig = OperatorConfig{
 	EgressGatewayHAProbeInterval:         100 * time.Millisecond,
 	EgressGatewayHAProbeDetectMultiplier: 3,
 	EgressGatewayHAProbePort:             4796,
+	EgressGatewayHAMaxRestartGrace:       2 * time.Minute,
 }
 
 // Flags registers the operator flags.
@@ -189,6 +208,9 @@ func (def OperatorConfig) Flags(flags *pflag.FlagSet) {
 		"A candidate node is Down after this many probe intervals without a reply")
 	flags.Uint16("egress-gateway-ha-probe-port", def.EgressGatewayHAProbePort,
 		"UDP port of the agents' liveness probe responders")
+	flags.Duration("egress-gateway-ha-max-restart-grace", def.EgressGatewayHAMaxRestartGrace,
+		"The longest an agent's restart keeps its node's roles whatever its --egress-gateway-ha-restart-grace says; 0: "+
+			"no restart grace (a restart moves the roles)")
 }
 
 // OperatorEnabled is whether egressha's operator cells act: the flag is on

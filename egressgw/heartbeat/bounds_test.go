@@ -224,3 +224,43 @@ func FuzzDecodeReport(f *testing.F) {
 		}
 	})
 }
+
+func TestRestartGraceAnnotation(t *testing.T) {
+	for _, tc := range []struct {
+		value    string
+		want     time.Duration
+		rejected bool
+	}{
+		{"30", 30 * time.Second, false},
+		{" 5 ", 5 * time.Second, false},
+		{"0", 0, false},
+		{"-5", 0, true},
+		{"30s", 0, true},
+		{"99999999999", 0, true},
+		{strings.Repeat("x", 1000), 0, true},
+	} {
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "egressha-n1",
+			Annotations: map[string]string{GatewaysAnnotation: `{"gw":{"ready":true}}`, RestartAnnotation: tc.value}}}
+		hb, err := FromLease(l)
+		if err != nil || hb.Malformed != "" {
+			t.Fatalf("%q: a bad restart annotation must not make the Lease malformed: %v %q", tc.value, err, hb.Malformed)
+		}
+		if hb.RestartGrace != tc.want || (len(hb.Rejections) > 0) != tc.rejected || !hb.Gateways["gw"].Ready {
+			t.Fatalf("%q: grace %s, rejections %v; want %s, rejected %v", tc.value, hb.RestartGrace, hb.Rejections, tc.want, tc.rejected)
+		}
+		for _, r := range hb.Rejections {
+			if len(r.Detail) > 200 {
+				t.Fatalf("%q: rejection detail not bounded: %d bytes", tc.value, len(r.Detail))
+			}
+		}
+	}
+	hb := Heartbeat{RestartGrace: time.Hour}
+	hb.ClampRestartGrace(2 * time.Minute)
+	if hb.RestartGrace != 2*time.Minute || len(hb.Rejections) != 1 || hb.Rejections[0].Kind != RejectDurationClamped {
+		t.Fatalf("clamp: %+v", hb)
+	}
+	hb.ClampRestartGrace(0)
+	if hb.RestartGrace != 0 {
+		t.Fatalf("max 0 must turn the grace off, got %s", hb.RestartGrace)
+	}
+}

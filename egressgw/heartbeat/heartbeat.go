@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -28,6 +29,11 @@ const (
 	LeasePrefix = "egressha-"
 	// GatewaysAnnotation holds the JSON encoding of a Report.
 	GatewaysAnnotation = "egressha.io/gateways"
+	// RestartAnnotation, when present, says the agent stopped to restart
+	// and asks the operator to keep the node's roles for this many
+	// seconds while the node itself answers (issue 15). The next renewal
+	// by the restarted agent removes it.
+	RestartAnnotation = "egressha.io/restart-grace-seconds"
 	// NodeLabel labels the Lease with its node, for listing.
 	NodeLabel = "egressha.io/node"
 	// ComponentLabel marks the Leases as egressha heartbeats.
@@ -233,6 +239,9 @@ type Heartbeat struct {
 	Malformed string
 	// Rejections are the parts of the Lease not taken as written.
 	Rejections []Rejection
+	// RestartGrace is the grace the agent asked for when it stopped to
+	// restart (RestartAnnotation); zero when it did not.
+	RestartGrace time.Duration
 }
 
 // Fresh reports whether the heartbeat has not expired at now.
@@ -288,5 +297,27 @@ func FromLease(l *coordinationv1.Lease) (Heartbeat, error) {
 		return malformed(errors.New(msg))
 	}
 	h.Gateways, h.Rejections = r, append(h.Rejections, rej...)
+	if v, ok := l.Annotations[RestartAnnotation]; ok {
+		// A value that is not a number of seconds asks for nothing: the
+		// node is judged as if it had not said it restarts.
+		sec, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+		if err != nil {
+			short, _ := Truncate(v, 64)
+			h.Rejections = append(h.Rejections, Rejection{RejectMalformed,
+				fmt.Sprintf("annotation %s: %q is not a number of seconds, ignored", RestartAnnotation, short)})
+		} else {
+			h.RestartGrace = time.Duration(sec) * time.Second
+		}
+	}
 	return h, nil
+}
+
+// ClampRestartGrace bounds RestartGrace to max (0: no restart grace at
+// all), recording a rejection when it clamps.
+func (h *Heartbeat) ClampRestartGrace(max time.Duration) {
+	if h.RestartGrace > max {
+		h.Rejections = append(h.Rejections, Rejection{RejectDurationClamped,
+			fmt.Sprintf("annotation %s: %s exceeds the maximum restart grace %s, clamped", RestartAnnotation, h.RestartGrace, max)})
+		h.RestartGrace = max
+	}
 }

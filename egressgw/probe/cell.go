@@ -75,7 +75,7 @@ func registerProber(p proberParams) error {
 		pr := &Prober{
 			Log: p.Log, DB: p.DB, Table: p.Table, Metrics: p.Metrics, Leader: p.Leader, Key: key,
 			Timing: t, Port: p.Config.EgressGatewayHAProbePort, Self: replicaName(),
-			Targets: tg.snapshot, Changed: tg.changed,
+			Targets: tg.snapshot, Changed: tg.changed, Kernel: true,
 		}
 		return pr.Run(ctx, health)
 	}))

@@ -45,7 +45,7 @@ func NewMetrics() *Metrics {
 		Rejected: metric.NewCounterVec(metric.CounterOpts{
 			ConfigName: "egressha_probe_rejected_total",
 			Namespace:  "egressha", Name: "probe_rejected_total",
-			Help: "Liveness probe datagrams not taken, by reason (auth, malformed, stale, wrong-source, wrong-peer, replayed, not-for-me, no-key, unknown-node, overflow)",
+			Help: "Liveness probe datagrams not taken, by reason (auth, malformed, stale, wrong-source, wrong-peer, replayed, not-for-me, no-key, unknown-node, overflow, kernel-forged)",
 		}, []string{"reason"}),
 		Heard: metric.NewGaugeVec(metric.GaugeOpts{
 			ConfigName: "egressha_probe_heard",

@@ -182,6 +182,8 @@ type Prober struct {
 	// Conn, when set, is the socket to use (tests); otherwise Run opens
 	// one on an ephemeral port.
 	Conn *net.UDPConn
+	// Kernel turns on kernel echo (kernel.go) beside the probes.
+	Kernel bool
 }
 
 // Run probes until ctx ends.
@@ -200,6 +202,27 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 
 	epoch := randomEpoch()
 	sessions := map[string]*Session{}
+	// Kernel echo sessions, by node, and the node of each address.
+	kernel := map[string]*Session{}
+	byAddr := map[netip.Addr]string{}
+	echoRx := make(chan echoReply, 1024)
+	var echo *echoConn
+	var signer *echoSigner
+	echoID := int(uint16(epoch))
+	if p.Kernel {
+		var err error
+		if signer, err = newEchoSigner(); err == nil {
+			echo, err = listenEcho()
+		}
+		if err != nil {
+			p.Log.Warn("Kernel echo is off: an agent restart will be judged like a failed agent and move its roles",
+				"error", err)
+		} else {
+			defer echo.Close()
+			go func() { <-ctx.Done(); echo.Close() }()
+			go readEcho(echo, echoRx)
+		}
+	}
 	tick := time.NewTicker(p.Timing.Interval)
 	defer tick.Stop()
 	var buf, lastKey []byte
@@ -211,6 +234,8 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 		for name, s := range sessions {
 			if addr, ok := want[name]; !ok || addr != s.Addr {
 				delete(sessions, name)
+				delete(kernel, name)
+				delete(byAddr, s.Addr)
 				p.Table.Delete(txn, &SessionRow{Status: Status{Node: name}})
 				p.Metrics.SessionState.DeleteLabelValues(name)
 			}
@@ -219,21 +244,34 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 			if _, ok := sessions[name]; !ok {
 				s := NewSession(p.Self, epoch, name, addr, p.Timing, now)
 				sessions[name] = s
+				if echo != nil {
+					kernel[name] = NewSession(p.Self, epoch, name, addr, p.Timing, now)
+					byAddr[addr] = name
+				}
 				p.Table.Insert(txn, &SessionRow{Status: s.Status()})
 				p.Metrics.SessionState.WithLabelValues(name).Set(0)
 			}
 		}
 		txn.Commit()
 	}
-	publish := func(s *Session, why string) {
+	// status is a node's probe session with its kernel echo state.
+	status := func(s *Session) Status {
 		st := s.Status()
+		if k := kernel[s.Node]; k != nil {
+			ks := k.Status()
+			st.Kernel, st.KernelSince = ks.State, ks.Since
+		}
+		return st
+	}
+	publish := func(s *Session, why string) {
+		st := status(s)
 		txn := p.DB.WriteTxn(p.Table)
 		p.Table.Insert(txn, &SessionRow{Status: st})
 		txn.Commit()
 		p.Metrics.SessionState.WithLabelValues(st.Node).Set(float64(st.State))
 		p.Metrics.Transitions.WithLabelValues(st.Node, st.State.String()).Inc()
 		p.Log.Info("Liveness probe session changed", "node", st.Node, "address", st.Addr, "state", st.State,
-			"since", st.Since, "lastReply", st.LastReply, "rtt", st.RTT, "fence", st.Fence, "why", why)
+			"since", st.Since, "lastReply", st.LastReply, "rtt", st.RTT, "fence", st.Fence, "kernel", st.Kernel, "why", why)
 	}
 	sync()
 	health.OK(fmt.Sprintf("probing every %s, Down after %d misses", p.Timing.Interval, p.Timing.Multiplier))
@@ -283,6 +321,34 @@ func (p *Prober) Run(ctx context.Context, health cell.Health) error {
 				// A send error (no route while a link is down) is a
 				// missed probe: the session's timer judges it.
 				_, _ = conn.WriteToUDPAddrPort(buf, netip.AddrPortFrom(s.Addr, p.Port))
+			}
+			for name, k := range kernel {
+				if k.Tick(now) {
+					publish(sessions[name], fmt.Sprintf("kernel echo: no reply for %s", p.Timing.Detect()))
+				}
+				_ = echo.send(signer, echoID, k.Addr, k.Probe(now, false).Seq)
+			}
+		case r := <-echoRx:
+			if !echo.udp && r.id != echoID {
+				continue // another program's ping
+			}
+			seq, err := signer.check(r.src, r.data)
+			if err != nil {
+				p.Metrics.Rejected.WithLabelValues("kernel-forged").Inc()
+				continue
+			}
+			name, ok := byAddr[r.src]
+			if !ok {
+				p.Metrics.Rejected.WithLabelValues("unknown-node").Inc()
+				continue
+			}
+			changed, err := kernel[name].EchoReply(seq, r.src, r.at)
+			if err != nil {
+				p.Metrics.Rejected.WithLabelValues(RejectReason(err)).Inc()
+				continue
+			}
+			if changed {
+				publish(sessions[name], "kernel echo reply")
 			}
 		case r := <-rx:
 			key := p.Key.Get()

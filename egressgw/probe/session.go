@@ -124,21 +124,52 @@ func (s *Session) Reply(p Packet, src netip.Addr, now time.Time) (changed bool, 
 		return false, ErrNotReply
 	case p.From != s.Node || p.To != s.self:
 		return false, ErrWrongPeer
-	case src.Unmap() != s.Addr:
-		return false, ErrWrongSource
-	case p.EchoEpoch != s.epoch || p.EchoSeq == 0 || p.EchoSeq > s.seq || p.EchoSeq+outstanding <= s.seq:
+	case p.EchoEpoch != s.epoch:
 		return false, ErrStale
 	}
-	sp := s.sent[p.EchoSeq%outstanding]
-	if sp.seq != p.EchoSeq || now.Sub(sp.at) > s.timing.Detect() {
-		return false, ErrStale
+	sp, err := s.answered(p.EchoSeq, src, now)
+	if err != nil {
+		return false, err
 	}
-	s.rtt = now.Sub(sp.at)
 	s.fence = time.Duration(p.FenceMillis) * time.Millisecond
+	return s.up(sp, now), nil
+}
+
+// EchoReply takes a kernel echo reply (kernel.go) to probe seq, received
+// from src at now; the echo's authenticity was checked by the caller. It
+// returns an error when the reply does not count, and whether the state
+// changed.
+func (s *Session) EchoReply(seq uint64, src netip.Addr, now time.Time) (changed bool, err error) {
+	sp, err := s.answered(seq, src, now)
+	if err != nil {
+		return false, err
+	}
+	return s.up(sp, now), nil
+}
+
+// answered checks that a reply from src at now answers the recent probe
+// seq, in time.
+func (s *Session) answered(seq uint64, src netip.Addr, now time.Time) (sentProbe, error) {
+	switch {
+	case src.Unmap() != s.Addr:
+		return sentProbe{}, ErrWrongSource
+	case seq == 0 || seq > s.seq || seq+outstanding <= s.seq:
+		return sentProbe{}, ErrStale
+	}
+	sp := s.sent[seq%outstanding]
+	if sp.seq != seq || now.Sub(sp.at) > s.timing.Detect() {
+		return sentProbe{}, ErrStale
+	}
+	return sp, nil
+}
+
+// up records a valid reply to sp at now.
+func (s *Session) up(sp sentProbe, now time.Time) bool {
+	s.rtt = now.Sub(sp.at)
 	if now.After(s.lastRx) {
 		s.lastRx = now
 	}
-	return s.set(StateUp, now), nil
+	return s.set(StateUp, now)
 }
 
 // Tick moves an Up session to Down when no valid reply arrived for the
@@ -184,6 +215,11 @@ type Status struct {
 	Fence time.Duration
 	// Transitions counts state changes.
 	Transitions uint64
+	// Kernel is the node kernel's answer to ICMP echo (kernel.go): Up
+	// while the node itself lives, whatever its agent does; Init when
+	// kernel echo is off or never answered. KernelSince is when it began.
+	Kernel      State
+	KernelSince time.Time
 }
 
 // Status returns a snapshot.

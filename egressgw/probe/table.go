@@ -18,7 +18,7 @@ type SessionRow struct {
 
 // TableHeader implements statedb.TableWritable.
 func (r *SessionRow) TableHeader() []string {
-	return []string{"Node", "Address", "State", "Since", "LastReply", "RTT", "Fence", "Transitions"}
+	return []string{"Node", "Address", "State", "Since", "LastReply", "RTT", "Fence", "Transitions", "Kernel"}
 }
 
 // TableRow implements statedb.TableWritable.
@@ -30,7 +30,7 @@ func (r *SessionRow) TableRow() []string {
 		return t.UTC().Format(time.RFC3339Nano)
 	}
 	return []string{r.Node, r.Addr.String(), r.State.String(), ts(r.Since), ts(r.LastReply),
-		r.RTT.String(), r.Fence.String(), strconv.FormatUint(r.Transitions, 10)}
+		r.RTT.String(), r.Fence.String(), strconv.FormatUint(r.Transitions, 10), r.Kernel.String()}
 }
 
 var sessionNodeIndex = statedb.Index[*SessionRow, string]{

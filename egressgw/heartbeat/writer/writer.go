@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/cilium/hive/cell"
@@ -99,6 +100,9 @@ type heartbeatJob struct {
 	// candidate is whether the last computed report was non-empty.
 	candidate   bool
 	lastAttempt time.Time
+	// restartGrace, while the stopping agent writes its last renewal, is
+	// the grace it asks for (RestartAnnotation); zero otherwise.
+	restartGrace time.Duration
 
 	failures      int // consecutive failed renewals
 	lastErrorLog  time.Time
@@ -145,6 +149,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		urgent := false
 		select {
 		case <-ctx.Done():
+			h.stopping()
 			return nil
 		case <-ticker.C:
 			due = true
@@ -160,6 +165,7 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		if wait := time.Until(h.lastAttempt.Add(minGap)); wait > 0 && !urgent {
 			select {
 			case <-ctx.Done():
+				h.stopping()
 				return nil
 			case <-time.After(wait):
 			}
@@ -198,6 +204,42 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		case <-cegpWait:
 		case <-labelsChanged:
 		}
+	}
+}
+
+// stopWriteTimeout bounds the last write when the agent stops.
+const stopWriteTimeout = 2 * time.Second
+
+// stopping is the last word of a candidate node's agent as it stops
+// (SIGTERM: every rolling upgrade). With a restart grace it renews the
+// Lease with the report as it stands and asks the operator to keep the
+// node's roles while the node itself answers: the datapath keeps
+// forwarding while the agent restarts, so nothing needs to move. Without
+// one it withdraws (an empty report), so the roles move at once instead
+// of when the node is found gone.
+func (h *heartbeatJob) stopping() {
+	if !h.candidate || h.written == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stopWriteTimeout)
+	defer cancel()
+	report, grace := h.written, h.p.Config.EgressGatewayHARestartGrace
+	if grace <= 0 {
+		report = heartbeat.Report{}
+	}
+	h.restartGrace = grace
+	err := h.renewLease(ctx, report)
+	h.restartGrace = 0
+	switch {
+	case err != nil:
+		h.log.Warn("Agent stopping: could not tell the operator (heartbeat Lease not written); "+
+			"its roles move when the node is found not ready", "lease", h.namespace+"/"+h.name, "error", err)
+	case grace > 0:
+		h.log.Info("Agent stopping: heartbeat Lease marked restarting; the operator keeps this node's roles "+
+			"while the node answers, for up to the grace", "lease", h.namespace+"/"+h.name, "grace", grace)
+	default:
+		h.log.Info("Agent stopping: withdrew from every EgressGateway (restart grace 0); its roles move now",
+			"lease", h.namespace+"/"+h.name)
 	}
 }
 
@@ -312,6 +354,12 @@ func (h *heartbeatJob) desiredLease(cur *coordinationv1.Lease, now time.Time, an
 		l.Annotations = map[string]string{}
 	}
 	l.Annotations[heartbeat.GatewaysAnnotation] = annotation
+	if h.restartGrace > 0 {
+		l.Annotations[heartbeat.RestartAnnotation] = strconv.FormatInt(int64(math.Ceil(h.restartGrace.Seconds())), 10)
+	} else {
+		// A restarted agent's first renewal says it is back.
+		delete(l.Annotations, heartbeat.RestartAnnotation)
+	}
 
 	renewTime := metav1.NewMicroTime(now)
 	if leaseExpired(cur, now) {

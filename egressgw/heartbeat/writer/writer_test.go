@@ -1,6 +1,8 @@
 package writer
 
 import (
+	"context"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -8,6 +10,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/egressha/egressha/egressgw/heartbeat"
 )
@@ -68,3 +71,58 @@ func TestDesiredLease(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestStoppingAsksForARestartGrace: an agent that stops renews its Lease
+// once more, asking for its restart grace; the restarted agent's first
+// renewal removes the request. With grace 0 it withdraws instead.
+func TestStoppingAsksForARestartGrace(t *testing.T) {
+	for _, tc := range []struct {
+		grace     time.Duration
+		wantGrace time.Duration
+		wantReady bool
+	}{
+		{30 * time.Second, 30 * time.Second, true},
+		{1500 * time.Millisecond, 2 * time.Second, true}, // whole seconds, rounded up
+		{0, 0, false},
+	} {
+		cs := fake.NewClientset()
+		h := &heartbeatJob{node: "node1", namespace: "kube-system", name: "egressha-node1", expiry: 15 * time.Second,
+			log: slog.New(slog.DiscardHandler), leases: cs.CoordinationV1().Leases("kube-system")}
+		h.p.Status = heartbeat.NewStatus()
+		h.p.Config.EgressGatewayHARestartGrace = tc.grace
+		report := heartbeat.Report{"egw": {Ready: true, EgressIP: "203.0.113.11"}}
+		ctx := context.Background()
+		if err := h.renewLease(ctx, report); err != nil {
+			t.Fatal(err)
+		}
+		h.candidate, h.written = true, report
+		read := func() heartbeat.Heartbeat {
+			l, err := cs.CoordinationV1().Leases("kube-system").Get(ctx, "egressha-node1", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hb, err := heartbeat.FromLease(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return hb
+		}
+		if hb := read(); hb.RestartGrace != 0 {
+			t.Fatalf("a running agent's Lease asks for a restart grace %s", hb.RestartGrace)
+		}
+		h.stopping()
+		hb := read()
+		if hb.RestartGrace != tc.wantGrace || hb.Gateways["egw"].Ready != tc.wantReady {
+			t.Fatalf("grace %s: stopped agent's Lease asks for %s, egw ready %v; want %s, %v",
+				tc.grace, hb.RestartGrace, hb.Gateways["egw"].Ready, tc.wantGrace, tc.wantReady)
+		}
+		// The restarted agent renews: the request is gone.
+		h.lease = nil
+		if err := h.renewLease(ctx, report); err != nil {
+			t.Fatal(err)
+		}
+		if hb := read(); hb.RestartGrace != 0 || !hb.Gateways["egw"].Ready {
+			t.Fatalf("after the restart the Lease still asks for %s (ready %v)", hb.RestartGrace, hb.Gateways["egw"].Ready)
+		}
+	}
+}

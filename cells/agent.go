@@ -35,6 +35,8 @@ var Agent = cell.Module(
 	probe.AgentCell,
 	vip.Cell,
 	entries.LocalCell,
+	// Last, so its stop hook runs first (see LastWordCell).
+	writer.LastWordCell,
 )
 
 // agentCells are the agent's cells without the API client of our CRDs and

@@ -31,7 +31,7 @@ func TestRejectionsReportedOncePerVersion(t *testing.T) {
 	}
 	count := func(kind string) float64 { return c.metrics.HeartbeatRejected.WithLabelValues(kind).Get() }
 	for range 3 { // the same version seen again (resync)
-		hb, errText := heartbeatFromLease(l, 10*time.Second)
+		hb, errText := heartbeatFromLease(l, 10*time.Second, 0)
 		if errText != "" || hb.Duration != 10*time.Second || hb.Gateways["gw"].Reason != heartbeat.ReasonHeartbeatMalformed {
 			t.Fatalf("heartbeat %+v, error %q", hb, errText)
 		}
@@ -49,7 +49,7 @@ func TestRejectionsReportedOncePerVersion(t *testing.T) {
 	// The next renewal repeats the problem: counted again.
 	l.ResourceVersion = "2"
 	l.Annotations[heartbeat.GatewaysAnnotation] = `{"gw":`
-	hb, errText := heartbeatFromLease(l, 10*time.Second)
+	hb, errText := heartbeatFromLease(l, 10*time.Second, 0)
 	if hb == nil || hb.Malformed == "" || errText == "" {
 		t.Fatalf("undecodable annotation: heartbeat %+v, error %q", hb, errText)
 	}

@@ -123,6 +123,7 @@ func registerSelectionController(p selectionParams) error {
 	c := NewController(p.Log, p.DB, p.Nodes, p.Selection, p.PolicyStatus, p.CRDs, p.Metrics, p.Clock, p.Inputs)
 	c.NodesSynced = nodesSynced
 	c.MaxExpiry = p.Config.EgressGatewayHAHeartbeatMaxExpiry
+	c.MaxRestartGrace = max(p.Config.EgressGatewayHAMaxRestartGrace, 0)
 	if p.Config.EgressGatewayHAProbe {
 		c.Probes = p.Probes
 	}

@@ -89,6 +89,9 @@ type Controller struct {
 	// MaxExpiry bounds the expiry a heartbeat Lease may claim (zero: no
 	// bound); set before Run.
 	MaxExpiry time.Duration
+	// MaxRestartGrace bounds the restart grace an agent may ask for (zero:
+	// none is granted); set before Run.
+	MaxRestartGrace time.Duration
 	// Probes is this replica's liveness probe sessions (nil: no probing;
 	// every node is judged by its Lease); set before Run.
 	Probes statedb.Table[*probe.SessionRow]
@@ -167,6 +170,8 @@ func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) err
 			}
 			detected = c.clock.Now()
 			c.onPod(ev, synced, pending)
+			// An agent Ready again ends its restart (refreshLiveness).
+			livenessDirty = true
 		case ev, ok := <-leases:
 			if !ok {
 				return errors.New("lease events closed")
@@ -343,7 +348,7 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 	}
 	r := c.row(node)
 	prev, prevReported := r.Heartbeat, r.ReportedRenewTime
-	r.Heartbeat, r.HeartbeatError = heartbeatFromLease(ev.Object, c.MaxExpiry)
+	r.Heartbeat, r.HeartbeatError = heartbeatFromLease(ev.Object, c.MaxExpiry, c.MaxRestartGrace)
 	if hb := r.Heartbeat; hb != nil {
 		c.reportRejections(ev.Key.String(), ev.Object.ResourceVersion, hb.Rejections)
 	}
@@ -360,6 +365,14 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 			hb.RenewTime = prev.RenewTime
 		default:
 			hb.RenewTime = c.clock.Now()
+		}
+		// The agent stopped to restart: its grace counts from when this
+		// operator saw the request (once per restart).
+		if hb.RestartGrace > 0 && (prev == nil || prev.RestartGrace == 0) && r.RestartUntil.IsZero() {
+			now := c.clock.Now()
+			r.RestartSince, r.RestartUntil = now, now.Add(hb.RestartGrace)
+			c.log.Info("Agent restarting: keeping the node's roles while the node itself answers, for up to the grace",
+				"node", node, "grace", hb.RestartGrace, "until", r.RestartUntil)
 		}
 	}
 	c.storeRow(r, false, pending)
@@ -724,13 +737,14 @@ func (c *Controller) readSessions() <-chan struct{} {
 // when the verdict changes next without an input changing (zero: never).
 // Run goroutine only.
 func (c *Controller) refreshLiveness(now time.Time, pending map[string]struct{}) time.Time {
+	c.endRestarts(now, pending)
 	in := make([]livenessInput, 0, len(c.sessions))
 	for name, r := range c.rows {
 		st, probed := c.sessions[name]
 		if !probed && r.Heartbeat == nil {
 			continue
 		}
-		in = append(in, livenessInput{Node: name, Probe: st, Heartbeat: r.Heartbeat})
+		in = append(in, livenessInput{Node: name, Probe: st, Heartbeat: r.Heartbeat, RestartUntil: r.RestartUntil})
 	}
 	v := judgeLiveness(in, now)
 	if v.Why != c.liveness.Why {
@@ -759,24 +773,52 @@ func (c *Controller) refreshLiveness(now time.Time, pending map[string]struct{})
 	c.liveness = v
 	for name, reach := range v.Reach {
 		r := c.rows[name]
-		if r == nil || r.Reach == reach {
+		if r == nil || (r.Reach == reach && r.Restarting == v.Restarting[name]) {
 			continue
 		}
 		r = c.row(name)
 		c.log.Info("Liveness of a candidate node changed", "node", name, "from", c.rows[name].Reach, "to", reach,
-			"probe", c.sessions[name].State, "probeSince", c.sessions[name].Since)
-		r.Reach = reach
+			"restarting", v.Restarting[name], "probe", c.sessions[name].State, "probeSince", c.sessions[name].Since,
+			"kernel", c.sessions[name].Kernel)
+		r.Reach, r.Restarting = reach, v.Restarting[name]
 		c.storeRow(r, false, pending)
 	}
 	// Rows no longer judged (no session, no Lease) go back to Unknown.
 	for name, r := range c.rows {
-		if _, ok := v.Reach[name]; !ok && r.Reach != selection.ReachUnknown {
+		if _, ok := v.Reach[name]; !ok && (r.Reach != selection.ReachUnknown || r.Restarting) {
 			r = c.row(name)
-			r.Reach = selection.ReachUnknown
+			r.Reach, r.Restarting = selection.ReachUnknown, false
 			c.storeRow(r, false, pending)
 		}
 	}
 	return v.Wake
+}
+
+// endRestarts ends the restarts that are over: the agent is back (its Pod
+// Ready, its Lease renewed without the request, its probes not Down), or
+// the grace ran out (the node is judged by the usual rules again: an
+// agent still not Ready moves its roles). Run goroutine only.
+func (c *Controller) endRestarts(now time.Time, pending map[string]struct{}) {
+	for name, r := range c.rows {
+		if r.RestartUntil.IsZero() {
+			continue
+		}
+		back := r.AgentReady && r.Heartbeat != nil && r.Heartbeat.RestartGrace == 0 &&
+			c.sessions[name].State != probe.StateDown
+		expired := !now.Before(r.RestartUntil)
+		if !back && !expired {
+			continue
+		}
+		if back {
+			c.log.Info("Agent back after its restart; nothing moved", "node", name, "took", now.Sub(r.RestartSince))
+		} else {
+			c.log.Warn("Agent not back within its restart grace: judging the node by the usual rules again",
+				"node", name, "grace", r.RestartUntil.Sub(r.RestartSince), "agentReady", r.AgentReady)
+		}
+		r = c.row(name)
+		r.RestartSince, r.RestartUntil = time.Time{}, time.Time{}
+		c.storeRow(r, false, pending)
+	}
 }
 
 // suspectCondition is the LivenessSuspect condition of a gateway whose

@@ -42,10 +42,13 @@ func factsFromNode(n *corev1.Node) nodeFacts {
 
 // agentPodReady is the readiness the operator's node taint logic uses:
 // not being deleted and the Ready condition True.
+//
+// A terminating pod counts by its Ready condition too: its agent still
+// runs until it exits, and as it stops it says itself, in its heartbeat
+// Lease, whether it restarts (keep the roles for its grace) or withdraws.
+// Counting deletion as not ready would move every role at the start of
+// each rolling upgrade, before the agent could say anything.
 func agentPodReady(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil {
-		return false
-	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue
@@ -58,12 +61,13 @@ func agentPodReady(p *corev1.Pod) bool {
 // clamped to maxExpiry. A heartbeat Lease that cannot be decoded gives a
 // heartbeat with Malformed set (the node shows HeartbeatMalformed, not
 // HeartbeatMissing) and the error text.
-func heartbeatFromLease(l *coordinationv1.Lease, maxExpiry time.Duration) (*heartbeat.Heartbeat, string) {
+func heartbeatFromLease(l *coordinationv1.Lease, maxExpiry, maxRestartGrace time.Duration) (*heartbeat.Heartbeat, string) {
 	hb, err := heartbeat.FromLease(l)
 	if hb.Node == "" {
 		return nil, err.Error()
 	}
 	hb.ClampDuration(maxExpiry)
+	hb.ClampRestartGrace(maxRestartGrace)
 	if err != nil {
 		return &hb, err.Error()
 	}

@@ -24,6 +24,9 @@ type livenessInput struct {
 	Probe probe.Status
 	// Heartbeat is the node's decoded Lease (nil: none).
 	Heartbeat *heartbeat.Heartbeat
+	// RestartUntil is the end of the restart grace the node's agent asked
+	// for as it stopped (zero: none in progress).
+	RestartUntil time.Time
 }
 
 // livenessVerdict is the liveness of every node, and why.
@@ -39,8 +42,12 @@ type livenessVerdict struct {
 	Held []string
 	// Why explains the suspicion ("" when none).
 	Why string
+	// Restarting are the nodes whose agent restarts within its grace
+	// while the node itself answers kernel echo: their agent's absence
+	// (probes, Pod readiness, Lease) does not count.
+	Restarting map[string]bool
 	// Wake is the earliest instant the verdict changes without an input
-	// changing (a pending fence wait ends); zero: none.
+	// changing (a pending fence wait or a restart grace ends); zero: none.
 	Wake time.Time
 }
 
@@ -68,8 +75,34 @@ func majority(failed, of int) bool { return of >= 2 && 2*failed > of }
 //     these nodes' Leases lapsed together, the lapsed ones are held alive
 //     (ReachUp): all heartbeats expiring at once is a control-plane
 //     fault, not a cluster-wide crash.
+//
+// A node whose agent stopped to restart (RestartUntil ahead) is judged
+// by kernel echo instead, the node's own answer whatever its agent does:
+// Up, it keeps its roles (Restarting; its agent's probes, Pod and Lease
+// do not count until the grace ends); Down, the node is gone (crash,
+// power off, reboot) and is Down as above; no echo verdict (echo off or
+// filtered), the usual rules apply and its roles move.
 func judgeLiveness(in []livenessInput, now time.Time) livenessVerdict {
-	v := livenessVerdict{Reach: make(map[string]selection.Reach, len(in))}
+	v := livenessVerdict{Reach: make(map[string]selection.Reach, len(in)), Restarting: map[string]bool{}}
+	wake := func(at time.Time) {
+		if v.Wake.IsZero() || at.Before(v.Wake) {
+			v.Wake = at
+		}
+	}
+	// A restarting node's kernel echo stands in for its agent's probes.
+	for i, n := range in {
+		if n.RestartUntil.IsZero() || !now.Before(n.RestartUntil) {
+			continue
+		}
+		switch n.Probe.Kernel {
+		case probe.StateUp:
+			v.Restarting[n.Node] = true
+			in[i].Probe.State = probe.StateUp
+			wake(n.RestartUntil)
+		case probe.StateDown:
+			in[i].Probe.State, in[i].Probe.Since = probe.StateDown, n.Probe.KernelSince
+		}
+	}
 	var probed, down, leased, lapsed int
 	for _, n := range in {
 		switch n.Probe.State {
@@ -100,10 +133,7 @@ func judgeLiveness(in []livenessInput, now time.Time) livenessVerdict {
 				v.Held = append(v.Held, n.Node)
 			case n.Probe.Fence > 0 && now.Before(n.Probe.Since.Add(n.Probe.Fence+fenceMargin)):
 				r = selection.ReachUp
-				at := n.Probe.Since.Add(n.Probe.Fence + fenceMargin)
-				if v.Wake.IsZero() || at.Before(v.Wake) {
-					v.Wake = at
-				}
+				wake(n.Probe.Since.Add(n.Probe.Fence + fenceMargin))
 			default:
 				r = selection.ReachDown
 			}

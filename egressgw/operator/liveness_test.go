@@ -26,6 +26,13 @@ func TestJudgeLiveness(t *testing.T) {
 		probe probe.Status
 		hb    *heartbeat.Heartbeat
 	}
+	grace := now.Add(20 * time.Second)
+	// The agent is gone (its probes Down), the kernel answers or not.
+	agentGone := func(kernel probe.State, kernelFor time.Duration) probe.Status {
+		st := downFor(time.Second, 0)
+		st.Kernel, st.KernelSince = kernel, now.Add(-kernelFor)
+		return st
+	}
 	for _, tc := range []struct {
 		name         string
 		nodes        map[string]node
@@ -33,9 +40,37 @@ func TestJudgeLiveness(t *testing.T) {
 		probeSuspect bool
 		leaseSuspect bool
 		held         []string
+		restart      map[string]time.Time
+		restarting   []string
 		wake         time.Time
 		why          string
 	}{
+		{name: "a restarting node whose kernel answers keeps its roles until the grace ends",
+			nodes: map[string]node{"a": {agentGone(probe.StateUp, 0), lapsed}, "b": {up, fresh}},
+			want:  map[string]selection.Reach{"a": R, "b": R}, restart: map[string]time.Time{"a": grace},
+			restarting: []string{"a"}, wake: grace},
+		{name: "a restarting node whose kernel is Down is gone (crash, power off)",
+			nodes: map[string]node{"a": {agentGone(probe.StateDown, time.Second), fresh}, "b": {up, fresh}},
+			want:  map[string]selection.Reach{"a": D, "b": R}, restart: map[string]time.Time{"a": grace}},
+		{name: "no kernel echo verdict: the usual rules, the agent's probes are Down",
+			nodes: map[string]node{"a": {agentGone(probe.StateInit, 0), fresh}, "b": {up, fresh}},
+			want:  map[string]selection.Reach{"a": D, "b": R}, restart: map[string]time.Time{"a": grace}},
+		{name: "the grace is over: the usual rules",
+			nodes: map[string]node{"a": {agentGone(probe.StateUp, 0), fresh}, "b": {up, fresh}},
+			want:  map[string]selection.Reach{"a": D, "b": R}, restart: map[string]time.Time{"a": now}},
+		{name: "both egress nodes restart together: neither is a suspect observer's Down",
+			nodes: map[string]node{"a": {agentGone(probe.StateUp, 0), fresh}, "b": {agentGone(probe.StateUp, 0), fresh},
+				"c": {up, fresh}},
+			want: map[string]selection.Reach{"a": R, "b": R, "c": R}, restart: map[string]time.Time{"a": grace, "b": grace},
+			restarting: []string{"a", "b"}, wake: grace},
+		{name: "a kernel Down while restarting waits for the fence of a VIP node like a probe Down",
+			nodes: map[string]node{"a": {func() probe.Status {
+				st := agentGone(probe.StateDown, 100*time.Millisecond)
+				st.Fence = 250 * time.Millisecond
+				return st
+			}(), fresh}, "b": {up, fresh}},
+			want: map[string]selection.Reach{"a": R, "b": R}, restart: map[string]time.Time{"a": grace},
+			wake: now.Add(-100*time.Millisecond + 250*time.Millisecond + fenceMargin)},
 		{name: "up nodes are alive whatever their Lease",
 			nodes: map[string]node{"a": {up, lapsed}, "b": {up, fresh}, "c": {up, nil}},
 			want:  map[string]selection.Reach{"a": R, "b": R, "c": R}},
@@ -79,7 +114,7 @@ func TestJudgeLiveness(t *testing.T) {
 			var in []livenessInput
 			for _, name := range slices.Sorted(maps.Keys(tc.nodes)) {
 				n := tc.nodes[name]
-				in = append(in, livenessInput{Node: name, Probe: n.probe, Heartbeat: n.hb})
+				in = append(in, livenessInput{Node: name, Probe: n.probe, Heartbeat: n.hb, RestartUntil: tc.restart[name]})
 			}
 			v := judgeLiveness(in, now)
 			if !maps.Equal(v.Reach, tc.want) {
@@ -88,6 +123,9 @@ func TestJudgeLiveness(t *testing.T) {
 			if v.ProbeSuspect != tc.probeSuspect || v.LeaseSuspect != tc.leaseSuspect || !slices.Equal(v.Held, tc.held) {
 				t.Errorf("suspect probe=%v lease=%v held=%v, want %v %v %v", v.ProbeSuspect, v.LeaseSuspect, v.Held,
 					tc.probeSuspect, tc.leaseSuspect, tc.held)
+			}
+			if got := slices.Sorted(maps.Keys(v.Restarting)); !slices.Equal(got, tc.restarting) {
+				t.Errorf("restarting %v, want %v", got, tc.restarting)
 			}
 			if !v.Wake.Equal(tc.wake) {
 				t.Errorf("wake %v, want %v", v.Wake, tc.wake)

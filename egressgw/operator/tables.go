@@ -35,11 +35,17 @@ type NodeRow struct {
 	HeartbeatError string
 	// Reach is the liveness verdict of probing (liveness.go).
 	Reach selection.Reach
+	// RestartSince and RestartUntil bound the restart grace the node's
+	// agent asked for as it stopped (zero: no restart in progress).
+	RestartSince, RestartUntil time.Time
+	// Restarting: within that grace, and the node itself answers (kernel
+	// echo), so its agent's absence does not count (liveness.go).
+	Restarting bool
 }
 
 // TableHeader implements statedb.TableWritable.
 func (r *NodeRow) TableHeader() []string {
-	return []string{"Name", "InternalIP", "Ready", "Cordoned", "AgentReady", "Probe", "HeartbeatRenewed", "HeartbeatExpires", "Gateways"}
+	return []string{"Name", "InternalIP", "Ready", "Cordoned", "AgentReady", "Probe", "Restart", "HeartbeatRenewed", "HeartbeatExpires", "Gateways"}
 }
 
 // TableRow implements statedb.TableWritable.
@@ -68,7 +74,14 @@ func (r *NodeRow) TableRow() []string {
 	if ip == "" {
 		ip = "-"
 	}
-	return []string{r.Name, ip, fmt.Sprint(r.Ready), fmt.Sprint(r.Cordoned), fmt.Sprint(r.AgentReady), r.Reach.String(), renewed, expires, gws}
+	restart := "-"
+	if !r.RestartUntil.IsZero() {
+		restart = "until " + r.RestartUntil.UTC().Format(time.RFC3339Nano)
+		if !r.Restarting {
+			restart += " (node not answering)"
+		}
+	}
+	return []string{r.Name, ip, fmt.Sprint(r.Ready), fmt.Sprint(r.Cordoned), fmt.Sprint(r.AgentReady), r.Reach.String(), restart, renewed, expires, gws}
 }
 
 // selectionNode converts the row for the decision function.
@@ -81,6 +94,7 @@ func (r *NodeRow) selectionNode() *selection.Node {
 		AgentReady: r.AgentReady,
 		Heartbeat:  r.Heartbeat,
 		Reach:      r.Reach,
+		Restarting: r.Restarting,
 	}
 	n.InternalIP = parseAddr(r.InternalIP)
 	return n

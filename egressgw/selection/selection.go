@@ -44,6 +44,12 @@ type Node struct {
 	// node (issue 14; the operator computes it, egressgw/operator
 	// liveness.go).
 	Reach Reach
+	// Restarting: the node's cilium-agent stopped to restart, within the
+	// grace it asked for, and the node itself still answers (issue 15;
+	// the operator computes it). Its datapath keeps forwarding, so its
+	// agent's absence (CiliumAgentNotReady, HeartbeatExpired) does not
+	// count.
+	Restarting bool
 }
 
 // Reach is the liveness verdict of probing.
@@ -238,7 +244,7 @@ func appendNodeReasons(r []string, n *Node, now time.Time) []string {
 	if n.Cordoned {
 		r = append(r, v1alpha1.CandidateCordoned)
 	}
-	if !n.AgentReady {
+	if !n.AgentReady && !n.Restarting {
 		r = append(r, v1alpha1.CandidateCiliumAgentNotReady)
 	}
 	if n.Reach == ReachDown {
@@ -248,7 +254,7 @@ func appendNodeReasons(r []string, n *Node, now time.Time) []string {
 		r = append(r, heartbeat.ReasonHeartbeatMissing)
 	} else if hb.Malformed != "" {
 		r = append(r, heartbeat.ReasonHeartbeatMalformed)
-	} else if n.Reach == ReachUnknown && !hb.Fresh(now) {
+	} else if n.Reach == ReachUnknown && !n.Restarting && !hb.Fresh(now) {
 		r = append(r, heartbeat.ReasonHeartbeatExpired)
 	}
 	return r

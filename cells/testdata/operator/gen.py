@@ -47,11 +47,12 @@ status:
   - {{type: Ready, status: "{'True' if ready else 'False'}"}}
 '''
 
-def lease(name, gateways, renew='2026-01-01T00:00:00.000000Z', duration=4, raw=None):
+def lease(name, gateways, renew='2026-01-01T00:00:00.000000Z', duration=4, raw=None, restart=None):
     """gateways: name -> True (ready with the node's public IP), a reason
     string (not ready), or a dict (the report as is). raw, when given, is
     the annotation's text as is (gateways is then ignored)."""
     _, pub, _ = NODES[name]
+    restart_line = '' if restart is None else f'\n    egressha.io/restart-grace-seconds: "{restart}"'
     rep = {g: (ok if isinstance(ok, dict) else {'ready': True, 'egressIP': pub} if ok is True else {'ready': False, 'reason': ok})
            for g, ok in gateways.items()}
     return f'''apiVersion: coordination.k8s.io/v1
@@ -61,7 +62,7 @@ metadata:
   namespace: kube-system
   labels: {{app.kubernetes.io/component: egressha-heartbeat}}
   annotations:
-    egressha.io/gateways: '{raw if raw is not None else json.dumps(rep, sort_keys=True, separators=(",", ":"))}'
+    egressha.io/gateways: '{raw if raw is not None else json.dumps(rep, sort_keys=True, separators=(",", ":"))}'{restart_line}
 spec:
   holderIdentity: {name}
   leaseDurationSeconds: {duration}
@@ -174,6 +175,13 @@ FIXTURES = {
         'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True)},
     'failback-never.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw', failback='Never'),
         'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True)},
+    'restart-grace.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'),
+        'pod-lab-egress-a-notready.yaml': pod('lab-egress-a', ready=False),
+        'pod-lab-egress-b-notready.yaml': pod('lab-egress-b', ready=False),
+        'lease-lab-egress-a-restarting.yaml': lease('lab-egress-a', {'gw': True}, renew='2026-01-01T00:00:01.000000Z', restart=20),
+        'lease-lab-egress-a-back.yaml': lease('lab-egress-a', {'gw': True}, renew='2026-01-01T00:00:07.000000Z'),
+        'lease-lab-egress-a-restarting2.yaml': lease('lab-egress-a', {'gw': True}, renew='2026-01-01T00:00:08.000000Z', restart=20),
+        'lease-lab-egress-b-restarting.yaml': lease('lab-egress-b', {'gw': True}, renew='2026-01-01T00:00:30.000000Z', restart=20)},
     'agent-not-ready.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'),
         'pod-lab-egress-a-notready.yaml': pod('lab-egress-a', ready=False)},
     'heartbeat-expiry.txtar': lambda: {**base(['gw']), 'gw.yaml': gateway('gw'),

@@ -20,6 +20,14 @@ var Cell = cell.Module(
 	"egress-gateway-ha-heartbeat",
 	"Heartbeat Lease of a gateway candidate node",
 
-	cell.Provide(heartbeat.NewStatus),
+	cell.Provide(heartbeat.NewStatus, newLastWord),
 	cell.Invoke(register),
 )
+
+// LastWordCell says the heartbeat's last word when the agent stops: with a
+// restart grace, "restarting, keep my roles"; without, "withdrawn". It
+// must come after every other egressha agent cell: its stop hook then runs
+// first, while the probe responder still answers and the agent is still
+// Ready, so the operator learns of the restart before it could see the
+// agent gone.
+var LastWordCell = cell.Invoke(registerLastWord)

@@ -44,9 +44,48 @@ const (
 	heartbeatMinWriteGap = 100 * time.Millisecond
 )
 
+// LastWord connects the agent's stop hook (LastWordCell) to the running
+// heartbeat loop, which writes the last renewal and then writes no more.
+type LastWord struct {
+	req chan chan struct{}
+}
+
+func newLastWord() *LastWord { return &LastWord{req: make(chan chan struct{})} }
+
+// say asks the heartbeat loop for its last word and waits until it is
+// written or ctx ends. A loop that is not running (not a candidate yet,
+// disabled) has nothing to say.
+func (lw *LastWord) say(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case lw.req <- done:
+	case <-ctx.Done():
+		return
+	case <-time.After(100 * time.Millisecond):
+		return // no loop waiting for it
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+func registerLastWord(lc cell.Lifecycle, lw *LastWord, enabled config.Enabled) {
+	if !enabled {
+		return
+	}
+	lc.Append(cell.Hook{OnStop: func(ctx cell.HookContext) error {
+		c, cancel := context.WithTimeout(ctx, stopWriteTimeout+time.Second)
+		defer cancel()
+		lw.say(c)
+		return nil
+	}})
+}
+
 type heartbeatParams struct {
 	cell.In
 
+	LastWord     *LastWord
 	Log          *slog.Logger
 	JobGroup     job.Group
 	Enabled      config.Enabled
@@ -150,6 +189,13 @@ func (h *heartbeatJob) run(ctx context.Context, health cell.Health) error {
 		select {
 		case <-ctx.Done():
 			h.stopping()
+			return nil
+		case done := <-h.p.LastWord.req:
+			// The agent stops: the last word, then nothing more (a later
+			// renewal would take the restart request back).
+			h.stopping()
+			close(done)
+			<-ctx.Done()
 			return nil
 		case <-ticker.C:
 			due = true

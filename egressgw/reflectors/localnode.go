@@ -70,3 +70,11 @@ func newLocalNodeLabels(p localNodeLabelsParams) *LocalNodeLabels {
 	}
 	return l
 }
+
+// NewStaticLocalNodeLabels returns labels already seen that never change,
+// for callers without a LocalNodeStore (tests).
+func NewStaticLocalNodeLabels(labels map[string]string) *LocalNodeLabels {
+	l := &LocalNodeLabels{changed: make(chan struct{})}
+	l.set(labels)
+	return l
+}

@@ -79,6 +79,13 @@ func registerController(p vipParams) error {
 		gws:  map[string]*vipGW{},
 		wake: make(chan struct{}, 1),
 	}
+	// egress-virtual-ips is initialized once this controller has looked at
+	// every gateway: the heartbeat's first report after an agent restart
+	// waits for it, or it would say "not set up yet" (VirtualIPNotReady)
+	// for the VIP of the active node and move the role for nothing.
+	wtxn := p.DB.WriteTxn(p.VIPs)
+	j.initialized = p.VIPs.RegisterInitializer(wtxn, "egress-gateway-ha-vip")
+	wtxn.Commit()
 	p.JobGroup.Add(job.OneShot("egress-gateway-ha-vip", j.run))
 	return nil
 }
@@ -95,6 +102,8 @@ type vipJob struct {
 	gws   map[string]*vipGW
 	peers *peerLeases
 	wake  chan struct{}
+	// initialized marks egress-virtual-ips initialized (first publish).
+	initialized func(statedb.WriteTxn)
 }
 
 // vipGW is the controller's state for one gateway.
@@ -542,6 +551,10 @@ func (j *vipJob) setState(g *vipGW, state, msg string, now time.Time) {
 func (j *vipJob) publish(health cell.Health) {
 	txn := j.p.DB.WriteTxn(j.p.VIPs)
 	defer txn.Commit()
+	if j.initialized != nil {
+		j.initialized(txn)
+		j.initialized = nil
+	}
 	var active, problems []string
 	for row := range j.p.VIPs.All(txn) {
 		if _, ok := j.gws[row.Gateway]; !ok {

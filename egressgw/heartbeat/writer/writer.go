@@ -231,8 +231,11 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		// devices and the node's labels are known.
 		factsInit, factsWait := h.p.LocalGateways.Initialized(txn)
 		cegpInit, cegpWait := h.cegpsInitialized(txn)
+		// The VIP controller's first look at its gateways: without it a
+		// restarted agent would report its VIPs "not set up yet".
+		vipsInit, vipsWait := h.p.VIPs.Initialized(txn)
 		_, seen, labelsChanged := h.p.LocalNode.Get()
-		if factsInit && cegpInit && seen {
+		if factsInit && cegpInit && vipsInit && seen {
 			return true
 		}
 		// The channel of an initialized table is closed: wait only for
@@ -243,11 +246,15 @@ func (h *heartbeatJob) waitForInputs(ctx context.Context, health cell.Health) bo
 		if cegpInit {
 			cegpWait = nil
 		}
+		if vipsInit {
+			vipsWait = nil
+		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-factsWait:
 		case <-cegpWait:
+		case <-vipsWait:
 		case <-labelsChanged:
 		}
 	}

@@ -115,9 +115,10 @@ func parseToEcho(f []byte) (netip.AddrPort, net.HardwareAddr, bool) {
 }
 
 // lookup waits briefly for the capture to have recorded src: the frame
-// reaches the socket before the TCP stack, but the reader may lag.
+// reaches the socket before the TCP stack, but the reader may lag (by
+// more than 200 ms while two agents start on this machine's two cores).
 func (p *peerMACs) lookup(src netip.AddrPort) net.HardwareAddr {
-	for deadline := time.Now().Add(200 * time.Millisecond); ; {
+	for deadline := time.Now().Add(time.Second); ; {
 		p.mu.Lock()
 		s, ok := p.seen[src]
 		p.mu.Unlock()

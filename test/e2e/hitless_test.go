@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/egressha/egressha/test/lab/cluster"
+	"github.com/egressha/egressha/test/lab/probe"
+)
+
+// Hitless operations (issue 15): what a platform team does every week
+// (a rolling Cilium upgrade restarts every cilium-agent) must move nothing
+// and break nothing, as with stock Cilium.
+
+// disruption is what an operation did to the traffic and the decision.
+type disruption struct {
+	sent, failed int
+	// viaOther counts answered requests that left through another node
+	// than the active one (a source address or MAC change).
+	viaOther int
+	// unattributed counts answered requests whose Ethernet source the
+	// echo server did not capture (not counted as through another node).
+	unattributed int
+	// changes counts changes of status.activeNodeName seen by polling
+	// (every 100 ms) from the start to the end of the settle time.
+	changes int
+	// lastFailoverChanged: status.lastFailover differs before and after.
+	lastFailoverChanged bool
+	took                time.Duration
+}
+
+// watchDisruption runs op while watching the gateway (gw.name "" for
+// stock Cilium: no EgressGateway) and the prober's traffic, expected to
+// leave through active throughout; it keeps watching for settle after op
+// returns.
+func watchDisruption(t *testing.T, gw gatewayWatcher, p *probe.Prober, via probe.Via, active string, settle time.Duration, op func()) disruption {
+	t.Helper()
+	ctx := context.Background()
+	var r disruption
+	before := ""
+	if gw.name != "" {
+		before = lastFailover(t, gw)
+	}
+	start := time.Now()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	if gw.name != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := active
+			for {
+				if got, err := gw.active(ctx); err == nil && got != last {
+					r.changes++
+					t.Logf("activeNodeName %q -> %q at +%s", last, got, time.Since(start).Round(time.Millisecond))
+					last = got
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	op()
+	r.took = time.Since(start)
+	time.Sleep(settle)
+	close(stop)
+	wg.Wait()
+	end := time.Now()
+	for _, s := range p.Snapshot() {
+		if s.Sent.Before(start) || !s.Sent.Before(end) {
+			continue
+		}
+		r.sent++
+		switch {
+		case !s.OK():
+			r.failed++
+			if r.failed <= 5 {
+				t.Logf("request sent at +%s failed: %s", s.Sent.Sub(start).Round(time.Millisecond), s.Err)
+			}
+		case via(s) == "" && s.MAC == "-":
+			// The echo server's capture missed the frame: where it came
+			// from is unknown, which is not a move.
+			r.unattributed++
+		case via(s) != active:
+			r.viaOther++
+			if r.viaOther <= 5 {
+				t.Logf("request sent at +%s answered through %q (source %s, MAC %s), not %s",
+					s.Sent.Sub(start).Round(time.Millisecond), via(s), s.Source, s.MAC, active)
+			}
+		}
+	}
+	if gw.name != "" {
+		r.lastFailoverChanged = lastFailover(t, gw) != before
+	}
+	return r
+}
+
+// rollingRestart restarts every cilium-agent as a rolling upgrade with
+// maxUnavailable 2 would: both egress nodes at the same time (SIGTERM,
+// start again), then, once they are healthy, the worker.
+func rollingRestart(t *testing.T, cfg cluster.Config) {
+	t.Helper()
+	ctx := context.Background()
+	restart := func(nodes ...cluster.Node) {
+		var wg sync.WaitGroup
+		errs := make([]error, len(nodes))
+		for i, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if errs[i] = cluster.RestartAgent(cfg, n); errs[i] == nil {
+					errs[i] = cluster.WaitAgentHealthy(ctx, cfg, n, 3*time.Minute)
+				}
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	restart(mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b"))
+	restart(mustNode(t, cfg, "lab-worker"))
+}
+
+func (d disruption) String() string {
+	return fmt.Sprintf("took=%s sent=%d failed=%d via-other=%d unattributed=%d active-changes=%d lastFailover-changed=%v",
+		d.took.Round(time.Millisecond), d.sent, d.failed, d.viaOther, d.unattributed, d.changes, d.lastFailoverChanged)
+}
+
+// TestRollingRestartMovesNothing: every cilium-agent restarted (both
+// egress nodes at once, then the worker) while a pod on the worker sends
+// a request every 20 ms through the gateway, in basic and in VIP mode:
+// 0 failed requests, 0 requests through another node, 0 changes of the
+// active node, during the restarts and in the 10 s after them.
+func TestRollingRestartMovesNothing(t *testing.T) {
+	cfg := startLab(t, cluster.ModeEgressHA)
+	a := mustNode(t, cfg, "lab-egress-a")
+	for _, m := range outageModes {
+		t.Run(m.name, func(t *testing.T) {
+			gw, p, via := steadyThrough(t, cfg, m.yaml, a)
+			defer p.Stop()
+			d := watchDisruption(t, gw, p, via, a.Name, 10*time.Second, func() { rollingRestart(t, cfg) })
+			t.Logf("rolling restart, %s mode: %s", m.name, d)
+			if d.failed > 0 || d.viaOther > 0 || d.changes > 0 || d.lastFailoverChanged {
+				t.Errorf("%s mode: a rolling restart of every cilium-agent disturbed the traffic or moved the gateway: %s", m.name, d)
+			}
+		})
+	}
+}

@@ -132,6 +132,7 @@ func (r *report) markdown() string {
 	r.failover()
 	r.stock()
 	r.apiOutages()
+	r.operations()
 	r.newPods()
 	r.goBenchmarks()
 	r.agentMemory()
@@ -170,6 +171,60 @@ func (r *report) apiOutages() {
 	r.p("")
 	for _, c := range cs {
 		r.p("- `%s`: %s", c.Name, r.command(c))
+	}
+	r.p("")
+}
+
+// ---- routine operations (issue 15) ----
+
+func (r *report) operations() {
+	var cs []results.Case
+	for _, c := range r.cases {
+		if c.Kind == results.KindOperations {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return
+	}
+	r.p("## Routine operations")
+	r.p("")
+	r.p("What a platform team does every week, while a pod on lab-worker opens a new HTTP connection every 20 ms through the gateway. Stock Cilium ran the same operation in the same run (its CiliumEgressGatewayPolicy on lab-egress-a); egressha must never be worse. \"moves\" are changes of the EgressGateway's active node (stock Cilium has none to move); \"through another node\" counts answered requests whose SNAT address or sender MAC was not the active node's.")
+	r.p("")
+	r.p("| system | mode | operation | trials | requests | failed | through another node | moves | gap p50 / max |")
+	r.p("|---|---|---|---|---|---|---|---|---|")
+	for _, c := range cs {
+		byScope := map[string][]results.Trial{}
+		var scopes []string
+		for _, tr := range c.Trials {
+			if _, ok := byScope[tr.Scope]; !ok {
+				scopes = append(scopes, tr.Scope)
+			}
+			byScope[tr.Scope] = append(byScope[tr.Scope], tr)
+		}
+		for _, sc := range scopes {
+			trs := byScope[sc]
+			var sent, failed, via, moves int
+			for _, tr := range trs {
+				sent, failed, via, moves = sent+tr.Sent, failed+tr.Failed, via+tr.ViaOther, moves+tr.ActiveChanges
+			}
+			gap := "–"
+			if g := results.Observed(results.Series(trs, func(tr results.Trial) float64 { return tr.GapMS })); len(g) > 0 {
+				gap = fmt.Sprintf("%s / %s", fmtMS(results.Percentile(g, 50)), fmtMS(results.Percentile(g, 100)))
+			}
+			mv := fmt.Sprint(moves)
+			if c.Mode == "stock" {
+				mv = "–"
+			}
+			r.p("| %s | %s | %s | %d | %d | %d | %d | %s | %s |", c.Mode, c.Settings["gateway mode"], sc, len(trs), sent, failed, via, mv, gap)
+		}
+	}
+	r.p("")
+	for _, c := range cs {
+		r.p("- `%s`: %s", c.Name, r.command(c))
+		for _, n := range c.Notes {
+			r.p("  - %s", n)
+		}
 	}
 	r.p("")
 }

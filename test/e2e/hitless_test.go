@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egressha/egressha/test/benchreport/results"
 	"github.com/egressha/egressha/test/lab/cluster"
 	"github.com/egressha/egressha/test/lab/probe"
 )
@@ -155,3 +156,97 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 		})
 	}
 }
+
+// operationTrial turns a disruption into a results trial.
+func operationTrial(scope string, d disruption) results.Trial {
+	return results.Trial{Scope: scope, Sent: d.sent, Failed: d.failed, ViaOther: d.viaOther, ActiveChanges: d.changes,
+		LastFailoverNew: d.lastFailoverChanged, GapMS: -1, ToStatusMS: -1, StatusToTrafficMS: -1, FailbackGapMS: -1}
+}
+
+// operationsSettings are the settings every operations case shares.
+func operationsSettings(gatewayMode string) map[string]string {
+	return map[string]string{
+		"gateway mode":    gatewayMode,
+		"probe":           fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on lab-worker", probe.Interval, probe.Timeout),
+		"rolling-restart": "SIGTERM and restart the cilium-agents of lab-egress-a and lab-egress-b at the same time (the chart's maxUnavailable allows 2), wait until both are healthy, then lab-worker's; window: until 10 s after the last agent is healthy",
+	}
+}
+
+// TestBenchOperations measures routine operations with stock Cilium and
+// with egressha (basic and VIP mode) in the same run: a rolling restart
+// of every cilium-agent (EGRESSHA_BENCH_OPS_TRIALS rounds, default 3).
+func TestBenchOperations(t *testing.T) {
+	benchEnabled(t)
+	n := envInt(t, "EGRESSHA_BENCH_OPS_TRIALS", 3)
+	const settle = 10 * time.Second
+	t.Run("stock", func(t *testing.T) {
+		e := newBenchEnv(t, cluster.ModeStock)
+		yes := "true"
+		setNodeLabel(t, e.cs, e.a.Name, stockGatewayLabel, &yes)
+		if _, err := cluster.AddPod(context.Background(), e.cfg, e.worker.Name, benchNS, "prober", map[string]string{"app": "backend"}); err != nil {
+			t.Fatal(err)
+		}
+		kubectlApply(t, e.cfg, stockPolicyOn(stockGatewayLabel, "true"))
+		eventuallySource(t, e.cfg, benchNS, "prober", e.a.PublicIP.String(), 2*time.Minute)
+		waitDatapathQuiet(t, e.cfg, 5*time.Second, 90*time.Second)
+		via := viaAddrAndMAC(e.ipVia, e.macVia)
+		c := results.Case{Name: "operations-stock", Title: "routine operations, stock Cilium", Kind: results.KindOperations,
+			Mode: string(cluster.ModeStock), Command: benchCommand(t), Started: time.Now(), Settings: operationsSettings("–")}
+		p := probe.Start(e.cfg, benchNS, "prober")
+		defer p.Stop()
+		if !p.WaitSteady(25, 3*time.Minute, probe.IsVia(via, e.a.Name)) {
+			t.Fatalf("stock: traffic never steadily left through %s (last: %s)", e.a.Name, lastSamples(p, via, 5))
+		}
+		for i := range n {
+			d := watchDisruption(t, gatewayWatcher{}, p, via, e.a.Name, settle, func() { rollingRestart(t, e.cfg) })
+			t.Logf("bench operations stock rolling-restart %d/%d: %s", i+1, n, d)
+			c.Trials = append(c.Trials, operationTrial("rolling-restart", d))
+		}
+		saveCase(t, c)
+	})
+	t.Run("egressha", func(t *testing.T) {
+		cfg := startLab(t, cluster.ModeEgressHA)
+		a := mustNode(t, cfg, "lab-egress-a")
+		for _, m := range outageModes {
+			c := results.Case{Name: "operations-egressha-" + m.name, Title: "routine operations, egressha " + m.name + " mode",
+				Kind: results.KindOperations, Mode: string(cluster.ModeEgressHA), Command: benchCommand(t), Started: time.Now(),
+				Settings: operationsSettings(m.name)}
+			gw, p, via := steadyThrough(t, cfg, m.yaml, a)
+			for i := range n {
+				d := watchDisruption(t, gw, p, via, a.Name, settle, func() { rollingRestart(t, cfg) })
+				t.Logf("bench operations egressha %s rolling-restart %d/%d: %s", m.name, i+1, n, d)
+				c.Trials = append(c.Trials, operationTrial("rolling-restart", d))
+				if d.failed > 0 || d.viaOther > 0 || d.changes > 0 {
+					t.Errorf("%s mode: a rolling restart disturbed the traffic or moved the gateway: %s", m.name, d)
+				}
+			}
+			p.Stop()
+			saveCase(t, c)
+		}
+	})
+}
+
+// flapClusterLink takes n's cluster link down for down and up for up,
+// times times.
+func flapClusterLink(t *testing.T, n cluster.Node, times int, down, up time.Duration) {
+	t.Helper()
+	for range times {
+		if err := cluster.CutClusterLink(n, true); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(down)
+		if err := cluster.CutClusterLink(n, false); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(up)
+	}
+}
+
+// flapMoves is the most active-node changes a flapping node may cause:
+// one away when it first fails, one back once it stayed eligible for the
+// hold-down.
+const flapMoves = 2
+
+// flapSettle covers the hold-down (10 s by default) after the last flap,
+// so the failback is counted.
+const flapSettle = 15 * time.Second

@@ -27,6 +27,10 @@ const (
 	// KindAPIOutage: the API server unreachable for some (Trial.Scope)
 	// while traffic flows: nothing may fail or move (issue 14).
 	KindAPIOutage = "api-outage"
+	// KindOperations: a routine operation (Trial.Scope: rolling-restart,
+	// link-flap, leader-kill-crash) with egressha and with stock Cilium
+	// in the same run (issue 15).
+	KindOperations = "operations"
 	// KindAgentMemory: whole-agent RSS of every node's cilium-agent
 	// before and after N CiliumEndpoints are programmed, stock Cilium
 	// and egressha in the same run (Case.Memory).

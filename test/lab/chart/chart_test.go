@@ -113,6 +113,8 @@ func TestRenderLabEgressHA(t *testing.T) {
 		"egress-gateway-ha-heartbeat-expiry":         "15s",
 		"egress-gateway-ha-probe-interval":           "100ms",
 		"egress-gateway-ha-probe-fence":              "250ms",
+		"egress-gateway-ha-restart-grace":            "30s",
+		"egress-gateway-ha-max-restart-grace":        "2m",
 	})
 	// The chart writes these only when they are on.
 	for _, k := range []string{"enable-egress-gateway", "enable-cilium-endpoint-slice"} {

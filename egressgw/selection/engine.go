@@ -22,8 +22,8 @@ import (
 //   - then call Recompute(affected, now) and publish the Results it returns
 //     (only those that changed);
 //   - arm a timer for NextExpiry(now) and call Recompute(nil, now) when it
-//     fires: a heartbeat that lapses produces no event, the Engine finds the
-//     lapsed nodes itself.
+//     fires: a heartbeat that lapses, or a hold-down that ends, produces no
+//     event; the Engine finds the lapsed nodes and the ended holds itself.
 //
 // Cost model. A node event costs O(labels of the node + gateways indexed
 // under those labels) in UpsertNode, then, per affected gateway, a binary
@@ -37,6 +37,13 @@ import (
 // active node is found by walking the cached rank from the top, which stops
 // at the first eligible node. Rankings are cached per gateway and rebuilt
 // (O(n log n)) only when the gateway's spec changes.
+//
+// Hold-down (Gateway.HoldDown). Every candidate carries EligibleSince, set
+// to the Recompute's now when it is first seen eligible or turns eligible,
+// carried over while it stays eligible, zeroed when it is not. A gateway
+// whose decision waits for a hold to end (Result.HoldDownUntil) sits in a
+// heap by that instant; NextExpiry includes it, and Recompute at or after
+// it decides for the gateway again although no candidate changed.
 type Engine struct {
 	nodes map[string]*nodeState
 	// labelIndex maps a label pair to the nodes carrying it, so that a
@@ -55,6 +62,9 @@ type Engine struct {
 	// lapse holds every node with a heartbeat whose expiry has not been
 	// processed yet; elig holds nodes with eligibleIn > 0 (for NextExpiry).
 	lapse, elig nodeHeap
+	// holds holds the gateways whose decision changes when a hold-down
+	// ends, by gwState.holdEnd.
+	holds gwHeap
 	// dirty lists gateways with pending work, in no particular order.
 	dirty []*gwState
 	// clock is the latest now seen by Recompute; now never goes backwards.
@@ -121,6 +131,13 @@ type gwState struct {
 	deleted bool
 	selChg  bool // order or failback changed since the last decision
 	seen    uint64
+	// redecide: decide again although no candidate changed (a hold-down
+	// ended, or HoldDown changed).
+	redecide bool
+	// holdEnd is result.HoldDownUntil; holdIdx the position in Engine.holds
+	// (-1: not in it).
+	holdEnd time.Time
+	holdIdx int
 }
 
 type patch struct {
@@ -140,6 +157,7 @@ func NewEngine() *Engine {
 		members:    map[string][]*nodeState{},
 		interned:   map[internKey][][]Candidate{},
 		lapse:      nodeHeap{slot: lapseHeap},
+		holds:      gwHeap{},
 		elig:       nodeHeap{slot: eligibleHeap},
 	}
 }
@@ -219,7 +237,7 @@ func (e *Engine) UpsertGateway(gw Gateway) {
 	gw = normalize(gw)
 	g := e.gateways[gw.Name]
 	if g == nil {
-		g = &gwState{gw: gw, active: gw.PreviousActive, pending: map[string]struct{}{}}
+		g = &gwState{gw: gw, active: gw.PreviousActive, pending: map[string]struct{}{}, holdIdx: -1}
 		e.gateways[gw.Name] = g
 		e.indexGateway(g)
 		e.markFull(g)
@@ -231,6 +249,12 @@ func (e *Engine) UpsertGateway(gw Gateway) {
 	old := g.gw
 	if maps.Equal(old.NodeSelector, gw.NodeSelector) && old.Mode == gw.Mode && old.VirtualIP == gw.VirtualIP &&
 		old.Order == gw.Order && old.Failback == gw.Failback {
+		if old.HoldDown != gw.HoldDown {
+			// The candidates stay; which of them are held changes.
+			g.gw.HoldDown = gw.HoldDown
+			g.redecide = true
+			e.markDirty(g)
+		}
 		return
 	}
 	if g.has && (old.Order != gw.Order || old.Failback != gw.Failback) {
@@ -261,6 +285,7 @@ func (e *Engine) DeleteGateway(name string) {
 		}
 	}
 	e.unindexGateway(g)
+	e.holds.set(g, false)
 	g.deleted = true
 	delete(e.gateways, name)
 }
@@ -274,19 +299,25 @@ func (e *Engine) Result(name string) (Result, bool) {
 	return g.result, true
 }
 
-// NextExpiry returns the earliest heartbeat expiry among nodes that are
-// eligible candidates of some gateway, i.e. the next instant a decision can
-// change without an event; the zero time if there is none. If that instant
-// is not after now (a heartbeat lapsed since the last Recompute), it returns
-// now: recompute at once. Heartbeat lapses of nodes that are eligible
-// nowhere do not change any active node; their candidate reasons are
-// updated by the next Recompute.
+// NextExpiry returns the next instant a decision can change without an
+// event: the earliest heartbeat expiry among nodes that are eligible
+// candidates of some gateway, or the earliest end of a hold-down that will
+// move a gateway's role (Result.HoldDownUntil), whichever comes first; the
+// zero time if there is none. If that instant is not after now (it passed
+// since the last Recompute), it returns now: recompute at once. Heartbeat
+// lapses of nodes that are eligible nowhere do not change any active node;
+// their candidate reasons are updated by the next Recompute.
 func (e *Engine) NextExpiry(now time.Time) time.Time {
-	if e.elig.Len() == 0 {
-		return time.Time{}
+	var t time.Time
+	if e.elig.Len() > 0 {
+		t = e.elig.min().expiry
 	}
-	t := e.elig.min().expiry
-	if !t.After(now) {
+	if e.holds.Len() > 0 {
+		if h := e.holds.min().holdEnd; t.IsZero() || h.Before(t) {
+			t = h
+		}
+	}
+	if !t.IsZero() && !t.After(now) {
 		return now
 	}
 	return t
@@ -300,8 +331,9 @@ func (e *Engine) NextExpiry(now time.Time) time.Time {
 // gateways names the gateways the caller knows changed (e.g. the affected
 // lists of the node events). The Engine also recomputes every other gateway
 // with pending changes, and every gateway of which a candidate's heartbeat
-// lapsed by now, so Recompute(nil, now) is complete too: nothing is left
-// stale whatever the list. now is clamped so that it never goes backwards.
+// lapsed by now, and every gateway whose hold-down ended by now, so
+// Recompute(nil, now) is complete too: nothing is left stale whatever the
+// list. now is clamped so that it never goes backwards.
 func (e *Engine) Recompute(gateways []string, now time.Time) []Result {
 	if now.Before(e.clock) {
 		now = e.clock
@@ -316,6 +348,13 @@ func (e *Engine) Recompute(gateways []string, now time.Time) []Result {
 		for _, g := range e.affectedBy(ns.Labels, nil, false) {
 			e.markPending(g, ns.Name)
 		}
+	}
+	// Hold-downs that ended by now produced no event either.
+	for e.holds.Len() > 0 && !now.Before(e.holds.min().holdEnd) {
+		g := e.holds.min()
+		e.holds.set(g, false)
+		g.redecide = true
+		e.markDirty(g)
 	}
 	if len(e.dirty) == 0 {
 		return nil
@@ -348,12 +387,15 @@ func (e *Engine) recompute(g *gwState, now time.Time) (Result, bool) {
 		candsChanged = e.rebuild(g, now)
 	case len(g.pending) > 0:
 		candsChanged = e.applyPending(g, now)
-	default:
+	case !g.redecide:
 		return Result{}, false
 	}
-	if g.has && !full && !candsChanged {
-		// Same gateway, same candidates, and the previous decision as the
-		// starting point: the same decision (chooseActive is idempotent).
+	redecide := g.redecide
+	g.redecide = false
+	if g.has && !full && !candsChanged && !redecide {
+		// Same gateway, same candidates, no hold-down ended, and the
+		// previous decision as the starting point: the same decision
+		// (chooseActive is idempotent while no hold ends).
 		// Only the active node's InternalIP, which is not part of a
 		// candidate, can differ.
 		o := &g.result
@@ -370,8 +412,10 @@ func (e *Engine) recompute(g *gwState, now time.Time) (Result, bool) {
 		return r, true
 	}
 	prev := g.active
-	r := decide(&g.gw, g.cands, g.rank, g.ready, prev, e, g.selChg)
+	r := decide(&g.gw, g.cands, g.rank, g.ready, prev, e, g.selChg, now)
 	g.selChg = false
+	g.holdEnd = r.HoldDownUntil
+	e.holds.set(g, !g.holdEnd.IsZero())
 	o := &g.result
 	if g.has && !candsChanged && r.Active == o.Active && r.ActiveInternalIP == o.ActiveInternalIP &&
 		r.EgressIP == o.EgressIP && r.ReadyNodes == o.ReadyNodes && r.Message == o.Message {
@@ -391,6 +435,7 @@ func (e *Engine) rebuild(g *gwState, now time.Time) bool {
 	for i, ns := range members {
 		cands[i] = Evaluate(&ns.Node, &g.gw, now)
 		if cands[i].Eligible {
+			cands[i].EligibleSince = now
 			ready++
 		}
 	}
@@ -416,6 +461,9 @@ func (e *Engine) rebuild(g *gwState, now time.Time) bool {
 				} else {
 					e.addEligible(cands[j].Node, -1)
 				}
+			} else if cands[j].Eligible {
+				// Still eligible: its hold-down keeps counting.
+				cands[j].EligibleSince = old[i].EligibleSince
 			}
 			i++
 			j++
@@ -487,6 +535,14 @@ func (e *Engine) applyPending(g *gwState, now time.Time) bool {
 			continue
 		}
 		c := Evaluate(&ns.Node, &g.gw, now)
+		if c.Eligible {
+			// Eligible since now, unless it already was (then its
+			// hold-down keeps counting).
+			c.EligibleSince = now
+			if found && g.cands[i].Eligible {
+				c.EligibleSince = g.cands[i].EligibleSince
+			}
+		}
 		if !found {
 			ins = append(ins, c)
 			if c.Eligible {

@@ -141,7 +141,7 @@ func TestMaintenance(t *testing.T) {
 				g.Failback, g.PreviousActive = tt.failback, prev
 				want := Select(g, slices.Collect(maps.Values(w.nodes)), w.now)
 				got := w.result(gw)
-				if got.Active != want.Active || got.ReadyNodes != want.ReadyNodes || !candidatesEqual(got.Candidates, want.Candidates) || got.Message != want.Message {
+				if got.Active != want.Active || got.ReadyNodes != want.ReadyNodes || !sameFacts(got.Candidates, want.Candidates) || got.Message != want.Message {
 					t.Fatalf("step %d: engine %+v\nselect %+v", i, got, want)
 				}
 			}

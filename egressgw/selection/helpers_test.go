@@ -140,3 +140,12 @@ func candidateNames(r Result) []string {
 	}
 	return out
 }
+
+// sameFacts compares candidate lists but not EligibleSince, which only the
+// Engine keeps (Select has no history).
+func sameFacts(a, b []Candidate) bool {
+	return slices.EqualFunc(a, b, func(x, y Candidate) bool {
+		x.EligibleSince, y.EligibleSince = time.Time{}, time.Time{}
+		return candidateEqual(&x, &y)
+	})
+}

@@ -16,7 +16,14 @@ import (
 // TestEngineMatchesSelect drives the Engine with random event sequences and
 // checks after every Recompute that each gateway's decision equals Select's
 // from-scratch decision, that exactly the changed decisions were returned,
-// and that NextExpiry is the earliest expiry among eligible candidates.
+// and that NextExpiry is the earliest expiry among eligible candidates or
+// hold-down ends that move a role.
+//
+// Half of the gateways have no hold-down: for them the reference is Select
+// itself. The others hold new eligible candidates down for up to 3 s; their
+// reference is the same from-scratch decision given since when each
+// candidate is eligible, which the model keeps on its own (eligible in its
+// previous expected result: unchanged; newly eligible: now).
 func TestEngineMatchesSelect(t *testing.T) {
 	for seed := uint64(1); seed <= 8; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -24,8 +31,9 @@ func TestEngineMatchesSelect(t *testing.T) {
 			for step := range 1500 {
 				m.step(t, step)
 			}
-			if m.changes == 0 || m.failovers == 0 || m.lapses == 0 {
-				t.Fatalf("the random walk exercised too little: %d results, %d failovers, %d lapse-only changes", m.changes, m.failovers, m.lapses)
+			if m.changes == 0 || m.failovers == 0 || m.lapses == 0 || m.holdMoves == 0 {
+				t.Fatalf("the random walk exercised too little: %d results, %d failovers, %d lapse-only changes, %d hold-down ends that moved a role",
+					m.changes, m.failovers, m.lapses, m.holdMoves)
 			}
 		})
 	}
@@ -55,7 +63,7 @@ type model struct {
 	selChg   map[string]bool
 	affected map[string]bool
 
-	changes, failovers, lapses int
+	changes, failovers, lapses, holdMoves int
 }
 
 func newModel(seed uint64) *model {
@@ -143,6 +151,9 @@ func (m *model) randomGateway(name string) Gateway {
 	}
 	if m.chance(0.4) {
 		g.Failback = v1alpha1.FailbackNever
+	}
+	if m.chance(0.5) {
+		g.HoldDown = time.Duration(1+m.rnd.IntN(3000)) * time.Millisecond
 	}
 	return g
 }
@@ -243,7 +254,21 @@ func (m *model) step(t *testing.T, step int) {
 		if decided {
 			g.PreviousActive = prev.Active
 		}
-		want := Select(g, nodes, m.now)
+		since := func(node string) time.Time {
+			if i, ok := findCandidate(prev.Candidates, node); decided && ok && prev.Candidates[i].Eligible {
+				return prev.Candidates[i].EligibleSince
+			}
+			return m.now
+		}
+		want := selectWith(g, nodes, m.now, since)
+		if g.HoldDown == 0 {
+			// Without a hold-down the history changes nothing: Select
+			// (no history) decides the same.
+			plain := Select(g, nodes, m.now)
+			if plain.Active != want.Active || plain.Message != want.Message || !plain.HoldDownUntil.IsZero() {
+				t.Fatalf("step %d %s: Select %+v, with history %+v", step, name, plain, want)
+			}
+		}
 		if m.selChg[name] && want.ChangeReason == ChangeFailback {
 			want.ChangeReason = ChangeSelectionChanged
 		}
@@ -272,7 +297,13 @@ func (m *model) step(t *testing.T, step int) {
 				if len(m.affected) == 0 {
 					m.lapses++
 				}
+				if !prev.HoldDownUntil.IsZero() && !m.now.Before(prev.HoldDownUntil) && want.ChangeReason == ChangeFailback {
+					m.holdMoves++
+				}
 			}
+		}
+		if t := want.HoldDownUntil; !t.IsZero() && (wantNext.IsZero() || t.Before(wantNext)) {
+			wantNext = t
 		}
 		for _, c := range want.Candidates {
 			if c.Eligible {

@@ -7,8 +7,10 @@
 //
 // The package is pure: it never talks to Kubernetes, the datapath or the
 // clock. Callers feed it facts (Node, Gateway) and the current time, and get
-// decisions (Result) back. Only heartbeat freshness depends on the time
-// passed in; every other decision is a deterministic function of the facts.
+// decisions (Result) back. Only heartbeat freshness and hold-downs (how long
+// a candidate has been eligible, which only the Engine remembers) depend on
+// the time passed in; every other decision is a deterministic function of
+// the facts.
 package selection
 
 import (
@@ -94,6 +96,14 @@ type Gateway struct {
 	// Failback is the failback policy; "" (or an unknown value) means
 	// Immediate.
 	Failback v1alpha1.FailbackPolicy
+	// HoldDown is how long a candidate that becomes eligible (or a new
+	// candidate that is eligible) must stay eligible without interruption
+	// before it may take the role from another eligible node (keepalived's
+	// preempt_delay). It never delays taking over from a node that is not
+	// eligible any more, nor a first election: traffic is never dropped to
+	// wait out a hold. Zero: no hold. Only the Engine holds (it knows since
+	// when a candidate is eligible); Select has no history and never does.
+	HoldDown time.Duration
 	// PreviousActive is the active node in the gateway's current status. The
 	// Engine reads it only when it first learns of the gateway (a new
 	// operator leader continues from the status it finds); after its first
@@ -112,6 +122,23 @@ type Candidate struct {
 	// the virtual IP in VirtualIPAddress mode, otherwise the address the node
 	// reported for the gateway (empty when it reported none usable).
 	EgressIP string
+	// EligibleSince is when the Engine saw the candidate become eligible
+	// (or first saw it, eligible) and it has been eligible ever since; zero
+	// while it is not eligible, and always zero from Select. The candidate
+	// is held down until EligibleSince + Gateway.HoldDown.
+	EligibleSince time.Time
+}
+
+// heldUntil is when c's hold-down ends; the zero time when c is not held
+// at now (not eligible, no HoldDown, no EligibleSince, or the hold is over).
+func heldUntil(gw *Gateway, c *Candidate, now time.Time) time.Time {
+	if !c.Eligible || gw.HoldDown <= 0 || c.EligibleSince.IsZero() {
+		return time.Time{}
+	}
+	if t := c.EligibleSince.Add(gw.HoldDown); now.Before(t) {
+		return t
+	}
+	return time.Time{}
 }
 
 // Result is the decision for one gateway. Its slices are shared with the
@@ -142,6 +169,10 @@ type Result struct {
 	// Message is a sentence a person can act on, e.g. for the Ready
 	// condition's ElectionFailed message.
 	Message string
+	// HoldDownUntil is, with failback Immediate, the earliest end of the
+	// hold-down of an eligible node that ranks before Active: the role
+	// moves then although no candidate changes. Zero when there is none.
+	HoldDownUntil time.Time
 }
 
 // Change reasons that are not candidate reasons. A ChangeReason is one of
@@ -363,31 +394,87 @@ func (m nodeMap) lookupNode(name string) (*Node, bool) {
 	return n, ok
 }
 
-// chooseActive applies the failback policy to the ranked candidates: with
-// Never a still-eligible prev keeps the role, otherwise the best-ranked
-// eligible candidate gets it. rank is used in Spread order only.
-func chooseActive(gw *Gateway, cands []Candidate, rank []rankEntry, prev string) string {
+// chooseActive applies the failback policy and the hold-down (see
+// Gateway.HoldDown) to the ranked candidates at now:
+//
+//   - Immediate: the best-ranked of the eligible candidates not held down
+//     and prev if it is eligible (held down or not);
+//   - Never: prev if it is eligible, else the best-ranked eligible
+//     candidate not held down;
+//
+// and in both, when that finds no node, the best-ranked eligible candidate
+// even if held down: a hold never leaves a gateway without an active node.
+// rank is used in Spread order only.
+func chooseActive(gw *Gateway, cands []Candidate, rank []rankEntry, prev string, now time.Time) string {
 	if gw.Failback == v1alpha1.FailbackNever && prev != "" {
 		if i, ok := findCandidate(cands, prev); ok && cands[i].Eligible {
 			return prev
 		}
 	}
+	pick, firstHeld := "", ""
+	forRanked(gw, cands, rank, func(c *Candidate) bool {
+		if !c.Eligible {
+			return true
+		}
+		if c.Node == prev || heldUntil(gw, c, now).IsZero() {
+			pick = c.Node
+			return false
+		}
+		if firstHeld == "" {
+			firstHeld = c.Node
+		}
+		return true
+	})
+	if pick == "" {
+		pick = firstHeld
+	}
+	return pick
+}
+
+// forRanked calls f with the candidates in rank order, best first, until f
+// returns false. Usually f stops at the first or second entry, so the
+// binary searches of Spread order stay cheap even for thousands of
+// candidates.
+func forRanked(gw *Gateway, cands []Candidate, rank []rankEntry, f func(c *Candidate) bool) {
 	if gw.Order != v1alpha1.SelectionOrderSpread {
 		for i := range cands {
-			if cands[i].Eligible {
-				return cands[i].Node
+			if !f(&cands[i]) {
+				return
 			}
 		}
-		return ""
+		return
 	}
-	// Usually the first or second entry is eligible, so the binary searches
-	// stay cheap even for thousands of candidates.
 	for _, e := range rank {
-		if i, ok := findCandidate(cands, e.name); ok && cands[i].Eligible {
-			return e.name
+		if i, ok := findCandidate(cands, e.name); ok && !f(&cands[i]) {
+			return
 		}
 	}
-	return ""
+}
+
+// heldBefore returns the eligible candidates held down at now that rank
+// before active, in rank order, at most limit of them, with their count
+// and the earliest end of their holds. With failback Immediate these take
+// the role when their hold ends; with Never they never do (nil, 0, zero).
+func heldBefore(gw *Gateway, cands []Candidate, rank []rankEntry, active string, now time.Time, limit int) (held []*Candidate, n int, until time.Time) {
+	if active == "" || gw.Failback == v1alpha1.FailbackNever || gw.HoldDown <= 0 {
+		return nil, 0, time.Time{}
+	}
+	forRanked(gw, cands, rank, func(c *Candidate) bool {
+		if c.Node == active {
+			return false
+		}
+		if t := heldUntil(gw, c, now); !t.IsZero() {
+			if n < limit {
+				held = append(held, c)
+			}
+			n++
+			if until.IsZero() || t.Before(until) {
+				until = t
+			}
+		}
+		return true
+	})
+	return held, n, until
 }
 
 // changeReason says why prev lost the role to active (prev != active).
@@ -410,16 +497,17 @@ func changeReason(prev string, cands []Candidate, nodes nodeLookup, selectionCha
 	return ChangeFailback
 }
 
-// decide builds the Result of gw from its candidates (sorted by name), their
-// Spread rank (Spread order only) and eligible count, starting from prev.
-func decide(gw *Gateway, cands []Candidate, rank []rankEntry, ready int, prev string, nodes nodeLookup, selectionChanged bool) Result {
+// decide builds the Result of gw at now from its candidates (sorted by
+// name), their Spread rank (Spread order only) and eligible count, starting
+// from prev.
+func decide(gw *Gateway, cands []Candidate, rank []rankEntry, ready int, prev string, nodes nodeLookup, selectionChanged bool, now time.Time) Result {
 	r := Result{
 		Gateway:        gw.Name,
 		ReadyNodes:     ready,
 		Candidates:     cands,
 		PreviousActive: prev,
 	}
-	r.Active = chooseActive(gw, cands, rank, prev)
+	r.Active = chooseActive(gw, cands, rank, prev, now)
 	if r.Active != "" {
 		if n, ok := nodes.lookupNode(r.Active); ok {
 			r.ActiveInternalIP = n.InternalIP
@@ -434,8 +522,28 @@ func decide(gw *Gateway, cands []Candidate, rank []rankEntry, ready int, prev st
 	if r.Active != prev {
 		r.ChangeReason = changeReason(prev, cands, nodes, selectionChanged)
 	}
+	held, nHeld, until := heldBefore(gw, cands, rank, r.Active, now, maxMessageNodes)
+	r.HoldDownUntil = until
 	r.Message = message(gw, cands, r.Active, ready)
+	if nHeld > 0 {
+		r.Message += heldMessage(gw, held, nHeld)
+	}
 	return r
+}
+
+// heldMessage says which better-ranked nodes wait out their hold-down and
+// until when, e.g. "; lab-egress-a is held down until
+// 2026-01-01T00:00:10Z (eligible since 2026-01-01T00:00:00Z)".
+func heldMessage(gw *Gateway, held []*Candidate, n int) string {
+	var b strings.Builder
+	for _, c := range held {
+		fmt.Fprintf(&b, "; %s is held down until %s (eligible since %s)", c.Node,
+			c.EligibleSince.Add(gw.HoldDown).UTC().Format(time.RFC3339), c.EligibleSince.UTC().Format(time.RFC3339))
+	}
+	if n > len(held) {
+		fmt.Fprintf(&b, "; and %d more held down", n-len(held))
+	}
+	return b.String()
 }
 
 // message explains the decision in one sentence.
@@ -498,8 +606,16 @@ func FormatSelector(sel map[string]string) string {
 // Select is the whole decision for one gateway, computed from scratch: the
 // reference the Engine must agree with, and a convenience for callers that
 // do not need incremental updates. It starts from gw.PreviousActive; a node
-// counts as deleted when it is not in nodes.
+// counts as deleted when it is not in nodes. It has no history, so it never
+// holds a node down: it is the Engine's decision with HoldDown 0.
 func Select(gw Gateway, nodes []*Node, now time.Time) Result {
+	return selectWith(gw, nodes, now, nil)
+}
+
+// selectWith is Select with a history: eligibleSince, when set, says since
+// when each eligible candidate has been eligible, so hold-downs apply as in
+// the Engine (the Engine's tests compare it with their own bookkeeping).
+func selectWith(gw Gateway, nodes []*Node, now time.Time, eligibleSince func(node string) time.Time) Result {
 	gw = normalize(gw)
 	known := make(nodeMap, len(nodes))
 	var cands []Candidate
@@ -510,6 +626,9 @@ func Select(gw Gateway, nodes []*Node, now time.Time) Result {
 			c := Evaluate(n, &gw, now)
 			if c.Eligible {
 				ready++
+				if eligibleSince != nil {
+					c.EligibleSince = eligibleSince(n.Name)
+				}
 			}
 			cands = append(cands, c)
 		}
@@ -519,12 +638,13 @@ func Select(gw Gateway, nodes []*Node, now time.Time) Result {
 	if gw.Order == v1alpha1.SelectionOrderSpread {
 		rank = spreadRank(gw.Name, cands)
 	}
-	return decide(&gw, cands, rank, ready, gw.PreviousActive, known, false)
+	return decide(&gw, cands, rank, ready, gw.PreviousActive, known, false, now)
 }
 
 // candidateEqual compares two candidates field by field.
 func candidateEqual(a, b *Candidate) bool {
-	return a.Node == b.Node && a.Eligible == b.Eligible && a.EgressIP == b.EgressIP && slices.Equal(a.Reasons, b.Reasons)
+	return a.Node == b.Node && a.Eligible == b.Eligible && a.EgressIP == b.EgressIP && a.EligibleSince.Equal(b.EligibleSince) &&
+		slices.Equal(a.Reasons, b.Reasons)
 }
 
 // candidatesEqual compares two candidate lists.

@@ -30,10 +30,10 @@ const (
 	// SchemaVersion must be raised whenever a generated CRD changes, or
 	// running clusters keep the old schema. TestSchemaVersionBumped
 	// enforces it through SchemaDigest.
-	SchemaVersion = "1.2.0"
+	SchemaVersion = "1.3.0"
 	// SchemaDigest is the sha256 of the generated CRD files, in name order,
 	// for which SchemaVersion was set.
-	SchemaDigest = "61c68738eab60b6d8354ffe8a68a62df8171277ee1a9a29e28e96b5a17790a54"
+	SchemaDigest = "90413209b6e50f0b11880c96032f146d86edba40a0ba9c93ccf57801f6c8ec3d"
 )
 
 // All returns the embedded CRDs, labelled with SchemaVersion, in name order.

@@ -158,6 +158,11 @@ type OperatorConfig struct {
 	// min(leaseDurationSeconds, this), so a Lease written with a huge
 	// duration cannot keep a dead node active.
 	EgressGatewayHAHeartbeatMaxExpiry time.Duration
+	// EgressGatewayHAHoldDown is the hold-down of EgressGateways that do
+	// not set spec.selection.holdDown: how long a node that becomes
+	// eligible must stay eligible before it may take the role from another
+	// eligible node (selection.Gateway.HoldDown).
+	EgressGatewayHAHoldDown time.Duration
 	// EgressGatewayHAProbe turns on liveness probing of the candidate
 	// nodes (on every replica, so a new leader already knows).
 	EgressGatewayHAProbe bool
@@ -180,7 +185,11 @@ var DefaultOperatorConfig = OperatorConfig{
 	// Twice the agents' default expiry (15 s): room for agents
 	// configured slower, while a dead node that probing cannot judge is
 	// still failed over within half a minute whatever its Lease claims.
-	EgressGatewayHAHeartbeatMaxExpiry:    30 * time.Second,
+	EgressGatewayHAHeartbeatMaxExpiry: 30 * time.Second,
+	// Longer than a heartbeat Lease's default expiry (15 s) is not needed:
+	// a node flapping faster than every 10 s never regains the role, and
+	// failback after maintenance waits only 10 s.
+	EgressGatewayHAHoldDown:              10 * time.Second,
 	EgressGatewayHAProbe:                 true,
 	EgressGatewayHAProbeInterval:         100 * time.Millisecond,
 	EgressGatewayHAProbeDetectMultiplier: 3,
@@ -200,6 +209,9 @@ func (def OperatorConfig) Flags(flags *pflag.FlagSet) {
 	flags.Duration("egress-gateway-ha-heartbeat-max-expiry", def.EgressGatewayHAHeartbeatMaxExpiry,
 		"The longest a heartbeat Lease stays fresh whatever its leaseDurationSeconds says; must be at least the agents' "+
 			"--egress-gateway-ha-heartbeat-expiry")
+	flags.Duration("egress-gateway-ha-hold-down", def.EgressGatewayHAHoldDown,
+		"How long a node that becomes eligible must stay eligible before it may take an EgressGateway's role from another "+
+			"eligible node (failback); 0s..1h, for EgressGateways without spec.selection.holdDown")
 	flags.Bool("egress-gateway-ha-probe", def.EgressGatewayHAProbe,
 		"Probe the candidate gateway nodes over the cluster network (liveness without the API server)")
 	flags.Duration("egress-gateway-ha-probe-interval", def.EgressGatewayHAProbeInterval,

@@ -115,6 +115,9 @@ func registerSelectionController(p selectionParams) error {
 	if d := p.Config.EgressGatewayHAHeartbeatMaxExpiry; d <= 0 {
 		return fmt.Errorf("--egress-gateway-ha-heartbeat-max-expiry must be positive, got %s", d)
 	}
+	if d := p.Config.EgressGatewayHAHoldDown; d < 0 || d > MaxHoldDown {
+		return fmt.Errorf("--egress-gateway-ha-hold-down must be within 0s..%s, got %s", MaxHoldDown, d)
+	}
 	// egress-gateway-nodes is initialized once Nodes, agent Pods and
 	// Leases have synced; the CEGP controller waits for it.
 	wtxn := p.DB.WriteTxn(p.Nodes)
@@ -124,6 +127,7 @@ func registerSelectionController(p selectionParams) error {
 	c.NodesSynced = nodesSynced
 	c.MaxExpiry = p.Config.EgressGatewayHAHeartbeatMaxExpiry
 	c.MaxRestartGrace = max(p.Config.EgressGatewayHAMaxRestartGrace, 0)
+	c.HoldDown = p.Config.EgressGatewayHAHoldDown
 	if p.Config.EgressGatewayHAProbe {
 		c.Probes = p.Probes
 	}

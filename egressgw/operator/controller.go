@@ -92,6 +92,9 @@ type Controller struct {
 	// MaxRestartGrace bounds the restart grace an agent may ask for (zero:
 	// none is granted); set before Run.
 	MaxRestartGrace time.Duration
+	// HoldDown is the hold-down of gateways that do not set
+	// spec.selection.holdDown; set before Run.
+	HoldDown time.Duration
 	// Probes is this replica's liveness probe sessions (nil: no probing;
 	// every node is judged by its Lease); set before Run.
 	Probes statedb.Table[*probe.SessionRow]
@@ -465,7 +468,7 @@ func (c *Controller) onGateway(ev resource.Event[*v1alpha1.EgressGateway], synce
 	}
 	c.gateways[name] = ev.Object
 	c.mu.Unlock()
-	c.engine.UpsertGateway(gatewayFromObject(ev.Object))
+	c.engine.UpsertGateway(gatewayFromObject(ev.Object, c.HoldDown))
 	pending[name] = struct{}{}
 	// The status may differ from the decision (another writer, a restore
 	// from backup): let the reconciler compare.
@@ -510,18 +513,28 @@ func (c *Controller) markPoliciesPending(txn statedb.WriteTxn, gateway string) {
 	}
 }
 
-func gatewayFromObject(gw *v1alpha1.EgressGateway) selection.Gateway {
+// MaxHoldDown bounds a hold-down (the CRD refuses more; this guards
+// against an object written before that validation, and the flag).
+const MaxHoldDown = time.Hour
+
+// gatewayFromObject is what the selection needs of an EgressGateway;
+// holdDown is the hold-down when spec.selection.holdDown is not set.
+func gatewayFromObject(gw *v1alpha1.EgressGateway, holdDown time.Duration) selection.Gateway {
 	g := selection.Gateway{
 		Name:           gw.Name,
 		NodeSelector:   gw.Spec.NodeSelector,
 		Mode:           gw.Spec.SourceIP.Mode,
 		PreviousActive: gw.Status.ActiveNodeName,
+		HoldDown:       holdDown,
 	}
 	if v := gw.Spec.SourceIP.VirtualIPAddress; v != nil {
 		g.VirtualIP = string(v.IP)
 	}
 	if s := gw.Spec.Selection; s != nil {
 		g.Order, g.Failback = s.Order, s.Failback
+		if s.HoldDown != nil {
+			g.HoldDown = min(max(s.HoldDown.Duration, 0), MaxHoldDown)
+		}
 	}
 	return g
 }

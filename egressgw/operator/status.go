@@ -77,6 +77,10 @@ func DesiredStatus(gw *v1alpha1.EgressGateway, r selection.Result, vip heartbeat
 	if cond.Message == "" {
 		cond.Message = cond.Reason
 	}
+	if r.Active != "" && r.HeldDown != "" {
+		// Why a better-ranked node is not active (yet).
+		cond.Message += "; " + r.HeldDown
+	}
 	cond.Message = boundMessage(cond.Message)
 	meta.SetStatusCondition(&st.Conditions, cond)
 	if gw.Spec.SourceIP.Mode == v1alpha1.SourceIPModeVirtualIP {

@@ -130,7 +130,7 @@ func TestHoldDownFlap(t *testing.T) {
 		}
 		last = w.now
 		want := fmt.Sprintf("lab-egress-b is active; 3 of 3 candidate nodes are eligible; lab-egress-a is held down until %s (eligible since %s)",
-			last.Add(holdDown).Format(time.RFC3339), last.Format(time.RFC3339))
+			formatTime(last.Add(holdDown)), formatTime(last))
 		if r.Message != want || !r.HoldDownUntil.Equal(last.Add(holdDown)) {
 			t.Fatalf("at %ds: message %q, hold until %v\nwant %q", s, r.Message, r.HoldDownUntil, want)
 		}

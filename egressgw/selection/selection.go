@@ -173,6 +173,11 @@ type Result struct {
 	// hold-down of an eligible node that ranks before Active: the role
 	// moves then although no candidate changes. Zero when there is none.
 	HoldDownUntil time.Time
+	// HeldDown says which of those nodes are held down and until when,
+	// e.g. "lab-egress-a is held down until 2026-01-01T00:00:10Z (eligible
+	// since 2026-01-01T00:00:00Z)" (at most five are named); "" when none.
+	// Message ends with it.
+	HeldDown string
 }
 
 // Change reasons that are not candidate reasons. A ChangeReason is one of
@@ -526,24 +531,32 @@ func decide(gw *Gateway, cands []Candidate, rank []rankEntry, ready int, prev st
 	r.HoldDownUntil = until
 	r.Message = message(gw, cands, r.Active, ready)
 	if nHeld > 0 {
-		r.Message += heldMessage(gw, held, nHeld)
+		r.HeldDown = heldMessage(gw, held, nHeld)
+		r.Message += "; " + r.HeldDown
 	}
 	return r
 }
 
 // heldMessage says which better-ranked nodes wait out their hold-down and
-// until when, e.g. "; lab-egress-a is held down until
-// 2026-01-01T00:00:10Z (eligible since 2026-01-01T00:00:00Z)".
+// until when (Result.HeldDown).
 func heldMessage(gw *Gateway, held []*Candidate, n int) string {
 	var b strings.Builder
-	for _, c := range held {
-		fmt.Fprintf(&b, "; %s is held down until %s (eligible since %s)", c.Node,
-			c.EligibleSince.Add(gw.HoldDown).UTC().Format(time.RFC3339), c.EligibleSince.UTC().Format(time.RFC3339))
+	for i, c := range held {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s is held down until %s (eligible since %s)", c.Node,
+			formatTime(c.EligibleSince.Add(gw.HoldDown)), formatTime(c.EligibleSince))
 	}
 	if n > len(held) {
 		fmt.Fprintf(&b, "; and %d more held down", n-len(held))
 	}
 	return b.String()
+}
+
+// formatTime is RFC 3339 in UTC with milliseconds when there are any.
+func formatTime(t time.Time) string {
+	return t.UTC().Truncate(time.Millisecond).Format("2006-01-02T15:04:05.999Z07:00")
 }
 
 // message explains the decision in one sentence.

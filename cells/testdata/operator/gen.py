@@ -69,7 +69,7 @@ spec:
   renewTime: "{renew}"
 '''
 
-def gateway(name, selector=None, order=None, failback=None, status_active=None):
+def gateway(name, selector=None, order=None, failback=None, status_active=None, hold_down=None):
     selector = selector or {EGRESS: ''}
     sel = ''.join(f'\n    {k}: "{v}"' for k, v in selector.items())
     s = f'''apiVersion: network.deckhouse.io/v1alpha1
@@ -83,12 +83,14 @@ spec:
     primaryIPFromEgressGatewayNodeInterface:
       interfaceName: eth1
 '''
-    if order or failback:
+    if order or failback or hold_down:
         s += '  selection:\n'
         if order:
             s += f'    order: {order}\n'
         if failback:
             s += f'    failback: {failback}\n'
+        if hold_down:
+            s += f'    holdDown: {hold_down}\n'
     if status_active:
         s += f'status:\n  activeNodeName: {status_active}\n'
     return s
@@ -238,6 +240,9 @@ FIXTURES = {
             renew=f'2026-01-01T00:00:0{i}.000000Z') for i in (3, 6, 9)}},
     'probe-liveness.txtar': lambda: {**base(['gw', 'vip']), 'gw.yaml': gateway('gw'), 'gw-vip.yaml': vip_gateway('vip', VIP),
         **{f'lease-{n}-renewed.yaml': lease(n, {'gw': True, 'vip': True}, renew='2026-01-01T00:00:12.000000Z') for n in ALL}},
+    'hold-down.txtar': lambda: {**base(['gw', 'gw-default']), 'gw.yaml': gateway('gw', hold_down='1s'),
+        'gw-default.yaml': gateway('gw-default'),
+        'node-lab-egress-a-cordoned.yaml': node('lab-egress-a', cordoned=True)},
     'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
         'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
         'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},

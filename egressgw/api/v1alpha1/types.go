@@ -166,6 +166,19 @@ type Selection struct {
 	// +optional
 	// +kubebuilder:default=Immediate
 	Failback FailbackPolicy `json:"failback,omitempty"`
+
+	// HoldDown is how long a node that becomes eligible (recovers, or
+	// becomes a candidate) must stay eligible without interruption before
+	// it may take the role from another eligible node, e.g. by failback
+	// (keepalived's preempt_delay): a node that flaps never regains the
+	// role. It never delays a takeover from a node that is not eligible
+	// any more, nor the first election. A Go duration from 0s (no hold) to
+	// 1h; omitted means the operator's --egress-gateway-ha-hold-down (10s).
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('1h')",message="must be a duration from 0s to 1h, e.g. 10s"
+	HoldDown *metav1.Duration `json:"holdDown,omitempty"`
 }
 
 // EgressGatewayStatus is the state the operator observed and decided.

@@ -115,6 +115,7 @@ func TestRenderLabEgressHA(t *testing.T) {
 		"egress-gateway-ha-probe-fence":              "250ms",
 		"egress-gateway-ha-restart-grace":            "30s",
 		"egress-gateway-ha-max-restart-grace":        "2m",
+		"egress-gateway-ha-hold-down":                "10s",
 	})
 	// The chart writes these only when they are on.
 	for _, k := range []string{"enable-egress-gateway", "enable-cilium-endpoint-slice"} {

@@ -356,19 +356,12 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 		c.reportRejections(ev.Key.String(), ev.Object.ResourceVersion, hb.Rejections)
 	}
 	if hb := r.Heartbeat; hb != nil {
-		// Freshness is judged on this operator's clock, as client-go's
-		// leader election does: a renewal counts from when it was
-		// observed, so a node whose clock is behind or ahead is neither
-		// expired nor kept alive by the skew. The first time a Lease is
-		// seen (a new leader) its own renewTime is all there is.
 		r.ReportedRenewTime = hb.RenewTime
-		switch {
-		case prev == nil:
-		case hb.RenewTime.Equal(prevReported):
-			hb.RenewTime = prev.RenewTime
-		default:
-			hb.RenewTime = c.clock.Now()
+		var prevObserved time.Time
+		if prev != nil {
+			prevObserved = prev.RenewTime
 		}
+		hb.RenewTime = observedRenewTime(prev != nil, prevObserved, prevReported, hb.RenewTime, c.clock.Now())
 		// The agent stopped to restart: its grace counts from when this
 		// operator saw the request (once per restart).
 		if hb.RestartGrace > 0 && (prev == nil || prev.RestartGrace == 0) && r.RestartUntil.IsZero() {
@@ -379,6 +372,26 @@ func (c *Controller) onLease(ev resource.Event[*coordinationv1.Lease], synced ma
 		}
 	}
 	c.storeRow(r, false, pending)
+}
+
+// observedRenewTime is the renew time freshness counts from, on this
+// operator's clock, as client-go's leader election does: a renewal counts
+// from when it was observed, so a node whose clock is behind or ahead is
+// neither expired nor kept alive by the skew. A Lease seen for the first
+// time (a new leader, a new node) counts as renewed now: its own renewTime
+// is on the node's clock, and a node 2 s behind would look expired to a
+// new leader although it renews on time. (A Lease that really lapsed is
+// then taken as fresh for one lease duration; probing, where it has a
+// verdict, decides before.) A Lease whose renewTime did not change keeps
+// the time it was first observed; a new renewTime counts from now.
+func observedRenewTime(seen bool, prevObserved, prevReported, reported, now time.Time) time.Time {
+	switch {
+	case !seen:
+		return now
+	case reported.Equal(prevReported):
+		return prevObserved
+	}
+	return now
 }
 
 // reportRejections logs and counts what a Lease said that was not taken

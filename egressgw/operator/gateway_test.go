@@ -35,3 +35,30 @@ func TestGatewayHoldDown(t *testing.T) {
 		})
 	}
 }
+
+// Freshness counts from when this operator observed a renewal, the first
+// sight included.
+func TestObservedRenewTime(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	behind := now.Add(-2 * time.Second) // a node clock 2 s behind
+	earlier := now.Add(-3 * time.Second)
+	tests := []struct {
+		name                   string
+		seen                   bool
+		prevObserved, prevRept time.Time
+		reported               time.Time
+		want                   time.Time
+	}{
+		{name: "first sight of a node whose clock is behind: now", reported: behind, want: now},
+		{name: "first sight of a node whose clock is ahead: now", reported: now.Add(time.Minute), want: now},
+		{name: "unchanged renewTime keeps when it was observed", seen: true, prevObserved: earlier, prevRept: behind, reported: behind, want: earlier},
+		{name: "a renewal counts from now", seen: true, prevObserved: earlier, prevRept: behind.Add(-time.Second), reported: behind, want: now},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := observedRenewTime(tt.seen, tt.prevObserved, tt.prevRept, tt.reported, now); !got.Equal(tt.want) {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

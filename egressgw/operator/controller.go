@@ -71,6 +71,16 @@ type Controller struct {
 	policies   map[string]*v1alpha1.EgressGatewayPolicy
 	results    map[string]selection.Result
 	detectedAt map[string]time.Time
+	// seq numbers the decisions; resultSeq is the number of each gateway's
+	// latest one, and changes the changes of active node decided since its
+	// status was last written (decidedChange).
+	seq       uint64
+	resultSeq map[string]uint64
+	changes   map[string][]decidedChange
+	// events limits the ActiveNodeChanged Events of a flapping gateway
+	// (changeEvents); runCtx ends its flush timers.
+	events *changeEvents
+	runCtx context.Context
 	// vip is, per VirtualIPAddress gateway, what its active node's Lease
 	// reports (announcing, duplicate); it feeds the Ready and
 	// VirtualIPConflict conditions.
@@ -124,6 +134,10 @@ func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*Node
 		policies:   map[string]*v1alpha1.EgressGatewayPolicy{},
 		results:    map[string]selection.Result{},
 		detectedAt: map[string]time.Time{},
+		resultSeq:  map[string]uint64{},
+		changes:    map[string][]decidedChange{},
+		events:     newChangeEvents(),
+		runCtx:     context.Background(),
 		vip:        map[string]heartbeat.GatewayReport{},
 		rejectedAt: map[string]string{},
 		sessions:   map[string]probe.Status{},
@@ -135,6 +149,9 @@ func NewController(log *slog.Logger, db *statedb.DB, nodes statedb.RWTable[*Node
 // view (it would see candidates without heartbeats and move the role).
 func (c *Controller) Run(ctx context.Context, recorder record.EventRecorder) error {
 	c.recorder = recorder
+	c.mu.Lock()
+	c.runCtx = ctx
+	c.mu.Unlock()
 
 	nodes := c.inputs.Nodes.Events(ctx)
 	pods := c.inputs.AgentPods.Events(ctx)
@@ -468,6 +485,9 @@ func (c *Controller) onGateway(ev resource.Event[*v1alpha1.EgressGateway], synce
 		delete(c.gateways, name)
 		delete(c.results, name)
 		delete(c.detectedAt, name)
+		delete(c.resultSeq, name)
+		delete(c.changes, name)
+		c.events.forget(name)
 		c.mu.Unlock()
 		c.engine.DeleteGateway(name)
 		txn := c.db.WriteTxn(c.selTbl, c.polTbl)
@@ -573,6 +593,15 @@ func (c *Controller) recompute(pending map[string]struct{}, detected time.Time) 
 		}
 		prev, had := c.results[r.Gateway]
 		c.results[r.Gateway] = r
+		c.seq++
+		c.resultSeq[r.Gateway] = c.seq
+		if r.ChangeReason != "" {
+			ch := append(c.changes[r.Gateway], decidedChange{seq: c.seq, from: r.PreviousActive, to: r.Active, reason: r.ChangeReason})
+			if len(ch) > maxDecidedChanges {
+				ch = slices.Delete(ch, 0, len(ch)-maxDecidedChanges)
+			}
+			c.changes[r.Gateway] = ch
+		}
 		if _, waiting := c.detectedAt[r.Gateway]; !waiting {
 			c.detectedAt[r.Gateway] = detected
 		}
@@ -613,6 +642,8 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 	c.mu.Lock()
 	gw, ok := c.gateways[name]
 	r, decided := c.results[name]
+	seq := c.resultSeq[name]
+	changes := slices.Clone(c.changes[name])
 	detected := c.detectedAt[name]
 	vip := c.vip[name]
 	suspect := c.suspectCondition(r)
@@ -625,15 +656,22 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 		if detected.IsZero() {
 			detected = now
 		}
-		desired := DesiredStatus(gw, r, vip, suspect, detected, now)
+		// What this write changes, from the status it replaces: the
+		// latest decision may start from a node the status never showed.
+		t := transitionOf(gw.Status.ActiveNodeName, r, changes)
+		w := r
+		w.ChangeReason = t.Reason
+		desired := DesiredStatus(gw, w, vip, suspect, detected, now)
 		if !StatusChanged(gw.Status, desired) {
+			c.forgetChanges(name, seq)
 			return nil
 		}
 		upd := gw.DeepCopy()
 		upd.Status = desired
 		written, err := c.crd.Gateways.UpdateStatus(ctx, upd)
 		if err == nil {
-			c.afterGatewayWrite(gw, written, r, detected)
+			c.forgetChanges(name, seq)
+			c.afterGatewayWrite(gw, written, r, t, detected)
 			return nil
 		}
 		c.metrics.StatusWriteErrors.WithLabelValues("EgressGateway").Inc()
@@ -651,7 +689,24 @@ func (c *Controller) writeGateway(ctx context.Context, name string) error {
 	}
 }
 
-func (c *Controller) afterGatewayWrite(old, written *v1alpha1.EgressGateway, r selection.Result, detected time.Time) {
+// forgetChanges drops the decided changes of gw up to decision seq: the
+// status shows their outcome.
+func (c *Controller) forgetChanges(gw string, seq uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := c.changes[gw]
+	i := 0
+	for i < len(ch) && ch[i].seq <= seq {
+		i++
+	}
+	if i == len(ch) {
+		delete(c.changes, gw)
+	} else {
+		c.changes[gw] = slices.Delete(ch, 0, i)
+	}
+}
+
+func (c *Controller) afterGatewayWrite(old, written *v1alpha1.EgressGateway, r selection.Result, t writtenTransition, detected time.Time) {
 	now := c.clock.Now()
 	c.mu.Lock()
 	if cur, ok := c.gateways[written.Name]; ok && cur.ResourceVersion == old.ResourceVersion {
@@ -663,22 +718,58 @@ func (c *Controller) afterGatewayWrite(old, written *v1alpha1.EgressGateway, r s
 	}
 	c.mu.Unlock()
 	c.vipEvents(old, written)
-	if old.Status.ActiveNodeName != written.Status.ActiveNodeName {
-		reason := r.ChangeReason
-		if reason == "" {
-			reason = "Elected"
-		}
-		c.metrics.ActiveChanges.WithLabelValues(written.Name, reason).Inc()
+	if t.From != t.To {
+		c.metrics.ActiveChanges.WithLabelValues(written.Name, t.Reason).Inc()
 		c.metrics.StatusWriteSeconds.WithLabelValues(written.Name).Observe(now.Sub(detected).Seconds())
 		evType := corev1.EventTypeNormal
-		if written.Status.ActiveNodeName == "" {
+		if t.To == "" {
 			evType = corev1.EventTypeWarning
 		}
-		from, to := orNone(old.Status.ActiveNodeName), orNone(written.Status.ActiveNodeName)
-		c.recorder.Eventf(written, evType, "ActiveNodeChanged", "active node %s -> %s (%s); %s", from, to, reason, r.Message)
-		c.log.Info("EgressGateway status written", "gateway", written.Name, "from", from, "to", to,
-			"reason", reason, "sinceDetection", now.Sub(detected))
+		c.mu.Lock()
+		send, summary, flushAt := c.events.admit(written.Name, decidedChange{from: t.From, to: t.To, reason: t.Reason}.String(), now)
+		ctx := c.runCtx
+		c.mu.Unlock()
+		if summary != "" {
+			c.recorder.Event(written, corev1.EventTypeWarning, EventActiveNodeFlapping, summary)
+		}
+		if send {
+			c.recorder.Event(written, evType, EventActiveNodeChanged, t.describe(r.Message))
+		} else if !flushAt.IsZero() {
+			c.flushEventsAt(ctx, written.Name, flushAt)
+		}
+		c.log.Info("EgressGateway status written", "gateway", written.Name, "from", orNone(t.From), "to", orNone(t.To),
+			"reason", t.Reason, "decidedChanges", len(t.Via), "sinceDetection", now.Sub(detected), "event", send)
 	}
+}
+
+// Reasons of the Events about a gateway's active node.
+const (
+	// EventActiveNodeChanged: one change of active node, as written.
+	EventActiveNodeChanged = "ActiveNodeChanged"
+	// EventActiveNodeFlapping sums up the changes of a window that had
+	// more than changeEventBurst of them (changeEvents).
+	EventActiveNodeFlapping = "ActiveNodeFlapping"
+)
+
+// flushEventsAt records, at at, the summary of gw's Event window. The timer
+// is armed here, so a clock that moves on at once still fires it.
+func (c *Controller) flushEventsAt(ctx context.Context, gw string, at time.Time) {
+	t := c.clock.NewTimer(max(at.Sub(c.clock.Now()), 0))
+	go func() {
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		c.mu.Lock()
+		summary := c.events.flush(gw, c.clock.Now())
+		obj := c.gateways[gw]
+		c.mu.Unlock()
+		if summary != "" && obj != nil {
+			c.recorder.Event(obj, corev1.EventTypeWarning, EventActiveNodeFlapping, summary)
+		}
+	}()
 }
 
 // vipEvents records Events for VIP conditions that turned on.

@@ -16,7 +16,9 @@ import (
 // DesiredStatus is the EgressGateway status for decision r, built on the
 // object's current status so unchanged conditions keep their transition
 // times. detectedAt is when the operator saw the change that led to r;
-// now is when the status is being written.
+// now is when the status is being written. When the active node changes,
+// lastFailover records it with r.ChangeReason, which the caller sets to the
+// reason of the transition written (transitionOf), not of r's own step.
 //
 // In VirtualIPAddress mode vip is what the active node's Lease reports for
 // the gateway: Ready says ElectionSucceededAndVirtualIPAnnounced only once

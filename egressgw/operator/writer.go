@@ -64,10 +64,18 @@ func registerStatusReconciler[Obj comparable](p reconciler.Params, tbl statedb.R
 	return err
 }
 
+// eventSpamQPS is the rate at which client-go's spam filter lets Events of
+// one object (and type) through once its burst of 25 is used up; its
+// default, one per 5 minutes, would silently drop the Events of a real
+// failover after a flap. The controllers bound their own Events below it
+// (changeEvents: at most six a minute per EgressGateway).
+const eventSpamQPS = 1. / 5
+
 // withEventRecorder runs run with a recorder of the operator's Events,
 // sent to the API server until run returns.
 func withEventRecorder(ctx context.Context, cs k8sClient.Clientset, run func(record.EventRecorder) error) error {
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx),
+		record.WithCorrelatorOptions(record.CorrelatorOptions{QPS: eventSpamQPS}))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	return run(broadcaster.NewRecorder(client.Scheme, corev1.EventSource{Component: "egressha-operator"}))

@@ -418,7 +418,7 @@ func (e *Engine) recompute(g *gwState, now time.Time) (Result, bool) {
 	e.holds.set(g, !g.holdEnd.IsZero())
 	o := &g.result
 	if g.has && !candsChanged && r.Active == o.Active && r.ActiveInternalIP == o.ActiveInternalIP &&
-		r.EgressIP == o.EgressIP && r.ReadyNodes == o.ReadyNodes && r.Message == o.Message {
+		r.EgressIP == o.EgressIP && r.ReadyNodes == o.ReadyNodes && r.Message == o.Message && r.HoldDownUntil.Equal(o.HoldDownUntil) {
 		return Result{}, false
 	}
 	g.result, g.has, g.active = r, true, r.Active

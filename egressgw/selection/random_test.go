@@ -275,7 +275,7 @@ func (m *model) step(t *testing.T, step int) {
 		delete(m.selChg, name)
 		changed := !decided || want.Active != prev.Active || want.ActiveInternalIP != prev.ActiveInternalIP ||
 			want.EgressIP != prev.EgressIP || want.ReadyNodes != prev.ReadyNodes || want.Message != prev.Message ||
-			!candidatesEqual(want.Candidates, prev.Candidates)
+			!want.HoldDownUntil.Equal(prev.HoldDownUntil) || !candidatesEqual(want.Candidates, prev.Candidates)
 		r, returned := got[name]
 		if changed != returned {
 			t.Fatalf("step %d %s: returned=%v, want %v\nengine %+v\nwant %+v\nprev %+v", step, name, returned, changed, r, want, prev)
@@ -286,7 +286,8 @@ func (m *model) step(t *testing.T, step int) {
 		}
 		e, ok := m.e.Result(name)
 		if !ok || e.Active != want.Active || e.ActiveInternalIP != want.ActiveInternalIP || e.EgressIP != want.EgressIP ||
-			e.ReadyNodes != want.ReadyNodes || e.Message != want.Message || !candidatesEqual(e.Candidates, want.Candidates) {
+			e.ReadyNodes != want.ReadyNodes || e.Message != want.Message || !e.HoldDownUntil.Equal(want.HoldDownUntil) ||
+			!candidatesEqual(e.Candidates, want.Candidates) {
 			t.Fatalf("step %d %s: engine\n%+v\nwant\n%+v", step, name, e, want)
 		}
 		if changed {

@@ -17,13 +17,14 @@ func TestChooseActiveHoldDown(t *testing.T) {
 	const (
 		held   = "held"
 		steady = "steady"
-		off    = "off" // not eligible
+		off    = "off"        // not eligible
+		rst    = "restarting" // eligible only because its agent restarts
 	)
 	since := map[string]time.Time{held: t0.Add(-time.Second), steady: t0.Add(-time.Minute)}
 	cands := func(states ...string) []Candidate {
 		out := make([]Candidate, len(states))
 		for i, s := range states {
-			out[i] = Candidate{Node: string(rune('a' + i)), Eligible: s != off, EligibleSince: since[s]}
+			out[i] = Candidate{Node: string(rune('a' + i)), Eligible: s != off, EligibleSince: since[s], Restarting: s == rst}
 		}
 		return out
 	}
@@ -48,6 +49,11 @@ func TestChooseActiveHoldDown(t *testing.T) {
 		{name: "Never: previous gone, a steady node before a held one", failback: v1alpha1.FailbackNever, cands: cands(off, held, steady), prev: "a", want: "c"},
 		{name: "Never: previous gone, every eligible node held", failback: v1alpha1.FailbackNever, cands: cands(off, held, held), prev: "a", want: "b"},
 		{name: "no eligible node", cands: cands(off, off, off), prev: "a", want: ""},
+		{name: "a restarting node keeps its role", cands: cands(rst, steady, steady), prev: "a", want: "a"},
+		{name: "a restarting node is not given the role", cands: cands(rst, steady, steady), prev: "c", want: "b"},
+		{name: "previous gone: a steady node before a restarting one", cands: cands(off, rst, steady), prev: "a", want: "c"},
+		{name: "Never: previous gone: a steady node before a restarting one", failback: v1alpha1.FailbackNever, cands: cands(off, rst, steady), prev: "a", want: "c"},
+		{name: "previous gone, only restarting nodes: the best anyway", cands: cands(off, rst, rst), prev: "a", want: "b"},
 		{name: "HoldDown 0 holds nothing", hold: -1, cands: cands(held, steady, steady), prev: "b", want: "a"},
 		{name: "a hold ends at EligibleSince+HoldDown exactly", hold: time.Second, cands: cands(held, steady, steady), prev: "b", want: "a"},
 		{name: "no EligibleSince (Select) holds nothing", cands: []Candidate{{Node: "a", Eligible: true}, {Node: "b", Eligible: true}}, prev: "b", want: "a"},

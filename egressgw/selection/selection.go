@@ -127,6 +127,10 @@ type Candidate struct {
 	// while it is not eligible, and always zero from Select. The candidate
 	// is held down until EligibleSince + Gateway.HoldDown.
 	EligibleSince time.Time
+	// Restarting: the node is eligible only because its agent restarts
+	// (Node.Restarting). It keeps the role it has, but is not given a new
+	// one: until its agent is back nothing programs its datapath for it.
+	Restarting bool
 }
 
 // heldUntil is when c's hold-down ends; the zero time when c is not held
@@ -264,6 +268,8 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 	c.Eligible = len(r) == 0
 	if !c.Eligible {
 		c.Reasons = slices.Clone(r)
+	} else {
+		c.Restarting = n.Restarting
 	}
 	return c
 }
@@ -409,7 +415,9 @@ func (m nodeMap) lookupNode(name string) (*Node, bool) {
 //
 // and in both, when that finds no node, the best-ranked eligible candidate
 // even if held down: a hold never leaves a gateway without an active node.
-// rank is used in Spread order only.
+// A Restarting candidate counts as held down (without an end) unless it
+// is prev: it keeps its role but is given none. rank is used in Spread
+// order only.
 func chooseActive(gw *Gateway, cands []Candidate, rank []rankEntry, prev string, now time.Time) string {
 	if gw.Failback == v1alpha1.FailbackNever && prev != "" {
 		if i, ok := findCandidate(cands, prev); ok && cands[i].Eligible {
@@ -421,7 +429,7 @@ func chooseActive(gw *Gateway, cands []Candidate, rank []rankEntry, prev string,
 		if !c.Eligible {
 			return true
 		}
-		if c.Node == prev || heldUntil(gw, c, now).IsZero() {
+		if c.Node == prev || (heldUntil(gw, c, now).IsZero() && !c.Restarting) {
 			pick = c.Node
 			return false
 		}
@@ -657,7 +665,7 @@ func selectWith(gw Gateway, nodes []*Node, now time.Time, eligibleSince func(nod
 // candidateEqual compares two candidates field by field.
 func candidateEqual(a, b *Candidate) bool {
 	return a.Node == b.Node && a.Eligible == b.Eligible && a.EgressIP == b.EgressIP && a.EligibleSince.Equal(b.EligibleSince) &&
-		slices.Equal(a.Reasons, b.Reasons)
+		a.Restarting == b.Restarting && slices.Equal(a.Reasons, b.Reasons)
 }
 
 // candidatesEqual compares two candidate lists.

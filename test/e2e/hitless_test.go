@@ -169,6 +169,7 @@ func operationsSettings(gatewayMode string) map[string]string {
 		"gateway mode":    gatewayMode,
 		"probe":           fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on lab-worker", probe.Interval, probe.Timeout),
 		"rolling-restart": "SIGTERM and restart the cilium-agents of lab-egress-a and lab-egress-b at the same time (the chart's maxUnavailable allows 2), wait until both are healthy, then lab-worker's; window: until 10 s after the last agent is healthy",
+		"link-flap":       "lab-egress-a's cluster link (eth0) down 0.5 s / up 0.5 s, 30 times; window: until 15 s after the last flap (the hold-down is 10 s)",
 	}
 }
 
@@ -202,6 +203,13 @@ func TestBenchOperations(t *testing.T) {
 			t.Logf("bench operations stock rolling-restart %d/%d: %s", i+1, n, d)
 			c.Trials = append(c.Trials, operationTrial("rolling-restart", d))
 		}
+		for i := range n {
+			d := watchDisruption(t, gatewayWatcher{}, p, via, e.a.Name, flapSettle, func() {
+				flapClusterLink(t, e.a, 30, 500*time.Millisecond, 500*time.Millisecond)
+			})
+			t.Logf("bench operations stock link-flap %d/%d: %s", i+1, n, d)
+			c.Trials = append(c.Trials, operationTrial("link-flap", d))
+		}
 		saveCase(t, c)
 	})
 	t.Run("egressha", func(t *testing.T) {
@@ -219,6 +227,17 @@ func TestBenchOperations(t *testing.T) {
 				if d.failed > 0 || d.viaOther > 0 || d.changes > 0 {
 					t.Errorf("%s mode: a rolling restart disturbed the traffic or moved the gateway: %s", m.name, d)
 				}
+			}
+			for i := range n {
+				d := watchDisruption(t, gw, p, via, a.Name, flapSettle, func() {
+					flapClusterLink(t, a, 30, 500*time.Millisecond, 500*time.Millisecond)
+				})
+				t.Logf("bench operations egressha %s link-flap %d/%d: %s", m.name, i+1, n, d)
+				c.Trials = append(c.Trials, operationTrial("link-flap", d))
+				if d.changes > flapMoves {
+					t.Errorf("%s mode: 30 flaps moved the gateway %d times, want at most %d", m.name, d.changes, flapMoves)
+				}
+				gw.waitActive(t, a.Name, time.Minute)
 			}
 			p.Stop()
 			saveCase(t, c)
@@ -250,3 +269,26 @@ const flapMoves = 2
 // flapSettle covers the hold-down (10 s by default) after the last flap,
 // so the failback is counted.
 const flapSettle = 15 * time.Second
+
+// TestLinkFlapMovesAtMostTwice: the active node's cluster link goes down
+// for 0.5 s and up for 0.5 s, 30 times, in basic and in VIP mode: at most
+// two changes of the active node (away, and back once the node stayed
+// eligible for the hold-down), counted until 15 s after the last flap.
+// Failed requests are reported, not asserted: traffic through a node whose
+// link is down fails until the role moves.
+func TestLinkFlapMovesAtMostTwice(t *testing.T) {
+	cfg := startLab(t, cluster.ModeEgressHA)
+	a := mustNode(t, cfg, "lab-egress-a")
+	for _, m := range outageModes {
+		t.Run(m.name, func(t *testing.T) {
+			gw, p, via := steadyThrough(t, cfg, m.yaml, a)
+			defer p.Stop()
+			d := watchDisruption(t, gw, p, via, a.Name, flapSettle, func() { flapClusterLink(t, a, 30, 500*time.Millisecond, 500*time.Millisecond) })
+			t.Logf("cluster link flap, %s mode: %s", m.name, d)
+			if d.changes > flapMoves {
+				t.Errorf("%s mode: 30 flaps of the active node's cluster link moved the gateway %d times, want at most %d", m.name, d.changes, flapMoves)
+			}
+			gw.waitActive(t, a.Name, time.Minute)
+		})
+	}
+}

@@ -135,19 +135,11 @@ func registerElection(p electionParams) error {
 	return nil
 }
 
-// Identity is this replica's name in the election: the pod name (or the
-// host name) and a random suffix, as Cilium's operator builds its own, so
-// that a restarted replica never takes itself for its predecessor.
+// Identity is this replica's name in the election: the host name (a
+// pod's is its name) and a random suffix, as Cilium's operator builds its
+// own, so that a restarted replica never takes itself for its predecessor.
 func Identity() string {
-	name := ""
-	for _, env := range []string{"CILIUM_OPERATOR_POD_NAME", "POD_NAME"} {
-		if name = os.Getenv(env); name != "" {
-			break
-		}
-	}
-	if name == "" {
-		name, _ = os.Hostname()
-	}
+	name, _ := os.Hostname()
 	return name + "-" + rand.String(10)
 }
 
@@ -180,7 +172,7 @@ func (e *Election) Start() error {
 	}
 	cfg := leaderelection.LeaderElectionConfig{
 		Name:          LeaseName,
-		Lock:          e.lock,
+		Lock:          preciseLock{e.lock},
 		LeaseDuration: e.Config.EgressGatewayHALeaderLeaseDuration,
 		RenewDeadline: e.Config.EgressGatewayHALeaderRenewDeadline,
 		RetryPeriod:   e.Config.EgressGatewayHALeaderRetryPeriod,
@@ -246,6 +238,26 @@ func (e *Election) Stop(ctx context.Context) error {
 		e.Log.Info("egressha leader Lease released", "identity", e.Identity)
 	}
 	return nil
+}
+
+// preciseLock is a LeaseLock whose Get tells every renewal apart.
+// client-go's elector notices a renewal by comparing the bytes Get
+// returns, the record's JSON, where the renew time has whole seconds: a
+// follower sees at most one renewal per second, and its wait of the lease
+// duration counts from the first renewal of the last second it saw, up to
+// 1 s too early. With a 15 s lease that is noise; with 2 s the follower
+// could take over 1 s after the leader's last renewal, while the leader
+// may still act (it gives up only after the renew deadline). The renew
+// time to the microsecond (as the Lease stores it) is appended to the
+// bytes, so a follower's wait counts from the last renewal it saw.
+type preciseLock struct{ *resourcelock.LeaseLock }
+
+func (l preciseLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	rec, raw, err := l.LeaseLock.Get(ctx)
+	if err != nil {
+		return rec, raw, err
+	}
+	return rec, append(raw, rec.RenewTime.UTC().Format(time.RFC3339Nano)...), nil
 }
 
 // release empties the Lease's holder if identity holds it, as client-go's

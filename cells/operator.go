@@ -12,24 +12,30 @@ import (
 	"github.com/egressha/egressha/crds"
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/leader"
 	"github.com/egressha/egressha/egressgw/operator"
 	"github.com/egressha/egressha/egressgw/probe"
 )
 
-// Operator is egressha's part of cilium-operator. The operator main places it
-// under Cilium's leader lifecycle, so it runs only on the elected leader:
-// there is exactly one authority deciding which node is active.
+// Operator is egressha's part of cilium-operator. It runs on every
+// operator replica, on the outer lifecycle, not under Cilium's leader
+// election: the informers are warm everywhere, and egressha's own election
+// (leader.Cell: its own Lease, timings of seconds) decides which replica
+// decides and writes, so there is exactly one authority on which node is
+// active, and a dead leader is replaced within seconds.
 var Operator = cell.Module(
 	"egress-gateway-ha-operator",
-	"egressha active-node selection and status on the operator leader",
+	"egressha active-node selection and status on the egressha leader",
 
 	operatorCells,
+	leader.Cell,
 	client.Cell,
 	operator.RealClockCell,
 )
 
 // operatorCells are the operator's cells without the API client of our
-// CRDs, so tests can run them against a fake.
+// CRDs and without the leader election, so tests can run them against a
+// fake API server and decide who leads.
 var operatorCells = cell.Group(
 	config.OperatorCell,
 	cell.Provide(newRegisterCRDs),
@@ -39,8 +45,7 @@ var operatorCells = cell.Group(
 
 // OperatorProber runs on every operator replica, leader or not: the
 // liveness probing of the candidate nodes, so that a new leader starts
-// with a warm view. The operator main places it outside the leader
-// lifecycle.
+// with a warm view.
 var OperatorProber = probe.OperatorCell
 
 type registerCRDsOut struct {
@@ -50,7 +55,7 @@ type registerCRDsOut struct {
 }
 
 // newRegisterCRDs hands our CRDs to Cilium's CRD registration, which runs
-// first after the operator wins the election and honours
+// first after the operator wins Cilium's own election and honours
 // --skip-crd-creation, exactly as for Cilium's own CRDs.
 func newRegisterCRDs(enabled config.OperatorEnabled) registerCRDsOut {
 	return registerCRDsOut{Func: func(log *slog.Logger, cs k8sClient.Clientset) error {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/api/v1alpha1"
 	"github.com/egressha/egressha/egressgw/client"
+	"github.com/egressha/egressha/egressgw/leader"
 )
 
 // The fake clientset decodes k8s/add files with this scheme; it must know
@@ -59,13 +60,25 @@ func TestOperatorScripts(t *testing.T) {
 				},
 				func() *option.DaemonConfig { return &option.DaemonConfig{K8sNamespace: "kube-system"} },
 				func() clock.WithTicker { return clk },
-				func(cs *client.Clientset) uhive.ScriptCmdsOut {
+				func(cs *client.Clientset, l *leader.Leadership) uhive.ScriptCmdsOut {
 					cmds := clockCommands(clk)
 					cmds["test/policy-reason"] = policyReasonCmd(cs)
+					maps.Copy(cmds, leaderCommands(l))
 					return uhive.NewScriptCmds(cmds)
 				},
 			),
-			cell.Module("egress-gateway-ha-operator", "egressha operator under test", operatorCells),
+			cell.Module("egress-gateway-ha-operator", "egressha operator under test", operatorCells,
+				// The election is the one part that needs several
+				// replicas: this replica leads from the start, and
+				// leader/lose and leader/win end and begin its terms.
+				leader.LeadershipCell,
+				cell.Invoke(func(lc cell.Lifecycle, l *leader.Leadership) {
+					lc.Append(cell.Hook{
+						OnStart: func(cell.HookContext) error { l.Begin(context.Background(), "test"); return nil },
+						OnStop:  func(cell.HookContext) error { l.Close(); return nil },
+					})
+				}),
+			),
 		)
 		return scriptEngine(t, h, log, args)
 	}, []string{}, "testdata/operator/*.txtar")
@@ -94,6 +107,25 @@ func clockCommands(clk *clocktesting.FakeClock) map[string]script.Cmd {
 				return func(*script.State) (string, string, error) {
 					return fmt.Sprintln(clk.Now().UTC().Format(time.RFC3339)), "", nil
 				}, nil
+			}),
+	}
+}
+
+// leaderCommands end and begin this replica's terms of leadership, as the
+// election does when the Lease is lost or won.
+func leaderCommands(l *leader.Leadership) map[string]script.Cmd {
+	return map[string]script.Cmd{
+		"leader/lose": script.Command(
+			script.CmdUsage{Summary: "End this replica's term of leadership (returns once its work stopped)"},
+			func(s *script.State, args ...string) (script.WaitFunc, error) {
+				l.End()
+				return nil, nil
+			}),
+		"leader/win": script.Command(
+			script.CmdUsage{Summary: "Begin a term of leadership"},
+			func(s *script.State, args ...string) (script.WaitFunc, error) {
+				l.Begin(context.Background(), "test")
+				return nil, nil
 			}),
 	}
 }

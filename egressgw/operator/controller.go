@@ -4,10 +4,11 @@
 // per gateway), runs the selection engine, and writes the decisions to
 // the egress-gateway-selection table; statedb reconcilers over that table
 // and egress-policy-status write them to EgressGateway and
-// EgressGatewayPolicy status, with Events and metrics. It runs on the
-// elected operator leader only, so there is one authority on which node is
-// active. The decision itself lives in egressgw/selection and never sees
-// a Kubernetes client.
+// EgressGatewayPolicy status, with Events and metrics. The informers run
+// on every operator replica; the controllers decide and write only in a
+// term of egressha leadership (egressgw/leader), each term from scratch,
+// so there is one authority on which node is active. The decision itself
+// lives in egressgw/selection and never sees a Kubernetes client.
 package operator
 
 import (

@@ -19,7 +19,7 @@ import (
 
 // OperatorTableCell provides egress-probe-sessions, the Leader flag and the
 // metrics; the leader's selection controller reads the table. It goes
-// with the operator's leader cells (tests run it without a prober: the
+// with the operator's cells (tests run it without a prober: the
 // table stays empty and every node is judged by its Lease).
 var OperatorTableCell = cell.Group(
 	cell.Provide(
@@ -32,7 +32,7 @@ var OperatorTableCell = cell.Group(
 
 // OperatorCell runs the prober on every operator replica, leader or not,
 // so that a new leader starts with a warm view. It must hang off the
-// operator's outer lifecycle, not the leader's.
+// operator's outer lifecycle.
 var OperatorCell = cell.Module(
 	"egress-gateway-ha-prober",
 	"Liveness probing of the candidate gateway nodes",

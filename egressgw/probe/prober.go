@@ -29,8 +29,9 @@ import (
 	"github.com/egressha/egressha/egressgw/heartbeat"
 )
 
-// Leader says whether this operator replica is the leader; the operator's
-// leader cells set it, the prober puts it in every probe.
+// Leader says whether this operator replica is the egressha leader: the
+// operator sets it for each term of egressgw/leader's election, the
+// prober puts it in every probe.
 type Leader struct{ atomic.Bool }
 
 // NewLeader returns a Leader that is not leading.

@@ -8,8 +8,6 @@ package main
 import (
 	"os"
 
-	"github.com/cilium/hive/cell"
-
 	"github.com/cilium/cilium/operator/cmd"
 	"github.com/cilium/cilium/pkg/hive"
 
@@ -19,15 +17,14 @@ import (
 
 func main() {
 	operatorHive := hive.New(
-		// Our cells hang off the leader lifecycle: they start only once this
-		// replica wins Cilium's leader election and stop when it loses it.
-		// They come before cmd.Operator, whose leader-election hook must be
-		// the last start hook of the outer lifecycle.
-		cell.Decorate(
-			func(lc *cmd.LeaderLifecycle) cell.Lifecycle { return lc },
-			cells.Operator,
-		),
-		// Liveness probing runs on every replica, on the outer lifecycle.
+		// Our cells run on every replica, on the outer lifecycle, with
+		// their own leader election (egressgw/leader): Cilium's operator
+		// leader lease (15 s) would hold a takeover for 15-25 s. Only
+		// the registration of our CRDs runs on Cilium's leader, through
+		// its register-crd-funcs group. They come before cmd.Operator,
+		// whose leader-election hook must be the last start hook of the
+		// outer lifecycle.
+		cells.Operator,
 		cells.OperatorProber,
 		cmd.Operator,
 	)

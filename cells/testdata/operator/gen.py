@@ -249,6 +249,12 @@ FIXTURES = {
     'leader-restart.txtar': lambda: {**base(['gw', 'gw-imm']),
         'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
         'gw-imm.yaml': gateway('gw-imm', status_active='lab-egress-a')},
+    'leader-term.txtar': lambda: {**base(['gw']),
+        'gw.yaml': gateway('gw', failback='Never', status_active='lab-egress-b'),
+        'gw-moved.yaml': gateway('gw', failback='Never', status_active='lab-egress-a'),
+        'policy.yaml': policy('pol', 'gw'), 'cegp.yaml': cegp('egress-test'),
+        'cegp-moved.yaml': cegp('egress-test', annotation='[{"index":0,"node":"lab-egress-b"}]'),
+        'node-lab-worker-notready.yaml': node('lab-worker', ready=False)},
 }
 
 def parse(text):

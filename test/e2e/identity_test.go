@@ -159,12 +159,14 @@ func checkOwnHeartbeatOnly(t *testing.T, agentB kubernetes.Interface) {
 	refusedByPolicy("create lab-worker's heartbeat Lease", err)
 	_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "kube-scheduler"}}, metav1.CreateOptions{})
 	refusedByPolicy("create the kube-scheduler leader Lease", err)
-	leader, err := leases.Get(ctx, cluster.OperatorLeaseName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("agent of lab-egress-b: read the operator leader Lease: %v", err)
+	for _, name := range []string{cluster.CiliumOperatorLeaseName, cluster.OperatorLeaseName} {
+		leader, err := leases.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("agent of lab-egress-b: read the operator leader Lease %s: %v", name, err)
+		}
+		_, err = leases.Update(ctx, leader, metav1.UpdateOptions{})
+		refusedByPolicy("update the operator leader Lease "+name, err)
 	}
-	_, err = leases.Update(ctx, leader, metav1.UpdateOptions{})
-	refusedByPolicy("update the cilium-operator leader Lease", err)
 }
 
 // waitUntil polls cond every 100 ms until it holds or timeout passes.

@@ -13,7 +13,9 @@ import (
 
 // TestOperatorsLikeADeployment runs the operator as the chart's Deployment
 // would: two replicas, each its own Pod and ServiceAccount token, restarted
-// with back-off when the process exits. Killing every replica (kill -9) or
+// with back-off when the process exits. Killing the egressha leader (kill
+// -9) hands its work to the other, warm, replica within seconds (egressha's
+// own election, egressgw/leader: lease 2 s); killing every replica or
 // cutting every replica's API server for longer than the leader lease must
 // not leave the cluster without an operator: one comes back, becomes leader
 // and fails the active gateway over when it crashes.
@@ -36,9 +38,41 @@ func TestOperatorsLikeADeployment(t *testing.T) {
 	holder, host := waitOperatorLeader(t, cfg, "", time.Minute)
 	t.Logf("operator leader: %s on %s", holder, host)
 
+	// kill -9 the egressha leader alone and crash the active gateway at
+	// once: the other replica, whose informers and probes are warm, takes
+	// the Lease over once it expired (2 s + up to two 0.2 s polls, each
+	// jittered up to 2.2×) and moves the role; a leader change alone moves
+	// nothing (the gateway stays on b until a comes back).
+	killed := time.Now()
+	if pid := cluster.KillOperator(cfg, host); pid == 0 {
+		t.Fatalf("no running operator on %s to kill", host)
+	}
+	if err := cluster.Crash(cfg, a); err != nil {
+		t.Fatal(err)
+	}
+	newHolder, newHost := waitOperatorLeader(t, cfg, holder, 30*time.Second)
+	leaderBack := time.Since(killed)
+	moved := gw.waitActive(t, b.Name, time.Minute)
+	t.Logf("kill -9 of the egressha leader: %s on %s leads after %s; the crashed gateway failed over %s after the kill",
+		newHolder, newHost, leaderBack.Round(time.Millisecond), moved.Sub(killed).Round(time.Millisecond))
+	if newHost == host {
+		t.Errorf("the killed replica's host %s leads again: want the other replica", host)
+	}
+	// The Lease lets the other replica take over 2-2.9 s after the kill;
+	// polling it every 100 ms adds up to 0.1 s.
+	if leaderBack > 3*time.Second+200*time.Millisecond {
+		t.Errorf("a new egressha leader only %s after the kill, want about 3 s at most", leaderBack.Round(time.Millisecond))
+	}
+	report(t, "operator-leader-kill", map[string][]time.Duration{"kill-to-leader": {leaderBack}, "kill-to-failover": {moved.Sub(killed)}})
+	if err := cluster.Recover(cfg, a); err != nil {
+		t.Fatal(err)
+	}
+	gw.waitActive(t, a.Name, 2*time.Minute)
+	holder, host = newHolder, newHost
+
 	// kill -9 every replica, then crash the active gateway: the first
 	// failover the restarted operators can make.
-	killed := time.Now()
+	killed = time.Now()
 	pids := cluster.KillOperators(cfg)
 	if len(pids) != 2 {
 		t.Fatalf("killed %v, want both replicas", pids)
@@ -46,9 +80,9 @@ func TestOperatorsLikeADeployment(t *testing.T) {
 	if err := cluster.Crash(cfg, a); err != nil {
 		t.Fatal(err)
 	}
-	newHolder, newHost := waitOperatorLeader(t, cfg, holder, time.Minute)
-	leaderBack := time.Since(killed)
-	moved := gw.waitActive(t, b.Name, time.Minute)
+	newHolder, newHost = waitOperatorLeader(t, cfg, holder, time.Minute)
+	leaderBack = time.Since(killed)
+	moved = gw.waitActive(t, b.Name, time.Minute)
 	t.Logf("kill -9 of both operators: a new leader (%s on %s) after %s; the crashed gateway failed over %s after the kill",
 		newHolder, newHost, leaderBack.Round(time.Millisecond), moved.Sub(killed).Round(time.Millisecond))
 	for _, op := range cluster.Operators(cfg) {
@@ -63,8 +97,9 @@ func TestOperatorsLikeADeployment(t *testing.T) {
 	report(t, "operator-kill", map[string][]time.Duration{"kill-to-leader": {leaderBack}, "kill-to-failover": {moved.Sub(killed)}})
 
 	// The API server unreachable for everyone for 40 s, longer than the
-	// operators' leader lease: the leader gives up (and exits, as
-	// upstream's does); after the outage a replica is leader again on its
+	// operators' leader leases: Cilium's leader gives up and exits, as
+	// upstream's does; egressha's leader ends its term and stands again
+	// without exiting. After the outage a replica is leader again on its
 	// own and a crash still fails over.
 	holder = newHolder
 	if err := cluster.BlockAPIAll(true); err != nil {

@@ -343,6 +343,18 @@ func KillOperators(cfg Config) []int {
 	return pids
 }
 
+// KillOperator SIGKILLs the operator replica on host (a lab-op-N), as
+// KillOperators does every replica; it returns the pid killed, 0 if none.
+func KillOperator(cfg Config, host string) int {
+	for _, p := range cfg.operatorPods() {
+		if pid := p.pid(); p.Netns == host && alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			return pid
+		}
+	}
+	return 0
+}
+
 // OperatorStatus is one operator replica as `status` shows it.
 type OperatorStatus struct {
 	Pod, Host string

@@ -66,11 +66,16 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 	return podsStatus(ctx, cfg, out)
 }
 
-// OperatorLeaseName is the Lease the cilium-operator replicas elect their
-// leader with (egressha's operator cells run on the leader).
-const OperatorLeaseName = "cilium-operator-resource-lock"
+// OperatorLeaseName is the Lease egressha's operator replicas elect their
+// leader with (egressgw/leader.LeaseName): the leader decides the active
+// nodes and writes status; every replica runs the informers and probes.
+const OperatorLeaseName = "egressha.operator"
 
-// LeaderInfo is the state of the operator leader Lease.
+// CiliumOperatorLeaseName is the Lease of Cilium's own operator leader
+// election (Cilium's operator work and the CRD registration, ours too).
+const CiliumOperatorLeaseName = "cilium-operator-resource-lock"
+
+// LeaderInfo is the state of an operator leader Lease.
 type LeaderInfo struct {
 	// Holder is the leader's identity, Host the lab host it runs on ("" if
 	// no replica of the lab holds the Lease).
@@ -79,14 +84,23 @@ type LeaderInfo struct {
 	Renewed time.Time
 }
 
-// OperatorLeader reads the operator leader Lease.
+// OperatorLeader reads egressha's operator leader Lease.
 func OperatorLeader(ctx context.Context, cfg Config) (LeaderInfo, error) {
+	return leaseLeader(ctx, cfg, OperatorLeaseName)
+}
+
+// CiliumOperatorLeader reads Cilium's operator leader Lease.
+func CiliumOperatorLeader(ctx context.Context, cfg Config) (LeaderInfo, error) {
+	return leaseLeader(ctx, cfg, CiliumOperatorLeaseName)
+}
+
+func leaseLeader(ctx context.Context, cfg Config, name string) (LeaderInfo, error) {
 	var li LeaderInfo
 	cs, err := cfg.Clientset()
 	if err != nil {
 		return li, err
 	}
-	l, err := cs.CoordinationV1().Leases(CiliumNamespace).Get(ctx, OperatorLeaseName, metav1.GetOptions{})
+	l, err := cs.CoordinationV1().Leases(CiliumNamespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return li, err
 	}
@@ -106,9 +120,12 @@ func OperatorLeader(ctx context.Context, cfg Config) (LeaderInfo, error) {
 }
 
 // podsStatus prints every process the lab supervises, as `kubectl get
-// pods -o wide` would show their pods, with the operator leader.
+// pods -o wide` would show their pods, with the operator leaders: egressha's
+// ("leader"; "standby" otherwise) and Cilium's ("cilium-leader"), which may
+// be different replicas.
 func podsStatus(ctx context.Context, cfg Config, out io.Writer) error {
 	leader, _ := OperatorLeader(ctx, cfg)
+	ciliumLeader, _ := CiliumOperatorLeader(ctx, cfg)
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "POD\tHOST\tPID\tPROCESS\tRESTARTS\tSERVICEACCOUNT\tROLE")
 	for _, p := range cfg.sysPods() {
@@ -132,6 +149,9 @@ func podsStatus(ctx context.Context, cfg Config, out io.Writer) error {
 			role = "standby"
 			if p.Netns == leader.Host {
 				role = "leader"
+			}
+			if p.Netns == ciliumLeader.Host {
+				role += ",cilium-leader"
 			}
 		}
 		fmt.Fprintf(w, "%s/%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Netns, pid, proc, restartsText(p.state()), p.ServiceAccount, role)

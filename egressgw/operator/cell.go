@@ -119,7 +119,7 @@ type selectionParams struct {
 
 // registerSelectionController runs, in every term of this replica's
 // leadership, a fresh selection controller and CiliumEgressGatewayPolicy
-// controller (leaderTerm), and registers the statedb reconcilers that
+// controller (selectionWork.term), and registers the statedb reconcilers that
 // write their decisions while a term runs. The informers run whether this
 // replica leads or not (warmInputs), so a new term starts from a full
 // view at once.

@@ -55,15 +55,16 @@ type Config struct {
 	EgressGatewayHALeaderRetryPeriod time.Duration
 }
 
-// DefaultConfig: a takeover within 2 s + 2 × 0.44 s (a follower's poll is
-// jittered to at most 2.2 retry periods) ≈ 2.9 s of the leader's death.
-// The renew deadline leaves the leader 2 − (1 + 0.2) = 0.8 s between
-// giving its term up and the earliest moment another replica may take
-// over.
+// DefaultConfig: a takeover within 2 s + 2 × 0.33 s (a follower's poll is
+// jittered to at most 2.2 retry periods: it sees the last renewal up to
+// one poll late and the expiry up to one poll late) ≈ 2.7 s of the
+// leader's death. The renew deadline leaves the leader 2 − (1 + 0.15) =
+// 0.85 s between giving its term up and the earliest moment another
+// replica may take over.
 var DefaultConfig = Config{
 	EgressGatewayHALeaderLeaseDuration: 2 * time.Second,
 	EgressGatewayHALeaderRenewDeadline: time.Second,
-	EgressGatewayHALeaderRetryPeriod:   200 * time.Millisecond,
+	EgressGatewayHALeaderRetryPeriod:   150 * time.Millisecond,
 }
 
 // Flags registers the election's flags.

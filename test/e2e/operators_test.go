@@ -40,7 +40,7 @@ func TestOperatorsLikeADeployment(t *testing.T) {
 
 	// kill -9 the egressha leader alone and crash the active gateway at
 	// once: the other replica, whose informers and probes are warm, takes
-	// the Lease over once it expired (2 s + up to two 0.2 s polls, each
+	// the Lease over once it expired (2 s + up to two 0.15 s polls, each
 	// jittered up to 2.2×) and moves the role; a leader change alone moves
 	// nothing (the gateway stays on b until a comes back).
 	killed := time.Now()
@@ -58,7 +58,7 @@ func TestOperatorsLikeADeployment(t *testing.T) {
 	if newHost == host {
 		t.Errorf("the killed replica's host %s leads again: want the other replica", host)
 	}
-	// The Lease lets the other replica take over 2-2.9 s after the kill;
+	// The Lease lets the other replica take over 2-2.7 s after the kill;
 	// polling it every 100 ms adds up to 0.1 s.
 	if leaderBack > 3*time.Second+200*time.Millisecond {
 		t.Errorf("a new egressha leader only %s after the kill, want about 3 s at most", leaderBack.Round(time.Millisecond))

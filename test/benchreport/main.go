@@ -191,7 +191,7 @@ func (r *report) operations() {
 	r.p("")
 	r.p("What a platform team does every week, while a pod on lab-worker opens a new HTTP connection every 20 ms through the gateway. Stock Cilium ran the same operation in the same run (its CiliumEgressGatewayPolicy on lab-egress-a); egressha must never be worse. \"moves\" are changes of the EgressGateway's active node (stock Cilium has none to move); \"through another node\" counts answered requests whose SNAT address or sender MAC was not the active node's.")
 	r.p("")
-	r.p("| system | mode | operation | trials | requests | failed | through another node | moves | gap p50 / max |")
+	r.p("| system | mode | operation | trials | requests | failed | through another node | moves | gap p50 / p90 / max |")
 	r.p("|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cs {
 		byScope := map[string][]results.Trial{}
@@ -210,7 +210,7 @@ func (r *report) operations() {
 			}
 			gap := "–"
 			if g := results.Observed(results.Series(trs, func(tr results.Trial) float64 { return tr.GapMS })); len(g) > 0 {
-				gap = fmt.Sprintf("%s / %s", fmtMS(results.Percentile(g, 50)), fmtMS(results.Percentile(g, 100)))
+				gap = fmt.Sprintf("%s / %s / %s", fmtMS(results.Percentile(g, 50)), fmtMS(results.Percentile(g, 90)), fmtMS(results.Percentile(g, 100)))
 			}
 			mv := fmt.Sprint(moves)
 			if c.Mode == "stock" {

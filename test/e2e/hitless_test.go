@@ -166,10 +166,11 @@ func operationTrial(scope string, d disruption) results.Trial {
 // operationsSettings are the settings every operations case shares.
 func operationsSettings(gatewayMode string) map[string]string {
 	return map[string]string{
-		"gateway mode":    gatewayMode,
-		"probe":           fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on lab-worker", probe.Interval, probe.Timeout),
-		"rolling-restart": "SIGTERM and restart the cilium-agents of lab-egress-a and lab-egress-b at the same time (the chart's maxUnavailable allows 2), wait until both are healthy, then lab-worker's; window: until 10 s after the last agent is healthy",
-		"link-flap":       "lab-egress-a's cluster link (eth0) down 0.5 s / up 0.5 s, 30 times; window: until 15 s after the last flap (the hold-down is 10 s)",
+		"gateway mode":      gatewayMode,
+		"probe":             fmt.Sprintf("one HTTP request (new TCP connection) every %s, %s timeout, from a pod on lab-worker", probe.Interval, probe.Timeout),
+		"rolling-restart":   "SIGTERM and restart the cilium-agents of lab-egress-a and lab-egress-b at the same time (the chart's maxUnavailable allows 2), wait until both are healthy, then lab-worker's; window: until 10 s after the last agent is healthy",
+		"link-flap":         "lab-egress-a's cluster link (eth0) down 0.5 s / up 0.5 s, 30 times; window: until 15 s after the last flap (the hold-down is 10 s)",
+		"leader-kill-crash": "kill -9 the egressha operator leader, crash the active gateway lab-egress-a (links cut, agent killed) 1 s later; gap: last reply through lab-egress-a to the first through lab-egress-b (egressha basic mode only: stock Cilium has no failover)",
 	}
 }
 
@@ -239,10 +240,66 @@ func TestBenchOperations(t *testing.T) {
 				}
 				gw.waitActive(t, a.Name, time.Minute)
 			}
+			if m.name == "basic" {
+				c.Trials = append(c.Trials, leaderKillCrash(t, cfg, gw, p, via, envInt(t, "EGRESSHA_BENCH_LEADER_TRIALS", 10))...)
+			}
 			p.Stop()
 			saveCase(t, c)
 		}
 	})
+}
+
+// leaderKillCrash kills the egressha operator leader (kill -9), crashes
+// the active gateway lab-egress-a 1 s later and measures when traffic
+// leaves through lab-egress-b, n times. Both replicas run and are warm
+// before each trial (the killed one comes back with the kubelet's
+// back-off).
+func leaderKillCrash(t *testing.T, cfg cluster.Config, gw gatewayWatcher, p *probe.Prober, via probe.Via, n int) []results.Trial {
+	t.Helper()
+	a, b := mustNode(t, cfg, "lab-egress-a"), mustNode(t, cfg, "lab-egress-b")
+	var out []results.Trial
+	for i := range n {
+		waitUntil(t, 10*time.Minute, "both operator replicas running", func() bool {
+			for _, op := range cluster.Operators(cfg) {
+				if op.PID == 0 {
+					return false
+				}
+			}
+			return true
+		})
+		time.Sleep(10 * time.Second) // the restarted replica warms up (informers, probe sessions)
+		_, host := waitOperatorLeader(t, cfg, "", time.Minute)
+		if !p.WaitSteady(25, time.Minute, probe.IsVia(via, a.Name)) {
+			t.Fatalf("traffic never steady through %s", a.Name)
+		}
+		killed := time.Now()
+		if pid := cluster.KillOperator(cfg, host); pid == 0 {
+			t.Fatalf("no running operator on %s to kill", host)
+		}
+		time.Sleep(time.Second)
+		crashed := time.Now()
+		if err := cluster.Crash(cfg, a); err != nil {
+			t.Fatal(err)
+		}
+		first, ok := p.WaitFor(crashed, 2*time.Minute, probe.IsVia(via, b.Name))
+		if !ok {
+			t.Fatalf("trial %d: traffic never went through %s after the leader kill and the crash", i+1, b.Name)
+		}
+		tr := results.Trial{Scope: "leader-kill-crash", GapMS: -1, ToStatusMS: -1, StatusToTrafficMS: -1, FailbackGapMS: -1}
+		if last, ok := p.LastBefore(first.Replied, probe.IsVia(via, a.Name)); ok {
+			tr.GapMS = ms(first.Replied.Sub(last.Replied))
+		}
+		tr.Sent, tr.Failed = p.Count(killed, first.Replied)
+		tr.ActiveChanges = 1
+		t.Logf("bench operations egressha basic leader-kill-crash %d/%d: leader on %s killed, %s crashed 1 s later; traffic through %s %s after the crash (gap %.0fms)",
+			i+1, n, host, a.Name, b.Name, first.Replied.Sub(crashed).Round(time.Millisecond), tr.GapMS)
+		out = append(out, tr)
+		if err := cluster.Recover(cfg, a); err != nil {
+			t.Fatal(err)
+		}
+		gw.waitActive(t, a.Name, 2*time.Minute)
+	}
+	return out
 }
 
 // flapClusterLink takes n's cluster link down for down and up for up,

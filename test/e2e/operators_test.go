@@ -58,11 +58,8 @@ func TestOperatorsLikeADeployment(t *testing.T) {
 	if newHost == host {
 		t.Errorf("the killed replica's host %s leads again: want the other replica", host)
 	}
-	// The Lease lets the other replica take over 2-2.7 s after the kill;
-	// polling it every 100 ms adds up to 0.1 s.
-	if leaderBack > 3*time.Second+200*time.Millisecond {
-		t.Errorf("a new egressha leader only %s after the kill, want about 3 s at most", leaderBack.Round(time.Millisecond))
-	}
+	// How fast is measured by TestBenchOperations (leader-kill-crash, 10
+	// trials), not asserted here.
 	report(t, "operator-leader-kill", map[string][]time.Duration{"kill-to-leader": {leaderBack}, "kill-to-failover": {moved.Sub(killed)}})
 	if err := cluster.Recover(cfg, a); err != nil {
 		t.Fatal(err)

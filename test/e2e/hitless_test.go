@@ -72,34 +72,41 @@ func watchDisruption(t *testing.T, gw gatewayWatcher, p *probe.Prober, via probe
 	time.Sleep(settle)
 	close(stop)
 	wg.Wait()
-	end := time.Now()
+	r.sent, r.failed, r.viaOther, r.unattributed = tally(t, p, via, active, start, time.Now())
+	if gw.name != "" {
+		r.lastFailoverChanged = lastFailover(t, gw) != before
+	}
+	return r
+}
+
+// tally counts the prober's requests sent in [start, end): sent, failed,
+// answered through another node than active, and answered through an
+// unknown node (the echo server's capture missed the frame: not a move).
+// It logs the first five of each kind of trouble.
+func tally(t *testing.T, p *probe.Prober, via probe.Via, active string, start, end time.Time) (sent, failed, viaOther, unattributed int) {
+	t.Helper()
 	for _, s := range p.Snapshot() {
 		if s.Sent.Before(start) || !s.Sent.Before(end) {
 			continue
 		}
-		r.sent++
+		sent++
 		switch {
 		case !s.OK():
-			r.failed++
-			if r.failed <= 5 {
+			failed++
+			if failed <= 5 {
 				t.Logf("request sent at +%s failed: %s", s.Sent.Sub(start).Round(time.Millisecond), s.Err)
 			}
 		case via(s) == "" && s.MAC == "-":
-			// The echo server's capture missed the frame: where it came
-			// from is unknown, which is not a move.
-			r.unattributed++
+			unattributed++
 		case via(s) != active:
-			r.viaOther++
-			if r.viaOther <= 5 {
+			viaOther++
+			if viaOther <= 5 {
 				t.Logf("request sent at +%s answered through %q (source %s, MAC %s), not %s",
 					s.Sent.Sub(start).Round(time.Millisecond), via(s), s.Source, s.MAC, active)
 			}
 		}
 	}
-	if gw.name != "" {
-		r.lastFailoverChanged = lastFailover(t, gw) != before
-	}
-	return r
+	return sent, failed, viaOther, unattributed
 }
 
 // rollingRestart restarts every cilium-agent as a rolling upgrade with

@@ -99,21 +99,8 @@ func apiOutage(t *testing.T, cfg cluster.Config, gw gatewayWatcher, p *probe.Pro
 		r.leaderBack = time.Since(ended)
 	}
 	poll(time.Now().Add(settle))
-	end := time.Now()
-	for _, s := range p.Snapshot() {
-		if s.Sent.Before(start) || !s.Sent.Before(end) {
-			continue
-		}
-		r.sent++
-		switch {
-		case !s.OK():
-			r.failed++
-		case via(s) != active.Name:
-			r.viaOther++
-			t.Logf("%s outage: request sent at +%s answered through %q (source %s, MAC %s), not %s", scope.name,
-				s.Sent.Sub(start).Round(time.Millisecond), via(s), s.Source, s.MAC, active.Name)
-		}
-	}
+	t.Logf("%s outage: requests", scope.name)
+	r.sent, r.failed, r.viaOther, _ = tally(t, p, via, active.Name, start, time.Now())
 	r.lastFailoverChanged = lastFailover(t, gw) != before
 	return r
 }

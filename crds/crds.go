@@ -33,7 +33,7 @@ const (
 	SchemaVersion = "1.3.0"
 	// SchemaDigest is the sha256 of the generated CRD files, in name order,
 	// for which SchemaVersion was set.
-	SchemaDigest = "90413209b6e50f0b11880c96032f146d86edba40a0ba9c93ccf57801f6c8ec3d"
+	SchemaDigest = "7e5887f9bb3bdafe164200a31a5c0ca08ae6f8f1ce85a1df5d3a0e72c51a29f1"
 )
 
 // All returns the embedded CRDs, labelled with SchemaVersion, in name order.

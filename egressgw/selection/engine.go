@@ -39,8 +39,11 @@ import (
 // (O(n log n)) only when the gateway's spec changes.
 //
 // Hold-down (Gateway.HoldDown). Every candidate carries EligibleSince, set
-// to the Recompute's now when it is first seen eligible or turns eligible,
-// carried over while it stays eligible, zeroed when it is not. A gateway
+// to the Recompute's now when it turns eligible again after having been
+// eligible before (a flap, a recovery) or, for a gateway continued from a
+// status (a new operator term), when first seen eligible; carried over
+// while it stays eligible; zero when it is not eligible or eligible for the
+// first time (not held). A gateway
 // whose decision waits for a hold to end (Result.HoldDownUntil) sits in a
 // heap by that instant; NextExpiry includes it, and Recompute at or after
 // it decides for the gateway again although no candidate changed.
@@ -131,6 +134,10 @@ type gwState struct {
 	deleted bool
 	selChg  bool // order or failback changed since the last decision
 	seen    uint64
+	// inherited: the Engine learned of the gateway with an active node in
+	// its status (it continues another's decisions: its first candidates
+	// start held down).
+	inherited bool
 	// redecide: decide again although no candidate changed (a hold-down
 	// ended, or HoldDown changed).
 	redecide bool
@@ -237,14 +244,14 @@ func (e *Engine) UpsertGateway(gw Gateway) {
 	gw = normalize(gw)
 	g := e.gateways[gw.Name]
 	if g == nil {
-		g = &gwState{gw: gw, active: gw.PreviousActive, pending: map[string]struct{}{}, holdIdx: -1}
+		g = &gwState{gw: gw, active: gw.PreviousActive, inherited: gw.PreviousActive != "", pending: map[string]struct{}{}, holdIdx: -1}
 		e.gateways[gw.Name] = g
 		e.indexGateway(g)
 		e.markFull(g)
 		return
 	}
 	if !g.has {
-		g.active = gw.PreviousActive
+		g.active, g.inherited = gw.PreviousActive, gw.PreviousActive != ""
 	}
 	old := g.gw
 	if maps.Equal(old.NodeSelector, gw.NodeSelector) && old.Mode == gw.Mode && old.VirtualIP == gw.VirtualIP &&
@@ -432,10 +439,18 @@ func (e *Engine) rebuild(g *gwState, now time.Time) bool {
 	members := e.matching(g)
 	cands := make([]Candidate, len(members))
 	ready := 0
+	// A gateway this Engine continues from a status (a new operator term)
+	// has history it cannot see: its candidates start held down, so the
+	// new term preempts nothing at once. Otherwise a candidate eligible
+	// for the first time is not held; one that returns is (below).
+	holdNew := !g.has && g.inherited
 	for i, ns := range members {
 		cands[i] = Evaluate(&ns.Node, &g.gw, now)
 		if cands[i].Eligible {
-			cands[i].EligibleSince = now
+			cands[i].wasEligible = true
+			if holdNew {
+				cands[i].EligibleSince = now
+			}
 			ready++
 		}
 	}
@@ -455,9 +470,13 @@ func (e *Engine) rebuild(g *gwState, now time.Time) bool {
 			}
 			j++
 		default:
+			cands[j].wasEligible = cands[j].Eligible || old[i].wasEligible
 			if old[i].Eligible != cands[j].Eligible {
 				if cands[j].Eligible {
 					e.addEligible(cands[j].Node, 1)
+					if old[i].wasEligible {
+						cands[j].EligibleSince = now // it returns: held
+					}
 				} else {
 					e.addEligible(cands[j].Node, -1)
 				}
@@ -535,14 +554,20 @@ func (e *Engine) applyPending(g *gwState, now time.Time) bool {
 			continue
 		}
 		c := Evaluate(&ns.Node, &g.gw, now)
-		if c.Eligible {
-			// Eligible since now, unless it already was (then its
-			// hold-down keeps counting).
-			c.EligibleSince = now
-			if found && g.cands[i].Eligible {
+		c.wasEligible = c.Eligible || (found && g.cands[i].wasEligible)
+		if c.Eligible && found {
+			switch {
+			case g.cands[i].Eligible:
+				// Still eligible: its hold-down keeps counting.
 				c.EligibleSince = g.cands[i].EligibleSince
+			case g.cands[i].wasEligible:
+				// It returns (a flap, a recovery): held down from now.
+				c.EligibleSince = now
 			}
 		}
+		// Eligible for the first time in this gateway: not held, so a
+		// node whose report arrives a moment after another's at creation
+		// is not kept from the role it ranks for.
 		if !found {
 			ins = append(ins, c)
 			if c.Eligible {

@@ -141,11 +141,12 @@ func candidateNames(r Result) []string {
 	return out
 }
 
-// sameFacts compares candidate lists but not EligibleSince, which only the
-// Engine keeps (Select has no history).
+// sameFacts compares candidate lists but not EligibleSince and
+// wasEligible, which only the Engine keeps (Select has no history).
 func sameFacts(a, b []Candidate) bool {
 	return slices.EqualFunc(a, b, func(x, y Candidate) bool {
 		x.EligibleSince, y.EligibleSince = time.Time{}, time.Time{}
+		x.wasEligible, y.wasEligible = false, false
 		return candidateEqual(&x, &y)
 	})
 }

@@ -246,8 +246,10 @@ func TestHoldDownNewEngineKeepsPrevious(t *testing.T) {
 	wantChange(t, w.recompute(nil), gw, nodeB, nodeA, v1alpha1.CandidateCordoned)
 }
 
-// TestHoldDownNewCandidate: a node that joins (is labelled) is held like
-// one that recovers; one that leaves and comes back starts its hold again.
+// TestHoldDownNewCandidate: a node that becomes a candidate and is eligible
+// for the first time is not held: it takes the role its rank gives it at
+// once (a hold is for nodes that fail and come back). One that fails and
+// returns is held.
 func TestHoldDownNewCandidate(t *testing.T) {
 	const gw = "my-egressgw"
 	w := newWorld(t)
@@ -257,19 +259,12 @@ func TestHoldDownNewCandidate(t *testing.T) {
 	w.e.UpsertGateway(holdGW(gw, ""))
 	wantChange(t, w.recompute(nil), gw, "", nodeB, ChangeElected)
 	w.now = t0.Add(time.Minute)
-	if r := w.change(nodeA, func(n *Node) { n.Labels[egressLabel] = "" })[gw]; r.Active != nodeB ||
-		!r.HoldDownUntil.Equal(w.now.Add(holdDown)) {
-		t.Fatalf("labelled: %+v", r)
-	}
-	// Unlabelled and labelled again at 1m5s: the hold starts over.
+	wantChange(t, w.change(nodeA, func(n *Node) { n.Labels[egressLabel] = "" }), gw, nodeB, nodeA, ChangeFailback)
+	// It fails and comes back at 1m5s: held until 1m5s + the hold-down.
 	w.now = t0.Add(time.Minute + 5*time.Second)
-	w.change(nodeA, func(n *Node) { delete(n.Labels, egressLabel) })
-	if r := w.change(nodeA, func(n *Node) { n.Labels[egressLabel] = "" })[gw]; !r.HoldDownUntil.Equal(w.now.Add(holdDown)) {
-		t.Fatalf("labelled again: %+v", r)
-	}
-	w.now = t0.Add(time.Minute + holdDown)
-	if res := w.recompute(nil); len(res) != 0 {
-		t.Fatalf("the first hold's end moved the role: %+v", res)
+	wantChange(t, w.change(nodeA, func(n *Node) { n.Ready = false }), gw, nodeA, nodeB, v1alpha1.CandidateNodeNotReady)
+	if r := w.change(nodeA, func(n *Node) { n.Ready = true })[gw]; r.Active != nodeB || !r.HoldDownUntil.Equal(w.now.Add(holdDown)) {
+		t.Fatalf("back: %+v", r)
 	}
 	w.now = t0.Add(time.Minute + 5*time.Second + holdDown)
 	wantChange(t, w.recompute(nil), gw, nodeB, nodeA, ChangeFailback)

@@ -254,13 +254,27 @@ func (m *model) step(t *testing.T, step int) {
 		if decided {
 			g.PreviousActive = prev.Active
 		}
-		since := func(node string) time.Time {
-			if i, ok := findCandidate(prev.Candidates, node); decided && ok && prev.Candidates[i].Eligible {
-				return prev.Candidates[i].EligibleSince
+		// The hold-down's bookkeeping, from the model's own history: a
+		// candidate still eligible keeps its EligibleSince; one eligible
+		// again after having been eligible is held from now; one eligible
+		// for the first time is not held, except in the first decision of
+		// a gateway continued from a status (PreviousActive set).
+		inherited := !decided && g.PreviousActive != ""
+		history := func(node string, eligible bool) (time.Time, bool) {
+			i, ok := findCandidate(prev.Candidates, node)
+			found := decided && ok
+			was := eligible || (found && prev.Candidates[i].wasEligible)
+			switch {
+			case !eligible:
+				return time.Time{}, was
+			case found && prev.Candidates[i].Eligible:
+				return prev.Candidates[i].EligibleSince, was
+			case found && prev.Candidates[i].wasEligible, inherited:
+				return m.now, was
 			}
-			return m.now
+			return time.Time{}, was
 		}
-		want := selectWith(g, nodes, m.now, since)
+		want := selectWith(g, nodes, m.now, history)
 		if g.HoldDown == 0 {
 			// Without a hold-down the history changes nothing: Select
 			// (no history) decides the same.

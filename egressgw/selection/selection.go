@@ -127,6 +127,11 @@ type Candidate struct {
 	// while it is not eligible, and always zero from Select. The candidate
 	// is held down until EligibleSince + Gateway.HoldDown.
 	EligibleSince time.Time
+	// wasEligible: the candidate has been eligible in this gateway's list
+	// before (Engine only). Turning eligible again after that is a flap
+	// or a return, which the hold-down holds; turning eligible for the
+	// first time is not.
+	wasEligible bool
 	// Restarting: the node is eligible only because its agent restarts
 	// (Node.Restarting). It keeps the role it has, but is not given a new
 	// one: until its agent is back nothing programs its datapath for it.
@@ -633,10 +638,12 @@ func Select(gw Gateway, nodes []*Node, now time.Time) Result {
 	return selectWith(gw, nodes, now, nil)
 }
 
-// selectWith is Select with a history: eligibleSince, when set, says since
-// when each eligible candidate has been eligible, so hold-downs apply as in
-// the Engine (the Engine's tests compare it with their own bookkeeping).
-func selectWith(gw Gateway, nodes []*Node, now time.Time, eligibleSince func(node string) time.Time) Result {
+// selectWith is Select with a history: history, when set, says for each
+// candidate since when it has been eligible (read only for an eligible
+// one; zero: not held) and whether it has been eligible in the list
+// before (Candidate.wasEligible). The Engine's decisions with hold-downs
+// are checked against it (random_test.go).
+func selectWith(gw Gateway, nodes []*Node, now time.Time, history func(node string, eligible bool) (since time.Time, was bool)) Result {
 	gw = normalize(gw)
 	known := make(nodeMap, len(nodes))
 	var cands []Candidate
@@ -647,9 +654,13 @@ func selectWith(gw Gateway, nodes []*Node, now time.Time, eligibleSince func(nod
 			c := Evaluate(n, &gw, now)
 			if c.Eligible {
 				ready++
-				if eligibleSince != nil {
-					c.EligibleSince = eligibleSince(n.Name)
+			}
+			if history != nil {
+				since, was := history(n.Name, c.Eligible)
+				if c.Eligible {
+					c.EligibleSince = since
 				}
+				c.wasEligible = was
 			}
 			cands = append(cands, c)
 		}
@@ -662,10 +673,11 @@ func selectWith(gw Gateway, nodes []*Node, now time.Time, eligibleSince func(nod
 	return decide(&gw, cands, rank, ready, gw.PreviousActive, known, false, now)
 }
 
-// candidateEqual compares two candidates field by field.
+// candidateEqual compares two candidates field by field (the Engine
+// shares equal lists between gateways, so the history counts too).
 func candidateEqual(a, b *Candidate) bool {
 	return a.Node == b.Node && a.Eligible == b.Eligible && a.EgressIP == b.EgressIP && a.EligibleSince.Equal(b.EligibleSince) &&
-		a.Restarting == b.Restarting && slices.Equal(a.Reasons, b.Reasons)
+		a.Restarting == b.Restarting && a.wasEligible == b.wasEligible && slices.Equal(a.Reasons, b.Reasons)
 }
 
 // candidatesEqual compares two candidate lists.

@@ -160,17 +160,17 @@ func checkOwnHeartbeatOnly(t *testing.T, agentB kubernetes.Interface) {
 	_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "kube-scheduler"}}, metav1.CreateOptions{})
 	refusedByPolicy("create the kube-scheduler leader Lease", err)
 	for _, name := range []string{cluster.CiliumOperatorLeaseName, cluster.OperatorLeaseName} {
+		leader, err := leases.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("agent of lab-egress-b: read the operator leader Lease %s: %v", name, err)
+		}
 		// The leader renews egressha's Lease several times a second: an
-		// update from a stale read is a Conflict before admission looks
-		// at it, so read again until the policy answers.
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			leader, err := leases.Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				t.Fatalf("agent of lab-egress-b: read the operator leader Lease %s: %v", name, err)
-			}
-			_, err = leases.Update(ctx, leader, metav1.UpdateOptions{})
-			return err
-		})
+		// update carrying the read's resourceVersion is mostly a Conflict,
+		// found before admission looks at it. Without one it is an
+		// unconditional update (Leases allow it), which only the policy
+		// can refuse.
+		leader.ResourceVersion = ""
+		_, err = leases.Update(ctx, leader, metav1.UpdateOptions{})
 		refusedByPolicy("update the operator leader Lease "+name, err)
 	}
 }

@@ -167,9 +167,9 @@ type Selection struct {
 	// +kubebuilder:default=Immediate
 	Failback FailbackPolicy `json:"failback,omitempty"`
 
-	// HoldDown is how long a node that becomes eligible (recovers, or
-	// becomes a candidate) must stay eligible without interruption before
-	// it may take the role from another eligible node, e.g. by failback
+	// HoldDown is how long a node that becomes eligible again after it
+	// failed (recovers, flaps) must stay eligible without interruption
+	// before it may take the role from another eligible node, e.g. by failback
 	// (keepalived's preempt_delay): a node that flaps never regains the
 	// role. It never delays a takeover from a node that is not eligible
 	// any more, nor the first election. A Go duration from 0s (no hold) to

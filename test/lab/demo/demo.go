@@ -357,8 +357,8 @@ func (d *demo) runMode(m mode) (ModeResult, error) {
 	if err := d.waitHealthy(2 * time.Minute); err != nil {
 		return r, err
 	}
-	d.step("%s is back: agent healthy after %s, traffic failed back to it (source %s) after a gap of %s",
-		active.Name, healthy.Round(100*time.Millisecond), back.Source, r.FailbackGap.Round(time.Millisecond))
+	d.step("%s is back: agent healthy after %s; traffic failed back to it (source %s) %s after it recovered, once it had stayed eligible for the hold-down (selection.holdDown, 10 s by default), with a gap of %s",
+		active.Name, healthy.Round(100*time.Millisecond), back.Source, back.Replied.Sub(t1).Round(100*time.Millisecond), r.FailbackGap.Round(time.Millisecond))
 	return r, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -40,6 +41,10 @@ func checkIdentities(t *testing.T, cfg cluster.Config) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// No client-side rate limit: at client-go's default 5 requests/s
+		// a read and the update that follows it are 200 ms apart, and
+		// egressha's leader Lease is renewed more often than that.
+		rc.QPS, rc.Burst = -1, 0
 		return client{kubernetes.NewForConfigOrDie(rc), dynamic.NewForConfigOrDie(rc)}
 	}
 	agent := as(cluster.AgentPodName("lab-worker"))
@@ -160,17 +165,23 @@ func checkOwnHeartbeatOnly(t *testing.T, agentB kubernetes.Interface) {
 	_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "kube-scheduler"}}, metav1.CreateOptions{})
 	refusedByPolicy("create the kube-scheduler leader Lease", err)
 	for _, name := range []string{cluster.CiliumOperatorLeaseName, cluster.OperatorLeaseName} {
-		leader, err := leases.Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatalf("agent of lab-egress-b: read the operator leader Lease %s: %v", name, err)
-		}
-		// The leader renews egressha's Lease several times a second: an
-		// update carrying the read's resourceVersion is mostly a Conflict,
-		// found before admission looks at it. Without one it is an
-		// unconditional update (Leases allow it), which only the policy
-		// can refuse.
-		leader.ResourceVersion = ""
-		_, err = leases.Update(ctx, leader, metav1.UpdateOptions{})
+		// The leader renews egressha's Lease six times a second: an
+		// update from a read that a renewal overtook is a Conflict, found
+		// before admission looks at it (and the agent may not patch).
+		// Read and try again until the policy answers.
+		conflicts := 0
+		err := retry.OnError(wait.Backoff{Steps: 100, Duration: 20 * time.Millisecond, Jitter: 1}, apierrors.IsConflict, func() error {
+			leader, err := leases.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("agent of lab-egress-b: read the operator leader Lease %s: %v", name, err)
+			}
+			_, err = leases.Update(ctx, leader, metav1.UpdateOptions{})
+			if apierrors.IsConflict(err) {
+				conflicts++
+			}
+			return err
+		})
+		t.Logf("update of the operator leader Lease %s: %d conflicts before the answer", name, conflicts)
 		refusedByPolicy("update the operator leader Lease "+name, err)
 	}
 }

@@ -432,6 +432,12 @@ func (d *demo) settled() (active, why string) {
 			if !ready {
 				why = fmt.Sprintf("Ready is %v (%v: %v)", c["status"], c["reason"], c["message"])
 			}
+			// A better-ranked node held down takes the role when its
+			// hold ends: not settled yet (e.g. after a mode change,
+			// where a node's VIP is not set up for a moment).
+			if msg, _ := c["message"].(string); ready && strings.Contains(msg, "held down") {
+				return active, msg
+			}
 		}
 	}
 	if !ready {

@@ -51,6 +51,16 @@ type livenessVerdict struct {
 	Wake time.Time
 }
 
+// agentSilence is how long a node whose agent stopped answering probes,
+// while the node's kernel still answers echo, stays alive: its datapath
+// keeps forwarding (basic mode SNATs in BPF; a VIP stays in the
+// neighbours' ARP caches), so nothing is lost by waiting, and an agent
+// starved of CPU for a moment (a datapath regeneration on a busy node)
+// does not move the role. A crashed agent is Down after it, or as soon as
+// its Pod is not Ready; a node that is gone stops answering echo too and
+// is Down at once.
+const agentSilence = 3 * time.Second
+
 // majority is the suspicion threshold: at least two nodes, and more than
 // half of them, failed together. One node of two failing is a failure,
 // not a suspect observer.
@@ -60,6 +70,8 @@ func majority(failed, of int) bool { return of >= 2 && 2*failed > of }
 //
 //   - probe Up: ReachUp (alive, whatever its Lease says: a lapsed Lease
 //     only means the node cannot reach the API server);
+//   - probe Down while kernel echo is Up (the agent is silent, the node
+//     lives): ReachUp for agentSilence, then as below;
 //   - probe Down: ReachDown, once the node's fence bound (plus a margin)
 //     has passed since it went Down: a VIP announcer has stopped
 //     answering by then, so the role may move and the successor may claim
@@ -131,6 +143,10 @@ func judgeLiveness(in []livenessInput, now time.Time) livenessVerdict {
 			switch {
 			case v.ProbeSuspect:
 				v.Held = append(v.Held, n.Node)
+			case n.Probe.Kernel == probe.StateUp && now.Before(n.Probe.Since.Add(agentSilence)):
+				// The agent is silent, the node answers: wait.
+				r = selection.ReachUp
+				wake(n.Probe.Since.Add(agentSilence))
 			case n.Probe.Fence > 0 && now.Before(n.Probe.Since.Add(n.Probe.Fence+fenceMargin)):
 				r = selection.ReachUp
 				wake(n.Probe.Since.Add(n.Probe.Fence + fenceMargin))

@@ -29,7 +29,7 @@ func TestJudgeLiveness(t *testing.T) {
 	grace := now.Add(20 * time.Second)
 	// The agent is gone (its probes Down), the kernel answers or not.
 	agentGone := func(kernel probe.State, kernelFor time.Duration) probe.Status {
-		st := downFor(time.Second, 0)
+		st := downFor(agentSilence+time.Second, 0)
 		st.Kernel, st.KernelSince = kernel, now.Add(-kernelFor)
 		return st
 	}
@@ -49,6 +49,16 @@ func TestJudgeLiveness(t *testing.T) {
 			nodes: map[string]node{"a": {agentGone(probe.StateUp, 0), lapsed}, "b": {up, fresh}},
 			want:  map[string]selection.Reach{"a": R, "b": R}, restart: map[string]time.Time{"a": grace},
 			restarting: []string{"a"}, wake: grace},
+		{name: "an agent silent for a moment while its node answers echo: alive for agentSilence",
+			nodes: map[string]node{"a": {func() probe.Status {
+				st := downFor(time.Second, 0)
+				st.Kernel = probe.StateUp
+				return st
+			}(), fresh}, "b": {up, fresh}},
+			want: map[string]selection.Reach{"a": R, "b": R}, wake: now.Add(-time.Second + agentSilence)},
+		{name: "an agent silent for longer: Down although the node answers echo",
+			nodes: map[string]node{"a": {agentGone(probe.StateUp, 0), fresh}, "b": {up, fresh}},
+			want:  map[string]selection.Reach{"a": D, "b": R}},
 		{name: "a restarting node whose kernel is Down is gone (crash, power off)",
 			nodes: map[string]node{"a": {agentGone(probe.StateDown, time.Second), fresh}, "b": {up, fresh}},
 			want:  map[string]selection.Reach{"a": D, "b": R}, restart: map[string]time.Time{"a": grace}},

@@ -182,7 +182,7 @@ func (e *benchEnv) save(t *testing.T, c results.Case) {
 // benchCommand is the command line that reproduces a test's figures.
 func benchCommand(t *testing.T) string {
 	var env []string
-	for _, k := range []string{"EGRESSHA_BENCH_TRIALS", "EGRESSHA_BENCH_STOCK_TRIALS", "EGRESSHA_BENCH_STOCK_WAIT", "EGRESSHA_BENCH_NEW_PODS", "EGRESSHA_BENCH_MEMORY_ENDPOINTS"} {
+	for _, k := range []string{"EGRESSHA_BENCH_TRIALS", "EGRESSHA_BENCH_STOCK_TRIALS", "EGRESSHA_BENCH_STOCK_WAIT", "EGRESSHA_BENCH_NEW_PODS", "EGRESSHA_BENCH_MEMORY_ENDPOINTS", "EGRESSHA_BENCH_OPS", "EGRESSHA_BENCH_OPS_TRIALS", "EGRESSHA_BENCH_LEADER_TRIALS"} {
 		if v := os.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}

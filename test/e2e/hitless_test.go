@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,6 +190,13 @@ func operationsSettings(gatewayMode string) map[string]string {
 func TestBenchOperations(t *testing.T) {
 	benchEnabled(t)
 	n := envInt(t, "EGRESSHA_BENCH_OPS_TRIALS", 3)
+	// EGRESSHA_BENCH_OPS runs a subset (comma-separated operations);
+	// its cases are named after it, so they sit beside a full run's.
+	runOp, suffix := func(string) bool { return true }, ""
+	if v := os.Getenv("EGRESSHA_BENCH_OPS"); v != "" {
+		ops := strings.Split(v, ",")
+		runOp, suffix = func(op string) bool { return slices.Contains(ops, op) }, "-"+strings.Join(ops, "-")
+	}
 	const settle = 10 * time.Second
 	t.Run("stock", func(t *testing.T) {
 		e := newBenchEnv(t, cluster.ModeStock)
@@ -199,19 +209,19 @@ func TestBenchOperations(t *testing.T) {
 		eventuallySource(t, e.cfg, benchNS, "prober", e.a.PublicIP.String(), 2*time.Minute)
 		waitDatapathQuiet(t, e.cfg, 5*time.Second, 90*time.Second)
 		via := viaAddrAndMAC(e.ipVia, e.macVia)
-		c := results.Case{Name: "operations-stock", Title: "routine operations, stock Cilium", Kind: results.KindOperations,
+		c := results.Case{Name: "operations-stock" + suffix, Title: "routine operations, stock Cilium", Kind: results.KindOperations,
 			Mode: string(cluster.ModeStock), Command: benchCommand(t), Started: time.Now(), Settings: operationsSettings("–")}
 		p := probe.Start(e.cfg, benchNS, "prober")
 		defer p.Stop()
 		if !p.WaitSteady(25, 3*time.Minute, probe.IsVia(via, e.a.Name)) {
 			t.Fatalf("stock: traffic never steadily left through %s (last: %s)", e.a.Name, lastSamples(p, via, 5))
 		}
-		for i := range n {
+		for i := range n * b2i(runOp("rolling-restart")) {
 			d := watchDisruption(t, gatewayWatcher{}, p, via, e.a.Name, settle, func() { rollingRestart(t, e.cfg) })
 			t.Logf("bench operations stock rolling-restart %d/%d: %s", i+1, n, d)
 			c.Trials = append(c.Trials, operationTrial("rolling-restart", d))
 		}
-		for i := range n {
+		for i := range n * b2i(runOp("link-flap")) {
 			d := watchDisruption(t, gatewayWatcher{}, p, via, e.a.Name, flapSettle, func() {
 				flapClusterLink(t, e.a, 30, 500*time.Millisecond, 500*time.Millisecond)
 			})
@@ -224,11 +234,11 @@ func TestBenchOperations(t *testing.T) {
 		cfg := startLab(t, cluster.ModeEgressHA)
 		a := mustNode(t, cfg, "lab-egress-a")
 		for _, m := range outageModes {
-			c := results.Case{Name: "operations-egressha-" + m.name, Title: "routine operations, egressha " + m.name + " mode",
+			c := results.Case{Name: "operations-egressha-" + m.name + suffix, Title: "routine operations, egressha " + m.name + " mode",
 				Kind: results.KindOperations, Mode: string(cluster.ModeEgressHA), Command: benchCommand(t), Started: time.Now(),
 				Settings: operationsSettings(m.name)}
 			gw, p, via := steadyThrough(t, cfg, m.yaml, a)
-			for i := range n {
+			for i := range n * b2i(runOp("rolling-restart")) {
 				d := watchDisruption(t, gw, p, via, a.Name, settle, func() { rollingRestart(t, cfg) })
 				t.Logf("bench operations egressha %s rolling-restart %d/%d: %s", m.name, i+1, n, d)
 				c.Trials = append(c.Trials, operationTrial("rolling-restart", d))
@@ -236,7 +246,7 @@ func TestBenchOperations(t *testing.T) {
 					t.Errorf("%s mode: a rolling restart disturbed the traffic or moved the gateway: %s", m.name, d)
 				}
 			}
-			for i := range n {
+			for i := range n * b2i(runOp("link-flap")) {
 				d := watchDisruption(t, gw, p, via, a.Name, flapSettle, func() {
 					flapClusterLink(t, a, 30, 500*time.Millisecond, 500*time.Millisecond)
 				})
@@ -247,7 +257,7 @@ func TestBenchOperations(t *testing.T) {
 				}
 				gw.waitActive(t, a.Name, time.Minute)
 			}
-			if m.name == "basic" {
+			if m.name == "basic" && runOp("leader-kill-crash") {
 				c.Trials = append(c.Trials, leaderKillCrash(t, cfg, gw, p, via, envInt(t, "EGRESSHA_BENCH_LEADER_TRIALS", 10))...)
 			}
 			p.Stop()
@@ -355,4 +365,11 @@ func TestLinkFlapMovesAtMostTwice(t *testing.T) {
 			gw.waitActive(t, a.Name, time.Minute)
 		})
 	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

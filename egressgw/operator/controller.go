@@ -891,21 +891,21 @@ func (c *Controller) refreshLiveness(now time.Time, pending map[string]struct{})
 	c.liveness = v
 	for name, reach := range v.Reach {
 		r := c.rows[name]
-		if r == nil || (r.Reach == reach && r.Restarting == v.Restarting[name]) {
+		if r == nil || (r.Reach == reach && r.Restarting == v.Restarting[name] && r.Unsteady == v.Unsteady[name]) {
 			continue
 		}
 		r = c.row(name)
 		c.log.Info("Liveness of a candidate node changed", "node", name, "from", c.rows[name].Reach, "to", reach,
 			"restarting", v.Restarting[name], "probe", c.sessions[name].State, "probeSince", c.sessions[name].Since,
 			"kernel", c.sessions[name].Kernel)
-		r.Reach, r.Restarting = reach, v.Restarting[name]
+		r.Reach, r.Restarting, r.Unsteady = reach, v.Restarting[name], v.Unsteady[name]
 		c.storeRow(r, false, pending)
 	}
 	// Rows no longer judged (no session, no Lease) go back to Unknown.
 	for name, r := range c.rows {
-		if _, ok := v.Reach[name]; !ok && (r.Reach != selection.ReachUnknown || r.Restarting) {
+		if _, ok := v.Reach[name]; !ok && (r.Reach != selection.ReachUnknown || r.Restarting || r.Unsteady) {
 			r = c.row(name)
-			r.Reach, r.Restarting = selection.ReachUnknown, false
+			r.Reach, r.Restarting, r.Unsteady = selection.ReachUnknown, false, false
 			c.storeRow(r, false, pending)
 		}
 	}

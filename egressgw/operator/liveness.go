@@ -46,6 +46,9 @@ type livenessVerdict struct {
 	// while the node itself answers kernel echo: their agent's absence
 	// (probes, Pod readiness, Lease) does not count.
 	Restarting map[string]bool
+	// Unsteady are the nodes judged alive while their probes go
+	// unanswered (fence wait, agent silence): their hold-down starts over.
+	Unsteady map[string]bool
 	// Wake is the earliest instant the verdict changes without an input
 	// changing (a pending fence wait or a restart grace ends); zero: none.
 	Wake time.Time
@@ -95,7 +98,7 @@ func majority(failed, of int) bool { return of >= 2 && 2*failed > of }
 // power off, reboot) and is Down as above; no echo verdict (echo off or
 // filtered), the usual rules apply and its roles move.
 func judgeLiveness(in []livenessInput, now time.Time) livenessVerdict {
-	v := livenessVerdict{Reach: make(map[string]selection.Reach, len(in)), Restarting: map[string]bool{}}
+	v := livenessVerdict{Reach: make(map[string]selection.Reach, len(in)), Restarting: map[string]bool{}, Unsteady: map[string]bool{}}
 	wake := func(at time.Time) {
 		if v.Wake.IsZero() || at.Before(v.Wake) {
 			v.Wake = at
@@ -146,9 +149,11 @@ func judgeLiveness(in []livenessInput, now time.Time) livenessVerdict {
 			case n.Probe.Kernel == probe.StateUp && now.Before(n.Probe.Since.Add(agentSilence)):
 				// The agent is silent, the node answers: wait.
 				r = selection.ReachUp
+				v.Unsteady[n.Node] = true
 				wake(n.Probe.Since.Add(agentSilence))
 			case n.Probe.Fence > 0 && now.Before(n.Probe.Since.Add(n.Probe.Fence+fenceMargin)):
 				r = selection.ReachUp
+				v.Unsteady[n.Node] = true
 				wake(n.Probe.Since.Add(n.Probe.Fence + fenceMargin))
 			default:
 				r = selection.ReachDown

@@ -41,6 +41,8 @@ type NodeRow struct {
 	// Restarting: within that grace, and the node itself answers (kernel
 	// echo), so its agent's absence does not count (liveness.go).
 	Restarting bool
+	// Unsteady: judged alive while its probes go unanswered (liveness.go).
+	Unsteady bool
 }
 
 // TableHeader implements statedb.TableWritable.
@@ -95,6 +97,7 @@ func (r *NodeRow) selectionNode() *selection.Node {
 		Heartbeat:  r.Heartbeat,
 		Reach:      r.Reach,
 		Restarting: r.Restarting,
+		Unsteady:   r.Unsteady,
 	}
 	n.InternalIP = parseAddr(r.InternalIP)
 	return n

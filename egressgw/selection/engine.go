@@ -481,8 +481,12 @@ func (e *Engine) rebuild(g *gwState, now time.Time) bool {
 					e.addEligible(cands[j].Node, -1)
 				}
 			} else if cands[j].Eligible {
-				// Still eligible: its hold-down keeps counting.
+				// Still eligible: its hold-down keeps counting, unless
+				// it blipped (unsteady).
 				cands[j].EligibleSince = old[i].EligibleSince
+				if cands[j].unsteady || old[i].unsteady {
+					cands[j].EligibleSince = now
+				}
 			}
 			i++
 			j++
@@ -557,6 +561,10 @@ func (e *Engine) applyPending(g *gwState, now time.Time) bool {
 		c.wasEligible = c.Eligible || (found && g.cands[i].wasEligible)
 		if c.Eligible && found {
 			switch {
+			case g.cands[i].Eligible && (c.unsteady || g.cands[i].unsteady):
+				// Still eligible but not answering (or just answering
+				// again): its hold-down starts over.
+				c.EligibleSince = now
 			case g.cands[i].Eligible:
 				// Still eligible: its hold-down keeps counting.
 				c.EligibleSince = g.cands[i].EligibleSince

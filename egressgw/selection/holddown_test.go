@@ -342,3 +342,32 @@ func TestHoldDownSharedLists(t *testing.T) {
 		t.Fatalf("EligibleSince %v, want %v", got, w.now)
 	}
 }
+
+// TestHoldDownUnsteady: a node that blips faster than it can be judged
+// Down (Unsteady while its probes go unanswered) stays eligible, but its
+// hold-down starts over when it answers again.
+func TestHoldDownUnsteady(t *testing.T) {
+	const gw = "my-egressgw"
+	w := newWorld(t)
+	w.addNodes(longNode(nodeA, gw), longNode(nodeB, gw))
+	w.e.UpsertGateway(holdGW(gw, ""))
+	wantChange(t, w.recompute(nil), gw, "", nodeA, ChangeElected)
+	w.now = t0.Add(time.Minute)
+	wantChange(t, w.change(nodeA, func(n *Node) { n.Ready = false }), gw, nodeA, nodeB, v1alpha1.CandidateNodeNotReady)
+	w.change(nodeA, func(n *Node) { n.Ready = true })
+	// 5 s into its hold it blips: unsteady, then steady again at 5.5 s.
+	w.now = t0.Add(time.Minute + 5*time.Second)
+	w.change(nodeA, func(n *Node) { n.Unsteady = true })
+	w.now = t0.Add(time.Minute + 5500*time.Millisecond)
+	r := w.change(nodeA, func(n *Node) { n.Unsteady = false })[gw]
+	if r.Active != nodeB || !r.HoldDownUntil.Equal(w.now.Add(holdDown)) {
+		t.Fatalf("after the blip: active %s, hold until %s; want %s until %s", r.Active, r.HoldDownUntil, nodeB, w.now.Add(holdDown))
+	}
+	// The first hold's end passes: nothing moves.
+	w.now = t0.Add(time.Minute + holdDown)
+	if res := w.recompute(nil); len(res) != 0 {
+		t.Fatalf("the hold ended although the node blipped: %+v", res)
+	}
+	w.now = t0.Add(time.Minute + 5500*time.Millisecond + holdDown)
+	wantChange(t, w.recompute(nil), gw, nodeB, nodeA, ChangeFailback)
+}

@@ -52,6 +52,12 @@ type Node struct {
 	// agent's absence (CiliumAgentNotReady, HeartbeatExpired) does not
 	// count.
 	Restarting bool
+	// Unsteady: the node is not answering probes right now, though it is
+	// still judged alive (a VIP node within its fence wait, an agent
+	// silent while its node answers echo). It keeps what it has, but its
+	// hold-down starts over: a node that blips faster than it can be
+	// judged Down is still a flapping node.
+	Unsteady bool
 }
 
 // Reach is the liveness verdict of probing.
@@ -136,6 +142,8 @@ type Candidate struct {
 	// (Node.Restarting). It keeps the role it has, but is not given a new
 	// one: until its agent is back nothing programs its datapath for it.
 	Restarting bool
+	// unsteady: Node.Unsteady (Engine only: its hold-down starts over).
+	unsteady bool
 }
 
 // heldUntil is when c's hold-down ends; the zero time when c is not held
@@ -274,7 +282,7 @@ func Evaluate(n *Node, gw *Gateway, now time.Time) Candidate {
 	if !c.Eligible {
 		c.Reasons = slices.Clone(r)
 	} else {
-		c.Restarting = n.Restarting
+		c.Restarting, c.unsteady = n.Restarting, n.Unsteady
 	}
 	return c
 }
@@ -677,7 +685,7 @@ func selectWith(gw Gateway, nodes []*Node, now time.Time, history func(node stri
 // shares equal lists between gateways, so the history counts too).
 func candidateEqual(a, b *Candidate) bool {
 	return a.Node == b.Node && a.Eligible == b.Eligible && a.EgressIP == b.EgressIP && a.EligibleSince.Equal(b.EligibleSince) &&
-		a.Restarting == b.Restarting && a.wasEligible == b.wasEligible && slices.Equal(a.Reasons, b.Reasons)
+		a.Restarting == b.Restarting && a.wasEligible == b.wasEligible && a.unsteady == b.unsteady && slices.Equal(a.Reasons, b.Reasons)
 }
 
 // candidatesEqual compares two candidate lists.

@@ -104,7 +104,9 @@ func judgeLiveness(in []livenessInput, now time.Time) livenessVerdict {
 			v.Wake = at
 		}
 	}
-	// A restarting node's kernel echo stands in for its agent's probes.
+	// A restarting node's kernel echo stands in for its agent's probes
+	// (on a copy: the caller's inputs stay as it built them).
+	in = slices.Clone(in)
 	for i, n := range in {
 		if n.RestartUntil.IsZero() || !now.Before(n.RestartUntil) {
 			continue

@@ -9,7 +9,8 @@
 //	   ├── eth0 of every node (198.18.0.1x, the node's InternalIP, VXLAN underlay)
 //	lab-echo br1 203.0.113.100/24 (+ .1, the nodes' default gateway)
 //	   ├── eth1 of every node (203.0.113.1x, the "public" interface)
-//	   └── echo server :8080, answers with the source address it saw
+//	   └── echo server :8080, answers with the source address it saw;
+//	       GET /stream pushes a line every 50 ms; :8080/udp echoes datagrams
 //
 // Node names sort so the spec's alphabetical rule is visible:
 // lab-egress-a < lab-egress-b < lab-worker.

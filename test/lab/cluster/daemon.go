@@ -80,6 +80,9 @@ func RunDaemon(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("echo server capture on br1: %w", err)
 	}
+	if err := serveUDPEcho(ctx); err != nil {
+		return fmt.Errorf("UDP echo server in %s: %w", EchoNetns, err)
+	}
 	echo := &http.Server{Handler: echoHandler(macs), ReadHeaderTimeout: 5 * time.Second}
 	wg.Add(1)
 	go func() {

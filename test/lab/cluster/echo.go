@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -134,10 +135,25 @@ func (p *peerMACs) lookup(src netip.AddrPort) net.HardwareAddr {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// StreamPath is the echo server's streaming endpoint: GET /stream answers
+// with one line "SEQ SOURCE\n" every StreamEvery, flushed at once, until
+// the client goes away: a server that pushes on a long-lived connection
+// (issue 17's server-push kind). The server keeps writing whatever the
+// client does, so after a failover the server, not the client, sends first.
+const (
+	StreamPath  = "/stream"
+	StreamEvery = 50 * time.Millisecond
+)
+
 // echoHandler answers with the source address it saw and, when asked
-// (?l2), the Ethernet source address that carried it ("-" if unknown).
+// (?l2), the Ethernet source address that carried it ("-" if unknown);
+// StreamPath streams.
 func echoHandler(macs *peerMACs) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == StreamPath {
+			stream(w, r)
+			return
+		}
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -157,6 +173,62 @@ func echoHandler(macs *peerMACs) http.HandlerFunc {
 		}
 		io.WriteString(w, addr+" "+mac)
 	}
+}
+
+func stream(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	tick := time.NewTicker(StreamEvery)
+	defer tick.Stop()
+	for seq := 0; ; seq++ {
+		if _, err := fmt.Fprintf(w, "%d %s\n", seq, r.RemoteAddr); err != nil {
+			return
+		}
+		flusher.Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// serveUDPEcho answers every datagram on EchoAddr:EchoPort/udp with its
+// payload followed by " SOURCE" (the address:port it came from), as a
+// DNS-like request/response service on a fixed port.
+func serveUDPEcho(ctx context.Context) error {
+	var pc net.PacketConn
+	err := inNetns(EchoNetns, func() error {
+		c, err := net.ListenPacket("udp4", net.JoinHostPort(EchoAddr.Addr().String(), fmt.Sprint(EchoPort)))
+		pc = c
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		pc.Close()
+	}()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			reply := append(append(append([]byte(nil), buf[:n]...), ' '), from.String()...)
+			_, _ = pc.WriteTo(reply, from)
+		}
+	}()
+	return nil
 }
 
 // EchoL2URL is the echo server's URL that also reports the sender's MAC.

@@ -73,10 +73,15 @@ func inNetns(name string, f func() error) error {
 // DialContextIn returns a dialer that opens TCP connections from inside the
 // named network namespace.
 func DialContextIn(ns string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return DialerIn(ns, net.Dialer{})
+}
+
+// DialerIn is DialContextIn with the given dialer's settings (keepalive,
+// local address): its sockets are created inside the namespace ns.
+func DialerIn(ns string, d net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var conn net.Conn
 		err := inNetns(ns, func() error {
-			var d net.Dialer
 			c, err := d.DialContext(ctx, network, addr)
 			conn = c
 			return err

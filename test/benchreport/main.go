@@ -133,6 +133,7 @@ func (r *report) markdown() string {
 	r.stock()
 	r.apiOutages()
 	r.operations()
+	r.connections()
 	r.newPods()
 	r.goBenchmarks()
 	r.agentMemory()
@@ -142,13 +143,30 @@ func (r *report) markdown() string {
 
 // ---- API server outages (issue 14) ----
 
-func (r *report) apiOutages() {
+// casesOf returns the cases of a kind, in run order.
+func (r *report) casesOf(kind string) []results.Case {
 	var cs []results.Case
 	for _, c := range r.cases {
-		if c.Kind == results.KindAPIOutage {
+		if c.Kind == kind {
 			cs = append(cs, c)
 		}
 	}
+	return cs
+}
+
+// commands lists the command of every case, with its notes.
+func (r *report) commands(cs []results.Case) {
+	for _, c := range cs {
+		r.p("- `%s`: %s", c.Name, r.command(c))
+		for _, n := range c.Notes {
+			r.p("  - %s", n)
+		}
+	}
+	r.p("")
+}
+
+func (r *report) apiOutages() {
+	cs := r.casesOf(results.KindAPIOutage)
 	if len(cs) == 0 {
 		return
 	}
@@ -169,21 +187,13 @@ func (r *report) apiOutages() {
 		}
 	}
 	r.p("")
-	for _, c := range cs {
-		r.p("- `%s`: %s", c.Name, r.command(c))
-	}
-	r.p("")
+	r.commands(cs)
 }
 
 // ---- routine operations (issue 15) ----
 
 func (r *report) operations() {
-	var cs []results.Case
-	for _, c := range r.cases {
-		if c.Kind == results.KindOperations {
-			cs = append(cs, c)
-		}
-	}
+	cs := r.casesOf(results.KindOperations)
 	if len(cs) == 0 {
 		return
 	}
@@ -220,13 +230,95 @@ func (r *report) operations() {
 		}
 	}
 	r.p("")
+	r.commands(cs)
+}
+
+// ---- connections across a failover (issue 17) ----
+
+func (r *report) connections() {
+	cs := r.casesOf(results.KindConnections)
+	if len(cs) == 0 {
+		return
+	}
+	r.p("## Connections across a failover")
+	r.p("")
+	r.p("Long-lived connections from a pod on lab-worker to the echo server while the gateway moves: %s. %s. Stock Cilium's relabel of its CiliumEgressGatewayPolicy's node ran in the same run as the baseline.",
+		cs[0].Settings["connections"], cs[0].Settings["window"])
+	r.p("")
+	r.p("- **survived**: the same TCP connection (UDP socket) was still answered after the traffic moved, with no error; **stall**: the longest time without an answer, over the connections that survived (idle: the round trip of its request after the move).")
+	r.p("- **ended ≤ 1 s**: the client saw the connection fail (reset or aborted) at most 1 s after the first request through the new node (%s); a connection that neither survived nor ended **hung**.", cs[0].Settings["moved"])
+	r.p("")
+	r.p("| system | mode | disruption | kind | connections | survived | stall p50 / p99 | ended ≤ 1 s | ended after the move p50 / max | hung |")
+	r.p("|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cs {
-		r.p("- `%s`: %s", c.Name, r.command(c))
-		for _, n := range c.Notes {
-			r.p("  - %s", n)
+		mode := "–"
+		if c.Mode != "stock" {
+			mode = strings.Fields(c.Settings["gateway"])[0]
+		}
+		for _, scope := range scopesOf(c.Trials) {
+			for _, kind := range []string{"request-response", "server-push", "idle-keepalive", "udp"} {
+				var n, survived, endedFast, hung int
+				var stall, ended []float64
+				for _, tr := range c.Trials {
+					if tr.Scope != scope {
+						continue
+					}
+					for _, cn := range tr.Connections {
+						if cn.Kind != kind {
+							continue
+						}
+						n++
+						switch {
+						case cn.Survived:
+							survived++
+							stall = append(stall, cn.StallMS)
+						case cn.Ended:
+							ended = append(ended, cn.EndedAfterMoveMS)
+							if cn.EndedAfterMoveMS <= 1000 {
+								endedFast++
+							}
+						default:
+							hung++
+						}
+					}
+				}
+				if n == 0 {
+					continue
+				}
+				st, en := "–", "–"
+				if len(stall) > 0 {
+					st = fmt.Sprintf("%s / %s", fmtMS(percentile(stall, 50)), fmtMS(percentile(stall, 99)))
+				}
+				if len(ended) > 0 {
+					en = fmt.Sprintf("%s / %s", fmtSignedMS(percentile(ended, 50)), fmtSignedMS(slices.Max(ended)))
+				}
+				r.p("| %s | %s | %s | %s | %d | %s | %s | %s | %s | %d |", c.Mode, mode, scope, kind, n, pct(survived, n), st, pct(endedFast, n), en, hung)
+			}
 		}
 	}
 	r.p("")
+	r.commands(cs)
+}
+
+// scopesOf returns the trials' scopes in order of first appearance.
+func scopesOf(trs []results.Trial) []string {
+	var out []string
+	for _, tr := range trs {
+		if !slices.Contains(out, tr.Scope) {
+			out = append(out, tr.Scope)
+		}
+	}
+	return out
+}
+
+func pct(k, n int) string { return fmt.Sprintf("%.1f %% (%d)", 100*float64(k)/float64(n), k) }
+
+// fmtSignedMS formats a time that may be negative (before the move).
+func fmtSignedMS(v float64) string {
+	if v < 0 {
+		return "−" + fmtMS(-v)
+	}
+	return fmtMS(v)
 }
 
 // ---- machine ----

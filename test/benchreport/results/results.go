@@ -31,6 +31,10 @@ const (
 	// link-flap, leader-kill-crash) with egressha and with stock Cilium
 	// in the same run (issue 15).
 	KindOperations = "operations"
+	// KindConnections: long-lived connections of several kinds across
+	// a disruption (Trial.Scope: crash, unlabel, cordon,
+	// rolling-restart, relabel for stock), Trial.Connections (issue 17).
+	KindConnections = "connections"
 	// KindAgentMemory: whole-agent RSS of every node's cilium-agent
 	// before and after N CiliumEndpoints are programmed, stock Cilium
 	// and egressha in the same run (Case.Memory).
@@ -125,6 +129,26 @@ type Trial struct {
 	ActiveChanges   int     `json:"activeChanges,omitempty"`
 	LeaderBackMS    float64 `json:"leaderBackMS,omitempty"`
 	LastFailoverNew bool    `json:"lastFailoverNew,omitempty"`
+	// Connections: one row per long-lived connection (KindConnections).
+	Connections []Connection `json:"connections,omitempty"`
+}
+
+// Connection is what one long-lived connection saw across a disruption
+// (test/lab/conns.Outcome).
+type Connection struct {
+	Kind     string `json:"kind"`
+	Survived bool   `json:"survived"`
+	// StallMS: the longest time without an answer (idle: the resume
+	// request's round trip).
+	StallMS float64 `json:"stallMS"`
+	// Ended: the client saw an error; EndedAfterMoveMS is when, from the
+	// first request through the new node (negative: before it).
+	Ended            bool    `json:"ended"`
+	EndedAfterMoveMS float64 `json:"endedAfterMoveMS,omitempty"`
+	Err              string  `json:"err,omitempty"`
+	// SourceChanged: the echo server saw another source address (UDP:
+	// address:port) after the disruption.
+	SourceChanged bool `json:"sourceChanged,omitempty"`
 }
 
 // Pod is one new pod of the coverage case.

@@ -186,13 +186,38 @@ func (j *ctJob) step(rtxn statedb.ReadTxn, entries statedb.ChangeIterator[*table
 			if _, ok := j.since[ip]; !ok {
 				j.since[ip] = j.now()
 			}
-			j.pending[ip] = append(j.pending[ip], ts...)
+			j.pending[ip] = merge(j.pending[ip], ts)
+			if len(j.pending[ip]) == 0 {
+				delete(j.pending, ip)
+				delete(j.since, ip)
+			}
 		}
 		if len(j.pending[ip]) > 0 && (c.Deleted || reconciled(c.Object)) {
 			j.since[ip] = time.Time{} // due now
 		}
 	}
 	return [2]<-chan struct{}{epWatch, entriesWatch}
+}
+
+// merge adds the terminations ts to the pending ones of the same pod. A
+// destination that moves again before the first move was programmed keeps
+// its first source (the one its connections have); one that moved back to
+// it has nothing left to terminate.
+func merge(pending, ts []Termination) []Termination {
+	for _, t := range ts {
+		i := slices.IndexFunc(pending, func(p Termination) bool { return p.Dest == t.Dest })
+		if i < 0 {
+			pending = append(pending, t)
+			continue
+		}
+		t.From = pending[i].From
+		if t.From.Same(t.To) {
+			pending = slices.Delete(pending, i, i+1)
+		} else {
+			pending[i] = t
+		}
+	}
+	return pending
 }
 
 // reconciled reports whether the row's entries are in the BPF map (or

@@ -200,3 +200,38 @@ func TestJobForgetsPodsThatLeave(t *testing.T) {
 	f.round()
 	f.wantCalls(1)
 }
+
+// TestJobMergesMovesBeforeTheyAreProgrammed: A -> B -> C before the map
+// has B terminates A's connections once (from A to C); A -> B -> A
+// terminates nothing (the map never held B).
+func TestJobMergesMovesBeforeTheyAreProgrammed(t *testing.T) {
+	f := newJobFixture(t)
+	gwC := netip.MustParseAddr("198.18.0.13")
+	ethC := netip.MustParseAddr("203.0.113.14")
+	f.endpoint(pod, tables.OriginLocal)
+	f.row(pod, reconciler.StatusKindDone, tg(all, val(ethA, gwA)))
+	f.round()
+	f.row(pod, reconciler.StatusKindPending, tg(all, val(ethB, gwB)))
+	f.round()
+	f.row(pod, reconciler.StatusKindPending, tg(all, val(ethC, gwC)))
+	f.round()
+	f.row(pod, reconciler.StatusKindDone, tg(all, val(ethC, gwC)))
+	f.round()
+	f.wantCalls(1)
+	if want := []Termination{term(all, exact(ethA, gwA), exact(ethC, gwC))}; !reflect.DeepEqual(f.calls[0], want) {
+		t.Fatalf("terminated %+v, want %+v", f.calls[0], want)
+	}
+
+	f.row(pod, reconciler.StatusKindPending, tg(all, val(ethB, gwB)))
+	f.round()
+	f.row(pod, reconciler.StatusKindPending, tg(all, val(ethC, gwC)))
+	f.round()
+	f.row(pod, reconciler.StatusKindDone, tg(all, val(ethC, gwC)))
+	f.round()
+	f.now = f.now.Add(maxHold)
+	f.round()
+	f.wantCalls(1)
+	if _, ok := f.job.nextDue(); ok {
+		t.Fatal("a move back left something pending")
+	}
+}

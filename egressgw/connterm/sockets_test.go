@@ -96,6 +96,50 @@ func connect(t *testing.T, ns *netns.NetNS, name, local, remote string, port int
 	return c
 }
 
+// connectMapped is connect with the client on an AF_INET6 socket using
+// v4-mapped addresses (a dual-stack client): sock_diag lists it as IPv6.
+func connectMapped(t *testing.T, ns *netns.NetNS, name, local, remote string, port int) conn {
+	t.Helper()
+	c := conn{name: name}
+	mapped := func(a string, port int) *unix.SockaddrInet6 {
+		sa := &unix.SockaddrInet6{Port: port}
+		copy(sa.Addr[:], net.ParseIP(a).To16())
+		return sa
+	}
+	err := ns.Do(func() error {
+		ln, err := net.Listen("tcp4", net.JoinHostPort(remote, fmt.Sprint(port)))
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { ln.Close() })
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(uintptr(fd), name)
+		defer f.Close()
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 0); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, mapped(local, 0)); err != nil {
+			return fmt.Errorf("bind: %w", err)
+		}
+		if err := unix.Connect(fd, mapped(remote, port)); err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		if c.client, err = net.FileConn(f); err != nil {
+			return err
+		}
+		c.server, err = ln.Accept()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() { c.client.Close(); c.server.Close() })
+	return c
+}
+
 // reading starts a blocked Read on r and returns where its error arrives.
 func reading(r io.Reader) <-chan error {
 	ch := make(chan error, 1)
@@ -132,6 +176,8 @@ func TestTerminateDestroysOnlyMatchingSockets(t *testing.T) {
 	}
 
 	moved := connect(t, podNS, "moved", podIP, server, 8081)
+	movedMapped := connectMapped(t, podNS, "moved (v4-mapped)", podIP, server, 8086)
+	excludedMapped := connectMapped(t, podNS, "excluded (v4-mapped)", podIP, exclIP, 8087)
 	excluded := connect(t, podNS, "excluded", podIP, exclIP, 8082)
 	outsideC := connect(t, podNS, "outside", podIP, outside, 8083)
 	cluster := connect(t, podNS, "cluster", podIP, inClust, 8084)
@@ -142,6 +188,7 @@ func TestTerminateDestroysOnlyMatchingSockets(t *testing.T) {
 	accepted.client, accepted.server = accepted.server, accepted.client
 
 	movedErr := reading(moved.client)
+	mappedErr := reading(movedMapped.client)
 	terms := []Termination{
 		{Source: netip.MustParseAddr(podIP), Dest: netip.MustParsePrefix("198.51.100.0/24"),
 			Except: []netip.Prefix{netip.MustParsePrefix("198.51.100.128/25")}},
@@ -156,22 +203,27 @@ func TestTerminateDestroysOnlyMatchingSockets(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Terminate: %v", err)
 	}
-	if res.Destroyed[0] != 1 || res.Destroyed[1] != 0 || len(res.Failed) != 0 {
-		t.Fatalf("result %+v: want exactly the moved connection destroyed, no failure", res)
+	if res.Destroyed[0] != 2 || res.Destroyed[1] != 0 || len(res.Failed) != 0 {
+		t.Fatalf("result %+v: want exactly the two moved connections destroyed, no failure", res)
 	}
 	if res.Namespaces != 3 { // host, lab-pod-a, lab-pod-b
 		t.Errorf("looked into %d namespaces, want 3", res.Namespaces)
 	}
-	select {
-	case err := <-movedErr:
-		if !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("the moved connection's Read returned %v, want ECONNABORTED", err)
+	for _, read := range []struct {
+		name string
+		err  <-chan error
+	}{{moved.name, movedErr}, {movedMapped.name, mappedErr}} {
+		select {
+		case err := <-read.err:
+			if !errors.Is(err, syscall.ECONNABORTED) {
+				t.Fatalf("%s: the blocked Read returned %v, want ECONNABORTED", read.name, err)
+			}
+			t.Logf("%s: the blocked Read returned %v %s after the pass started", read.name, err, time.Since(start))
+		case <-time.After(time.Second):
+			t.Fatalf("%s: the blocked Read did not return within 1 s", read.name)
 		}
-		t.Logf("the moved connection's blocked Read returned %v %s after the pass started", err, time.Since(start))
-	case <-time.After(time.Second):
-		t.Fatal("the moved connection's blocked Read did not return within 1 s")
 	}
-	for _, c := range []conn{excluded, outsideC, cluster, otherPod, accepted} {
+	for _, c := range []conn{excluded, excludedMapped, outsideC, cluster, otherPod, accepted} {
 		if _, err := c.server.Write([]byte("x")); err != nil {
 			t.Fatalf("%s: server write: %v", c.name, err)
 		}

@@ -275,11 +275,7 @@ func (j *ctJob) execute(terms []Termination) error {
 		j.Metrics.Failures.WithLabelValues(reason).Add(float64(n))
 	}
 	for _, g := range group(terms, res.Destroyed) {
-		level := slog.LevelInfo
-		if g.n == 0 {
-			level = slog.LevelDebug
-		}
-		j.Log.Log(context.Background(), level, fmt.Sprintf("egressha: terminated %d TCP connections of pod IP %s to %s: %s",
+		j.Log.Info(fmt.Sprintf("egressha: terminated %d TCP connections of pod IP %s to %s: %s",
 			g.n, g.sources, g.dest, g.reason), "namespaces", res.Namespaces, "duration", j.now().Sub(start))
 	}
 	if len(res.Failed) > 0 {

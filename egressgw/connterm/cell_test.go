@@ -2,13 +2,17 @@ package connterm
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cilium/hive/cell"
 	"github.com/cilium/statedb"
 	"github.com/cilium/statedb/reconciler"
 
@@ -234,4 +238,83 @@ func TestJobMergesMovesBeforeTheyAreProgrammed(t *testing.T) {
 	if _, ok := f.job.nextDue(); ok {
 		t.Fatal("a move back left something pending")
 	}
+}
+
+// fakeHealth records the last degradation.
+type fakeHealth struct{ degraded chan error }
+
+func (h *fakeHealth) OK(string)                   {}
+func (h *fakeHealth) Stopped(string)              {}
+func (h *fakeHealth) Degraded(_ string, e error)  { h.degraded <- e }
+func (h *fakeHealth) NewScope(string) cell.Health { return h }
+func (h *fakeHealth) Close()                      {}
+
+// TestJobRun runs the job's loop: a move of a local pod's row is
+// terminated as soon as the row is reconciled, a row left Pending after
+// maxHold; an unsupported kernel degrades the health and stops.
+func TestJobRun(t *testing.T) {
+	f := newJobFixture(t)
+	calls := make(chan []Termination, 10)
+	var unsupported atomic.Bool
+	f.job.terminate = func(ts []Termination) (Result, error) {
+		calls <- ts
+		if unsupported.Load() {
+			return Result{Destroyed: make([]int, len(ts)), Failed: map[string]int{FailureUnsupported: 1}}, ErrUnsupported
+		}
+		return Result{Destroyed: make([]int, len(ts)), Failed: map[string]int{}}, nil
+	}
+	f.job.now = time.Now
+	health := &fakeHealth{degraded: make(chan error, 1)}
+	f.endpoint(pod, tables.OriginLocal)
+	f.row(pod, reconciler.StatusKindDone, tg(all, val(ethA, gwA)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.job.run(ctx, health) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// The job has its own change iterators: give it time to take the
+	// first row before moving.
+	expectNone := func(d time.Duration) {
+		t.Helper()
+		select {
+		case ts := <-calls:
+			t.Fatalf("unexpected termination %+v", ts)
+		case <-time.After(d):
+		}
+	}
+	expect := func(d time.Duration) []Termination {
+		t.Helper()
+		select {
+		case ts := <-calls:
+			return ts
+		case <-time.After(d):
+			t.Fatalf("no termination within %v", d)
+			return nil
+		}
+	}
+	expectNone(100 * time.Millisecond)
+	f.row(pod, reconciler.StatusKindPending, tg(all, val(ethB, gwB)))
+	expectNone(100 * time.Millisecond)
+	f.row(pod, reconciler.StatusKindDone, tg(all, val(ethB, gwB)))
+	if ts := expect(500 * time.Millisecond); len(ts) != 1 || ts[0].To != exact(ethB, gwB) {
+		t.Fatalf("terminated %+v", ts)
+	}
+
+	start := time.Now()
+	unsupported.Store(true)
+	f.row(pod, reconciler.StatusKindPending, tg(all, val(ethA, gwA)))
+	expect(maxHold + time.Second)
+	if d := time.Since(start); d < maxHold-50*time.Millisecond {
+		t.Errorf("a Pending row was terminated after %v, before maxHold", d)
+	}
+	select {
+	case err := <-health.degraded:
+		if !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("degraded with %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("health not degraded on an unsupported kernel")
+	}
+	f.row(pod, reconciler.StatusKindDone, tg(all, val(ethB, gwB)))
+	expectNone(200 * time.Millisecond)
 }

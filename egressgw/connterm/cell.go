@@ -100,6 +100,23 @@ func newJob(p params, terminate func([]Termination) (Result, error)) *ctJob {
 }
 
 func (j *ctJob) run(ctx context.Context, health cell.Health) error {
+	err := j.loop(ctx, health)
+	if !errors.Is(err, ErrUnsupported) {
+		return err
+	}
+	j.Log.Warn("egressha: cannot terminate the connections of pods whose egress source changed; "+
+		"they hang until the server resets them or tcp_retries2 expires. Terminating is off until the agent restarts",
+		"error", err)
+	health.Degraded("Connection termination unsupported by the kernel", err)
+	// The change iterators are gone with loop (their finalizer closes
+	// them), so the tables keep no deleted rows for this job.
+	<-ctx.Done()
+	return nil
+}
+
+// loop follows the tables and terminates until ctx ends or the kernel
+// turns out not to support it (ErrUnsupported).
+func (j *ctJob) loop(ctx context.Context, health cell.Health) error {
 	wtxn := j.DB.WriteTxn(j.Entries, j.Endpoints)
 	entries, err := j.Entries.Changes(wtxn)
 	if err != nil {
@@ -120,12 +137,7 @@ func (j *ctJob) run(ctx context.Context, health cell.Health) error {
 		ready := j.due()
 		if len(ready) > 0 {
 			if err := j.execute(ready); errors.Is(err, ErrUnsupported) {
-				j.Log.Warn("egressha: cannot terminate the connections of pods whose egress source changed; "+
-					"they hang until the server resets them or tcp_retries2 expires. Terminating is off until the agent restarts",
-					"error", err)
-				health.Degraded("Connection termination unsupported by the kernel", err)
-				<-ctx.Done()
-				return nil
+				return err
 			}
 			health.OK("Watching egress-policy-entries")
 		}

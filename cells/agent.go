@@ -15,6 +15,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/connterm"
 	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
 	"github.com/egressha/egressha/egressgw/heartbeat/writer"
@@ -35,6 +36,10 @@ var Agent = cell.Module(
 	probe.AgentCell,
 	vip.Cell,
 	entries.LocalCell,
+	// Destroys local pods' sockets when a basic-mode move changes their
+	// egress source; here, not in agentCells, as it touches the host's
+	// sockets and network namespaces.
+	connterm.Cell,
 	// Last, so its stop hook runs first (see LastWordCell).
 	writer.LastWordCell,
 )

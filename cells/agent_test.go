@@ -45,7 +45,8 @@ func TestCellsRegisterFlags(t *testing.T) {
 	h := hive.New(Agent, cellInvoke(func(c config.AgentConfig) { agentCfg = c }), providePreconditionInputs(), provideAgentDependencies())
 	flags := pflag.NewFlagSet("agent", pflag.ContinueOnError)
 	h.RegisterFlags(flags)
-	for _, name := range []string{"egress-gateway-ha-enabled", "egress-gateway-ha-heartbeat-renew-interval", "egress-gateway-ha-heartbeat-expiry"} {
+	for _, name := range []string{"egress-gateway-ha-enabled", "egress-gateway-ha-heartbeat-renew-interval", "egress-gateway-ha-heartbeat-expiry",
+		"egress-gateway-ha-terminate-connections", "egress-gateway-ha-netns-dir"} {
 		if flags.Lookup(name) == nil {
 			t.Errorf("agent flag --%s not registered", name)
 		}

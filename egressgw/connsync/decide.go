@@ -15,37 +15,29 @@ var (
 	ErrConflict    = errors.New("an entry this node did not write holds the flow with another translation")
 )
 
-// window is the replay check of one sender: per epoch a 64-datagram
-// sliding window of sequence numbers (UDP may reorder), and the epochs the
-// sender left (a restart starts a new one), so an old epoch's datagram
-// replayed later is refused.
+// window is the replay check of one sender: the sender's epoch (its
+// start time in nanoseconds, so a restart moves it forward) and, within
+// it, a 64-datagram sliding window of sequence numbers (UDP may reorder).
+// A datagram of an older epoch is refused, unless the current epoch has
+// been silent for staleAfter (the sender restarted with its clock set
+// back).
 type window struct {
-	epoch   uint64
-	top     uint64
-	seen    uint64 // bit i: top-i seen
-	retired []uint64
+	epoch uint64
+	top   uint64
+	seen  uint64 // bit i: top-i seen
+	last  time.Time
 }
 
-const maxRetired = 16
-
-// accept records (epoch, seq) and reports whether it is new.
-func (w *window) accept(epoch, seq uint64) bool {
+// accept records (epoch, seq) at now and reports whether it is new.
+func (w *window) accept(epoch, seq uint64, now time.Time, staleAfter time.Duration) bool {
 	if seq == 0 {
 		return false
 	}
 	if epoch != w.epoch {
-		for _, r := range w.retired {
-			if r == epoch {
-				return false
-			}
+		if epoch < w.epoch && now.Sub(w.last) < staleAfter {
+			return false
 		}
-		if w.epoch != 0 {
-			w.retired = append(w.retired, w.epoch)
-			if len(w.retired) > maxRetired {
-				w.retired = w.retired[1:]
-			}
-		}
-		w.epoch, w.top, w.seen = epoch, seq, 1
+		w.epoch, w.top, w.seen, w.last = epoch, seq, 1, now
 		return true
 	}
 	switch {
@@ -58,7 +50,6 @@ func (w *window) accept(epoch, seq uint64) bool {
 		}
 		w.seen |= 1
 		w.top = seq
-		return true
 	case w.top-seq >= 64:
 		return false
 	default:
@@ -67,18 +58,22 @@ func (w *window) accept(epoch, seq uint64) bool {
 			return false
 		}
 		w.seen |= bit
-		return true
 	}
+	w.last = now
+	return true
 }
 
 // Replay holds a window per sender node.
 type Replay struct {
-	w map[string]*window
+	// StaleAfter: an older epoch of a sender is taken again once its
+	// current one has been silent this long.
+	StaleAfter time.Duration
+	w          map[string]*window
 }
 
-// Accept reports whether the datagram (from, epoch, seq) is new, and
-// records it. Call only for authenticated datagrams.
-func (r *Replay) Accept(from string, epoch, seq uint64) bool {
+// Accept reports whether the datagram (from, epoch, seq) arriving at now
+// is new, and records it. Call only for authenticated datagrams.
+func (r *Replay) Accept(from string, epoch, seq uint64, now time.Time) bool {
 	if r.w == nil {
 		r.w = map[string]*window{}
 	}
@@ -87,7 +82,7 @@ func (r *Replay) Accept(from string, epoch, seq uint64) bool {
 		w = &window{}
 		r.w[from] = w
 	}
-	return w.accept(epoch, seq)
+	return w.accept(epoch, seq, now, r.StaleAfter)
 }
 
 // NATPortRange is where a NAT port of an egress gateway mapping lies:

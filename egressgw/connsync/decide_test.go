@@ -9,29 +9,34 @@ import (
 )
 
 func TestReplayWindow(t *testing.T) {
-	var r Replay
+	r := Replay{StaleAfter: 15 * time.Second}
+	t0 := time.Unix(1000, 0)
 	steps := []struct {
 		from       string
 		epoch, seq uint64
+		at         time.Duration
 		want       bool
 		why        string
 	}{
-		{"a", 1, 1, true, "first"},
-		{"a", 1, 1, false, "same again"},
-		{"a", 1, 3, true, "ahead"},
-		{"a", 1, 2, true, "late but within the window"},
-		{"a", 1, 2, false, "late and seen"},
-		{"b", 1, 2, true, "another sender has its own window"},
-		{"a", 1, 100, true, "far ahead"},
-		{"a", 1, 36, false, "64 behind the top"},
-		{"a", 1, 37, true, "63 behind the top, unseen"},
-		{"a", 1, 0, false, "sequence 0 is never sent"},
-		{"a", 2, 1, true, "a restart: new epoch"},
-		{"a", 1, 101, false, "the old epoch replayed after the restart"},
-		{"a", 2, 2, true, "the new epoch goes on"},
+		{"a", 10, 1, 0, true, "first"},
+		{"a", 10, 1, 0, false, "same again"},
+		{"a", 10, 3, 0, true, "ahead"},
+		{"a", 10, 2, 0, true, "late but within the window"},
+		{"a", 10, 2, 0, false, "late and seen"},
+		{"b", 10, 2, 0, true, "another sender has its own window"},
+		{"a", 10, 100, 0, true, "far ahead"},
+		{"a", 10, 36, 0, false, "64 behind the top"},
+		{"a", 10, 37, 0, true, "63 behind the top, unseen"},
+		{"a", 10, 0, 0, false, "sequence 0 is never sent"},
+		{"a", 20, 1, time.Second, true, "a restart: a later epoch"},
+		{"a", 10, 101, 2 * time.Second, false, "the old epoch replayed after the restart"},
+		{"a", 20, 2, 3 * time.Second, true, "the new epoch goes on"},
+		{"a", 5, 1, 17 * time.Second, false, "an older epoch while the current one was heard 14 s ago"},
+		{"a", 5, 1, 18 * time.Second, true, "an older epoch once the current one is silent for 15 s (clock set back)"},
+		{"a", 20, 3, 19 * time.Second, true, "then the later epoch again (its datagrams are genuine)"},
 	}
 	for _, s := range steps {
-		if got := r.Accept(s.from, s.epoch, s.seq); got != s.want {
+		if got := r.Accept(s.from, s.epoch, s.seq, t0.Add(s.at)); got != s.want {
 			t.Errorf("%s (%s epoch %d seq %d): accepted %v, want %v", s.why, s.from, s.epoch, s.seq, got, s.want)
 		}
 	}

@@ -1,0 +1,176 @@
+package connsync
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/cilium/cilium/pkg/maps/nat"
+
+	"github.com/egressha/egressha/egressgw/probe"
+)
+
+var (
+	addrA = netip.MustParseAddr("127.0.0.1")
+	addrB = netip.MustParseAddr("127.0.0.2")
+	addrC = netip.MustParseAddr("127.0.0.3")
+)
+
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// startSyncer runs a Syncer on listen with its own SNAT map.
+func startSyncer(t *testing.T, node string, listen netip.Addr, port uint16, key *probe.Key, view View) (*Syncer, *SNATMap) {
+	t.Helper()
+	snat, _ := newTestMap(t, 4096, 77)
+	var mu sync.Mutex
+	s := &Syncer{
+		Log: slog.New(slog.DiscardHandler), Metrics: NewMetrics(), Key: key, Node: node, Port: port, Listen: listen,
+		Interval: 20 * time.Millisecond, Refresh: 200 * time.Millisecond,
+		Range:   NATPortRange{Min: 32768, Max: 65535},
+		OpenMap: func() (*SNATMap, error) { return snat, nil },
+		View:    func() View { mu.Lock(); defer mu.Unlock(); return view },
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	started := make(chan struct{})
+	go func() { done <- s.Run(ctx, func(string) { close(started) }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	return s, snat
+}
+
+func inMap(s *SNATMap, e Entry) bool {
+	fk, fv, rk, rv := MapEntries(e, vip, 0)
+	var v nat.NatEntry4
+	if s.m.Lookup(&fk, &v) != nil || !sameXlate(&v, &fv) {
+		return false
+	}
+	return s.m.Lookup(&rk, &v) == nil && sameXlate(&v, &rv)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting: %s", what)
+}
+
+// TestPrivilegedSyncOverUDP: node a announces the VIP, node b is a
+// standby; a's mappings appear in b's map, forged and replayed datagrams
+// and datagrams from a host that is not a candidate change nothing.
+func TestPrivilegedSyncOverUDP(t *testing.T) {
+	key := &probe.Key{}
+	key.Set(testKey)
+	port := freePort(t)
+	_, mapA := startSyncer(t, "a", addrA, port, key, View{Gateways: []Gateway{
+		{Name: "gw", VIP: vip, Announcing: true, Peers: map[string]netip.Addr{"b": addrB}}}})
+	b, mapB := startSyncer(t, "b", addrB, port, key, View{Gateways: []Gateway{
+		{Name: "gw", VIP: vip, Peers: map[string]netip.Addr{"a": addrA, "t": addrC}}}})
+
+	// The datapath on a makes a mapping; it shows up on b.
+	e1 := entry(5, 100, 41000, 443, 41000, ProtoTCP)
+	if _, err := mapA.Install(Plan{Entry: e1}, vip); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a's mapping installed on b", func() bool { return inMap(mapB, e1) })
+
+	send := func(from netip.Addr, m Message, k []byte) []byte {
+		t.Helper()
+		bs, err := m.Encode(nil, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: from.AsSlice()}, &net.UDPAddr{IP: addrB.AsSlice(), Port: int(port)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(bs); err != nil {
+			t.Fatal(err)
+		}
+		return bs
+	}
+	rejected := func(reason string) float64 { return testutil.ToFloat64(b.Metrics.Rejected.WithLabelValues(reason)) }
+
+	// Forged: right format, wrong key.
+	e2 := entry(6, 100, 42000, 443, 42000, ProtoTCP)
+	send(addrC, Message{Epoch: 99, Seq: 1, From: "t", VIP: vip, Entries: []Entry{e2}}, []byte("not-the-cluster-key-0123"))
+	eventually(t, "forged datagram refused", func() bool { return rejected("auth") == 1 })
+
+	// With the key but not from the node's own address (a node of
+	// another gateway speaking for a): refused.
+	send(addrC, Message{Epoch: 99, Seq: 1, From: "a", VIP: vip, Entries: []Entry{e2}}, testKey)
+	eventually(t, "datagram from a non-candidate refused", func() bool { return rejected("wrong-source") == 1 })
+
+	// A good datagram of another candidate, t, installs ...
+	good := send(addrC, Message{Epoch: 99, Seq: 1, From: "t", VIP: vip, Entries: []Entry{e2}}, testKey)
+	eventually(t, "good datagram installed", func() bool { return inMap(mapB, e2) })
+	// ... its replay, after the entries were lost, installs nothing.
+	fk, _, rk, _ := MapEntries(e2, vip, 0)
+	if err := mapB.m.Delete(&fk); err != nil {
+		t.Fatal(err)
+	}
+	if err := mapB.m.Delete(&rk); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: addrC.AsSlice()}, &net.UDPAddr{IP: addrB.AsSlice(), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(good); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "replay refused", func() bool { return rejected("replayed") >= 1 })
+	var v nat.NatEntry4
+	if err := mapB.m.Lookup(&fk, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("the replayed datagram installed its entry again: %v", err)
+	}
+
+	// An invalid entry is refused, the valid one beside it installed.
+	bad := entry(7, 100, 43000, 443, 1000, ProtoTCP) // NAT port below the range
+	e3 := entry(8, 100, 44000, 443, 44000, ProtoUDP)
+	send(addrC, Message{Epoch: 99, Seq: 2, From: "t", VIP: vip, Entries: []Entry{bad, e3}}, testKey)
+	eventually(t, "valid entry installed", func() bool { return inMap(mapB, e3) })
+	if inMap(mapB, bad) || rejected("invalid") != 1 {
+		t.Fatalf("invalid entry: installed %v, rejected %v", inMap(mapB, bad), rejected("invalid"))
+	}
+
+	// e2 and e3 are no longer reported (t is silent, a reports only e1): b deletes
+	// them after 3 refresh periods, and keeps e1.
+	eventually(t, "unreported mappings expired", func() bool { return !inMap(mapB, e3) })
+	if !inMap(mapB, e1) {
+		t.Fatal("the mapping a keeps reporting was deleted")
+	}
+	if got := testutil.ToFloat64(b.Metrics.Installed.WithLabelValues("gw")); got != 1 {
+		t.Fatalf("installed gauge %v, want 1", got)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/connsync"
 	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
 	"github.com/egressha/egressha/egressgw/heartbeat/writer"
@@ -34,6 +35,7 @@ var Agent = cell.Module(
 	datapath.TakeoverCell,
 	probe.AgentCell,
 	vip.Cell,
+	connsync.Cell,
 	entries.LocalCell,
 	// Last, so its stop hook runs first (see LastWordCell).
 	writer.LastWordCell,

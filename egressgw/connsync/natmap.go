@@ -47,7 +47,7 @@ func SNATMapSpec(maxEntries uint32) *ebpf.MapSpec {
 
 // ErrNoSNATMap: the map is not pinned (BPF masquerading off, or the
 // datapath not loaded yet).
-var ErrNoSNATMap = errors.New("Cilium's SNAT map " + SNATMapName + " is not pinned (BPF masquerading off?)")
+var ErrNoSNATMap = errors.New("the SNAT map " + SNATMapName + " is not pinned (BPF masquerading off?)")
 
 // SNATMap reads and writes Cilium's IPv4 SNAT map.
 type SNATMap struct {

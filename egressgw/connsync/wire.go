@@ -163,6 +163,9 @@ func Decode(b, key []byte) (Message, error) {
 	if body[4] != typeSync {
 		return m, fmt.Errorf("%w %d", ErrType, body[4])
 	}
+	if body[5]&^flagFull != 0 {
+		return m, fmt.Errorf("%w: unknown flags %#x", ErrType, body[5])
+	}
 	m.Full = body[5]&flagFull != 0
 	n := int(binary.BigEndian.Uint16(body[6:]))
 	m.Epoch = binary.BigEndian.Uint64(body[8:])

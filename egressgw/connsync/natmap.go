@@ -160,6 +160,18 @@ func sameXlate(a, b *nat.NatEntry4) bool {
 	return a.Addr == b.Addr && a.Port == b.Port && a.NeedsCT == b.NeedsCT
 }
 
+// Now is the datapath's bpf_mono_now(), the created stamp of the entries
+// Install writes: seconds of CLOCK_MONOTONIC, or jiffies >> 8 with
+// Cilium's jiffies clock source (timestamp.GetCTCurTime). Read it once per
+// batch: with jiffies it reads /proc/schedstat.
+func (s *SNATMap) Now() (uint64, error) {
+	t, err := s.now()
+	if err != nil {
+		return 0, fmt.Errorf("reading the datapath's clock: %w", err)
+	}
+	return t, nil
+}
+
 // InstallResult says what Install did.
 type InstallResult struct {
 	// WroteForward, WroteReverse: an entry was missing or different and
@@ -176,13 +188,9 @@ type InstallResult struct {
 // as the VIP's announcer); any other forward entry for the flow is left
 // alone (ErrConflict). The reverse entry is written when missing or
 // different: the active node's mapping is the truth for the VIP's tuple.
-func (s *SNATMap) Install(p Plan, vip [4]byte) (InstallResult, error) {
+func (s *SNATMap) Install(p Plan, vip [4]byte, created uint64) (InstallResult, error) {
 	var res InstallResult
-	now, err := s.now()
-	if err != nil {
-		return res, fmt.Errorf("reading the datapath's clock: %w", err)
-	}
-	fk, fv, rk, rv := MapEntries(p.Entry, vip, now)
+	fk, fv, rk, rv := MapEntries(p.Entry, vip, created)
 	var cur nat.NatEntry4
 	switch err := s.m.Lookup(&fk, &cur); {
 	case errors.Is(err, ebpf.ErrKeyNotExist):

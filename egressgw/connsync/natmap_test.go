@@ -73,7 +73,7 @@ func cValue(created, needsCT uint64, addr [4]byte, port uint16) []byte {
 func TestPrivilegedInstallMatchesTheDatapath(t *testing.T) {
 	s, m := newTestMap(t, 1024, 123456)
 	e := entry(5, 100, 41000, 443, 50123, ProtoTCP)
-	res, err := s.Install(Plan{Entry: e}, vip)
+	res, err := s.Install(Plan{Entry: e}, vip, 123456)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestPrivilegedInstallMatchesTheDatapath(t *testing.T) {
 	}
 
 	// The same again writes nothing.
-	if res, err := s.Install(Plan{Entry: e, Owned: true}, vip); err != nil || res.WroteForward || res.WroteReverse {
+	if res, err := s.Install(Plan{Entry: e, Owned: true}, vip, 123456); err != nil || res.WroteForward || res.WroteReverse {
 		t.Fatalf("again: %+v %v, want nothing written", res, err)
 	}
 }
@@ -145,7 +145,7 @@ func TestPrivilegedInstallRespectsOthersEntries(t *testing.T) {
 	if err := m.Put(fk, theirs); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Install(Plan{Entry: e}, vip); !errors.Is(err, ErrConflict) {
+	if _, err := s.Install(Plan{Entry: e}, vip, 123456); !errors.Is(err, ErrConflict) {
 		t.Fatalf("got %v, want ErrConflict", err)
 	}
 	if got := rawLookup(t, m, fk); !bytes.Equal(got, theirs) {
@@ -163,11 +163,11 @@ func TestPrivilegedInstallRespectsOthersEntries(t *testing.T) {
 	if err := m.Put(rk2, cValue(1, 1, [4]byte{10, 0, 9, 9}, 999)); err != nil {
 		t.Fatal(err)
 	}
-	res, err := s.Install(Plan{Entry: e2}, vip)
+	res, err := s.Install(Plan{Entry: e2}, vip, 123456)
 	if err != nil || !res.ReplacedReverse {
 		t.Fatalf("%+v %v, want the stale reverse entry replaced", res, err)
 	}
-	if got, want := rawLookup(t, m, rk2), cValue(7, 1, e2.Pod, 42000); !bytes.Equal(got, want) {
+	if got, want := rawLookup(t, m, rk2), cValue(123456, 1, e2.Pod, 42000); !bytes.Equal(got, want) {
 		t.Fatalf("reverse value %x, want %x", got, want)
 	}
 
@@ -184,7 +184,7 @@ func TestPrivilegedInstallRespectsOthersEntries(t *testing.T) {
 	// An entry whose reverse entry the datapath re-made for another pod
 	// port keeps it.
 	e3 := entry(7, 100, 43000, 443, 50300, ProtoUDP)
-	if _, err := s.Install(Plan{Entry: e3}, vip); err != nil {
+	if _, err := s.Install(Plan{Entry: e3}, vip, 123456); err != nil {
 		t.Fatal(err)
 	}
 	rk3 := cKey(vip, e3.Dst, 50300, e3.DstPort, ProtoUDP, tuple.TUPLE_F_IN)
@@ -218,7 +218,7 @@ func benchmarkScan(b *testing.B, mappings int) {
 		}
 		e := entry(byte(i), byte(i>>8), uint16(1024+i%60000), 443, uint16(32768+i%30000), ProtoTCP)
 		e.Pod[2] = byte(i >> 16)
-		if _, err := s.Install(Plan{Entry: e}, v); err != nil {
+		if _, err := s.Install(Plan{Entry: e}, v, 123456); err != nil {
 			b.Fatal(err)
 		}
 		if v == vip {

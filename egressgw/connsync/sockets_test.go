@@ -97,7 +97,7 @@ func TestPrivilegedSyncOverUDP(t *testing.T) {
 
 	// The datapath on a makes a mapping; it shows up on b.
 	e1 := entry(5, 100, 41000, 443, 41000, ProtoTCP)
-	if _, err := mapA.Install(Plan{Entry: e1}, vip); err != nil {
+	if _, err := mapA.Install(Plan{Entry: e1}, vip, 123456); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a's mapping installed on b", func() bool { return inMap(mapB, e1) })
@@ -172,5 +172,81 @@ func TestPrivilegedSyncOverUDP(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(b.Metrics.Installed.WithLabelValues("gw")); got != 1 {
 		t.Fatalf("installed gauge %v, want 1", got)
+	}
+}
+
+// TestPrivilegedStandbyDecisions drives a standby's receive and expire
+// directly: a changed NAT port replaces the mapping it installed, and
+// once the node announces the VIP itself the entries it installed are
+// left to the datapath instead of expiring.
+func TestPrivilegedStandbyDecisions(t *testing.T) {
+	key := &probe.Key{}
+	key.Set(testKey)
+	snat, _ := newTestMap(t, 4096, 77)
+	announcing := false
+	s := &Syncer{
+		Log: slog.New(slog.DiscardHandler), Metrics: NewMetrics(), Key: key, Node: "b",
+		Interval: 250 * time.Millisecond, Refresh: 5 * time.Second,
+		Range:   NATPortRange{Min: 32768, Max: 65535},
+		OpenMap: func() (*SNATMap, error) { return snat, nil },
+		View: func() View {
+			return View{Gateways: []Gateway{{Name: "gw", VIP: vip, Announcing: announcing, Peers: map[string]netip.Addr{"a": addrA}}}}
+		},
+	}
+	s.init()
+	t0 := time.Unix(5000, 0)
+	var seq uint64
+	deliver := func(at time.Time, entries ...Entry) {
+		t.Helper()
+		seq++
+		m := Message{Epoch: 1, Seq: seq, From: "a", VIP: vip, Entries: entries}
+		b, err := m.Encode(nil, testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.receive(received{b: b, src: addrA, at: at})
+	}
+	e := entry(5, 100, 41000, 443, 41000, ProtoTCP)
+	deliver(t0, e)
+	if !inMap(snat, e) {
+		t.Fatal("not installed")
+	}
+	fk, _, _, _ := MapEntries(e, vip, 0)
+	var v nat.NatEntry4
+	if err := snat.m.Lookup(&fk, &v); err != nil || v.Created != 77 {
+		t.Fatalf("created %d (%v), want this node's clock 77", v.Created, err)
+	}
+
+	// The announcer mapped the flow again with another port: the old
+	// reverse entry goes, the new mapping is installed.
+	e2 := e
+	e2.NATPort = 50000
+	deliver(t0.Add(time.Second), e2)
+	if !inMap(snat, e2) || inMap(snat, e) {
+		t.Fatalf("after the port change: new %v, old %v; want only the new mapping", inMap(snat, e2), inMap(snat, e))
+	}
+	_, _, oldRK, _ := MapEntries(e, vip, 0)
+	if err := snat.m.Lookup(&oldRK, &v); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("the old reverse entry is still there: %v", err)
+	}
+
+	// Reported within 3 refresh periods: kept.
+	s.expire(t0.Add(15 * time.Second))
+	if !inMap(snat, e2) {
+		t.Fatal("expired before 3 refresh periods without a report")
+	}
+	// This node now announces the VIP: the entries are the datapath's.
+	announcing = true
+	s.expire(t0.Add(time.Minute))
+	if !inMap(snat, e2) {
+		t.Fatal("a synced entry was deleted after this node took the VIP over")
+	}
+	if len(s.trk) != 0 {
+		t.Fatal("still tracking the VIP it announces")
+	}
+	// And it refuses syncs for it.
+	deliver(t0.Add(time.Minute), entry(6, 100, 42000, 443, 42000, ProtoTCP))
+	if got := testutil.ToFloat64(s.Metrics.Rejected.WithLabelValues("active")); got != 1 {
+		t.Fatalf("rejected active %v, want 1", got)
 	}
 }

@@ -277,13 +277,18 @@ func (s *Syncer) receive(r received) {
 	if snat == nil {
 		return
 	}
+	created, err := snat.Now()
+	if err != nil {
+		s.reject("map-error", err)
+		return
+	}
 	for _, p := range t.inst.Report(valid) {
 		if p.Stale != nil {
 			if _, err := snat.Remove(*p.Stale, m.VIP); err != nil {
 				s.Log.Warn("Connection sync cannot remove a mapping it installed", "entry", p.Stale, "error", err)
 			}
 		}
-		res, err := snat.Install(p, m.VIP)
+		res, err := snat.Install(p, m.VIP, created)
 		if err != nil {
 			s.reject(RejectReason(err), err)
 			if p.Owned {

@@ -39,7 +39,7 @@ func NewMetrics() *Metrics {
 		Rejected: metric.NewCounterVec(metric.CounterOpts{
 			ConfigName: "egressha_conn_sync_rejected_total",
 			Namespace:  "egressha", Name: "conn_sync_rejected_total",
-			Help: "Connection sync datagrams or entries not taken, by reason (auth, malformed, no-key, replayed, wrong-source, active, invalid, conflict, map-error, overflow)",
+			Help: "Connection sync datagrams or entries not taken, by reason (auth, malformed, no-key, replayed, wrong-source, active, invalid, conflict, map-error)",
 		}, []string{"reason"}),
 		LastSync: metric.NewGaugeVec(metric.GaugeOpts{
 			ConfigName: "egressha_conn_sync_last_sync_age_seconds",

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -248,5 +249,97 @@ func TestPrivilegedStandbyDecisions(t *testing.T) {
 	deliver(t0.Add(time.Minute), entry(6, 100, 42000, 443, 42000, ProtoTCP))
 	if got := testutil.ToFloat64(s.Metrics.Rejected.WithLabelValues("active")); got != 1 {
 		t.Fatalf("rejected active %v, want 1", got)
+	}
+}
+
+// TestPrivilegedAnnouncerRounds drives an announcer's rounds directly and
+// reads what a peer receives: a full report first, nothing while nothing
+// changes, only the new or changed mappings in a round, everything again
+// when the refresh is due, in datagrams of at most MaxDatagram bytes.
+func TestPrivilegedAnnouncerRounds(t *testing.T) {
+	key := &probe.Key{}
+	key.Set(testKey)
+	snat, _ := newTestMap(t, 4096, 1)
+	port := freePort(t)
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: addrB.AsSlice(), Port: int(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: addrA.AsSlice()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	s := &Syncer{
+		Log: slog.New(slog.DiscardHandler), Metrics: NewMetrics(), Key: key, Node: "a", Port: port,
+		Interval: 250 * time.Millisecond, Refresh: 5 * time.Second,
+		OpenMap: func() (*SNATMap, error) { return snat, nil },
+		View: func() View {
+			return View{Gateways: []Gateway{{Name: "gw", VIP: vip, Announcing: true, Peers: map[string]netip.Addr{"b": addrB}}}}
+		},
+	}
+	s.init()
+	// rounds returns what the peer got from one round: datagrams and entries.
+	round := func(at time.Time) (full []bool, entries []Entry) {
+		t.Helper()
+		s.sendRound(conn, at)
+		buf := make([]byte, 2*MaxDatagram)
+		for {
+			_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := peer.Read(buf)
+			if err != nil {
+				return
+			}
+			if n > MaxDatagram {
+				t.Fatalf("datagram of %d bytes", n)
+			}
+			m, err := Decode(buf[:n], testKey)
+			if err != nil || m.From != "a" || m.VIP != vip {
+				t.Fatalf("peer got %+v, %v", m, err)
+			}
+			full = append(full, m.Full)
+			entries = append(entries, m.Entries...)
+		}
+	}
+	var all []Entry
+	for i := range 150 {
+		e := entry(byte(i), 100, uint16(40000+i), 443, uint16(40000+i), ProtoTCP)
+		all = append(all, e)
+		if _, err := snat.Install(Plan{Entry: e}, vip, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A mapping to another address is not the VIP's: never sent.
+	if _, err := snat.Install(Plan{Entry: entry(200, 1, 1000, 80, 40000, ProtoUDP)}, [4]byte{198, 18, 0, 11}, 1); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(9000, 0)
+	full, got := round(t0)
+	if len(full) != 2 || !full[0] || !full[1] || len(got) != 150 {
+		t.Fatalf("first round: %d datagrams (full %v) with %d entries, want 2 full ones (90 fit in one) with 150", len(full), full, len(got))
+	}
+	if full, got := round(t0.Add(250 * time.Millisecond)); len(full) != 0 {
+		t.Fatalf("nothing changed, yet %d datagrams with %v", len(full), got)
+	}
+	// One new mapping, one with a new NAT port.
+	n1 := entry(201, 100, 1111, 443, 41111, ProtoUDP)
+	c1 := all[7]
+	c1.NATPort = 60000
+	for _, e := range []Entry{n1, c1} {
+		if _, err := snat.Install(Plan{Entry: e, Owned: true}, vip, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full, got = round(t0.Add(500 * time.Millisecond))
+	slices.SortFunc(got, func(x, y Entry) int { return int(x.Pod[3]) - int(y.Pod[3]) })
+	if len(full) != 1 || full[0] || !slices.Equal(got, []Entry{c1, n1}) {
+		t.Fatalf("changes round: full %v, %v; want one datagram with %v and %v", full, got, c1, n1)
+	}
+	if full, got := round(t0.Add(5 * time.Second)); len(full) != 2 || !full[1] || len(got) != 151 {
+		t.Fatalf("refresh round: %d datagrams (full %v) with %d entries, want 2 full ones with 151", len(full), full, len(got))
+	}
+	if got := testutil.ToFloat64(s.Metrics.Sent.WithLabelValues("gw")); got != 150+2+151 {
+		t.Fatalf("sent %v entries, want %d", got, 150+2+151)
 	}
 }

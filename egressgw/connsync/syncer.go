@@ -59,6 +59,9 @@ type tracked struct {
 	lastSync time.Time
 }
 
+// readBuffer is the receive buffer asked for.
+const readBuffer = 8 << 20
+
 // expiryPeriods is how many Refresh periods an installed entry survives
 // without being reported.
 const expiryPeriods = 3
@@ -86,23 +89,28 @@ func (s *Syncer) Run(ctx context.Context, ready func(string)) error {
 			s.snat.Close()
 		}
 	}()
+	// A full report of 100 000 mappings is about 1400 datagrams in a
+	// burst: room for them in the socket (the kernel caps it at
+	// net.core.rmem_max), and a reader that waits for the installer rather
+	// than dropping.
+	_ = conn.SetReadBuffer(readBuffer)
 	s.init()
-	rx := make(chan received, 256)
+	rx := make(chan received, 1024)
 	go func() {
+		defer close(rx)
 		for {
 			b := make([]byte, MaxDatagram+64)
 			n, src, err := conn.ReadFromUDPAddrPort(b)
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
-					close(rx)
 					return
 				}
 				continue
 			}
 			select {
 			case rx <- received{b: b[:n], src: src.Addr(), at: time.Now()}:
-			default:
-				s.Metrics.Rejected.WithLabelValues("overflow").Inc()
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()

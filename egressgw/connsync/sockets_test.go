@@ -245,7 +245,20 @@ func TestPrivilegedStandbyDecisions(t *testing.T) {
 	if len(s.trk) != 0 {
 		t.Fatal("still tracking the VIP it announces")
 	}
-	// And it refuses syncs for it.
+	// Entries its own datapath made (identical, not written by the
+	// sync) are never taken over for expiry.
+	announcing = false
+	own := entry(9, 100, 45000, 443, 45000, ProtoTCP)
+	if _, err := snat.Install(Plan{Entry: own}, vip, 1); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t0.Add(time.Minute), own)
+	s.expire(t0.Add(2 * time.Minute))
+	if !inMap(snat, own) {
+		t.Fatal("an entry the sync did not write was expired")
+	}
+	// And once announcing it refuses syncs for the VIP.
+	announcing = true
 	deliver(t0.Add(time.Minute), entry(6, 100, 42000, 443, 42000, ProtoTCP))
 	if got := testutil.ToFloat64(s.Metrics.Rejected.WithLabelValues("active")); got != 1 {
 		t.Fatalf("rejected active %v, want 1", got)

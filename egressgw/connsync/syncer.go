@@ -307,6 +307,12 @@ func (s *Syncer) receive(r received) {
 		if res.ReplacedReverse {
 			s.Log.Debug("Connection sync replaced a stale reverse SNAT entry", "gateway", g.Name, "entry", p.Entry)
 		}
+		// Both entries already there as they should be, and not ours:
+		// this node's datapath made them (an earlier term of its own), so
+		// they stay its datapath's and are not tracked for expiry.
+		if !p.Owned && !res.WroteForward && !res.WroteReverse {
+			continue
+		}
 		t.inst.Written(r.at, p.Entry)
 	}
 	s.Metrics.Installed.WithLabelValues(g.Name).Set(float64(t.inst.Len()))

@@ -34,6 +34,7 @@ var Cell = cell.Module(
 	"Syncs the SNAT mappings of VIP gateways to their standby nodes",
 
 	cell.Config(DefaultConfig),
+	cell.Provide(NewTable, statedb.RWTable[*Row].ToTable),
 	metrics.Metric(NewMetrics),
 	cell.Invoke(register),
 )
@@ -100,6 +101,7 @@ type params struct {
 	VIPs          statedb.Table[*tables.VirtualIP]
 	LocalGateways statedb.Table[*tables.LocalGateway]
 	Metrics       *Metrics
+	Table         statedb.RWTable[*Row]
 	NodeLabels    *reflectors.NodeLabels `optional:"true"`
 	// Probes: with the responder on, its key is used (it watches the
 	// Secret); otherwise this cell watches the Secret itself.
@@ -133,6 +135,7 @@ func register(p params) error {
 			return OpenSNATMap(bpf.MapPath(p.Log, SNATMapName), func() (uint64, error) { return timestamp.GetCTCurTime(clock) })
 		},
 		View: func() View { return view(p) },
+		DB:   p.DB, Table: p.Table,
 	}
 	p.JobGroup.Add(job.OneShot("egress-gateway-ha-conn-sync", func(ctx context.Context, health cell.Health) error {
 		s.Node = nodeTypes.GetName()

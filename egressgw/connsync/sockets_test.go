@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/statedb"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cilium/cilium/pkg/maps/nat"
@@ -231,6 +233,22 @@ func TestPrivilegedStandbyDecisions(t *testing.T) {
 		t.Fatalf("the old reverse entry is still there: %v", err)
 	}
 
+	// egress-conn-sync shows the standby's view of the gateway.
+	db := statedb.New()
+	tbl, err := NewTable(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.DB, s.Table = db, tbl
+	s.publish(s.View())
+	rows := statedb.Collect(tbl.All(db.ReadTxn()))
+	if len(rows) != 1 {
+		t.Fatalf("%d rows, want 1", len(rows))
+	}
+	if got, want := strings.Join(rows[0].TableRow(), " "), "gw 203.0.113.50 Standby a 1 a "+t0.Add(time.Second).UTC().Format(time.RFC3339Nano); got != want {
+		t.Fatalf("row %q, want %q", got, want)
+	}
+
 	// Reported within 3 refresh periods: kept.
 	s.expire(t0.Add(15 * time.Second))
 	if !inMap(snat, e2) {
@@ -351,6 +369,10 @@ func TestPrivilegedAnnouncerRounds(t *testing.T) {
 	}
 	if full, got := round(t0.Add(5 * time.Second)); len(full) != 2 || !full[1] || len(got) != 151 {
 		t.Fatalf("refresh round: %d datagrams (full %v) with %d entries, want 2 full ones with 151", len(full), full, len(got))
+	}
+	if rows := s.Rows(s.View()); len(rows) != 1 || rows[0].Role != "Announcing" || rows[0].Mappings != 151 ||
+		!rows[0].LastSync.Equal(t0.Add(5*time.Second)) {
+		t.Fatalf("rows %+v, want the gateway announcing with 151 mappings in its latest full report", rows[0])
 	}
 	if got := testutil.ToFloat64(s.Metrics.Sent.WithLabelValues("gw")); got != 150+2+151 {
 		t.Fatalf("sent %v entries, want %d", got, 150+2+151)

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
+
+	"github.com/cilium/statedb"
 
 	"github.com/egressha/egressha/egressgw/probe"
 )
@@ -35,6 +39,10 @@ type Syncer struct {
 	OpenMap func() (*SNATMap, error)
 	// View is this node's VIP gateways now.
 	View func() View
+	// DB and Table: egress-conn-sync, written every refresh period (nil:
+	// not written).
+	DB    *statedb.DB
+	Table statedb.RWTable[*Row]
 
 	snat    *SNATMap
 	mapErr  string
@@ -51,11 +59,15 @@ type sendState struct {
 	vip      [4]byte
 	last     map[Flow]uint16
 	nextFull time.Time
+	// fullCount and fullAt: the latest full report.
+	fullCount int
+	fullAt    time.Time
 }
 
 type tracked struct {
 	gateway  string
 	inst     Installed
+	from     string
 	lastSync time.Time
 }
 
@@ -215,6 +227,7 @@ func (s *Syncer) sendRound(conn *net.UDPConn, now time.Time) {
 				entries = append(entries, Entry{Flow: f, NATPort: p})
 			}
 			st.nextFull = now.Add(s.Refresh)
+			st.fullCount, st.fullAt = len(entries), now
 		} else {
 			entries = Changes(st.last, cur[g.VIP])
 		}
@@ -270,7 +283,7 @@ func (s *Syncer) receive(r received) {
 		t = &tracked{gateway: g.Name}
 		s.trk[m.VIP] = t
 	}
-	t.lastSync = r.at
+	t.lastSync, t.from = r.at, m.From
 	s.Metrics.LastSync.WithLabelValues(g.Name).Set(0)
 	s.Metrics.Received.WithLabelValues(g.Name).Add(float64(len(m.Entries)))
 	valid := m.Entries[:0]
@@ -319,9 +332,12 @@ func (s *Syncer) receive(r received) {
 }
 
 // expire deletes the installed entries the announcer stopped reporting,
-// and hands the entries of a VIP this node now announces to the datapath.
+// and hands the entries of a VIP this node now announces to the datapath;
+// then it publishes egress-conn-sync.
 func (s *Syncer) expire(now time.Time) {
-	vips := s.View().Announced()
+	view := s.View()
+	defer s.publish(view)
+	vips := view.Announced()
 	for vip, t := range s.trk {
 		if !t.lastSync.IsZero() {
 			s.Metrics.LastSync.WithLabelValues(t.gateway).Set(now.Sub(t.lastSync).Seconds())
@@ -391,4 +407,44 @@ func RejectReason(err error) string {
 		return "malformed"
 	}
 	return "map-error"
+}
+
+// Rows are the rows of egress-conn-sync for view.
+func (s *Syncer) Rows(view View) []*Row {
+	out := make([]*Row, 0, len(view.Gateways))
+	for _, g := range view.Gateways {
+		r := &Row{Gateway: g.Name, VIP: netip.AddrFrom4(g.VIP), Role: "Standby"}
+		r.Peers = slices.Sorted(maps.Keys(g.Peers))
+		if g.Announcing {
+			r.Role = "Announcing"
+			if st := s.sent[g.Name]; st != nil && st.vip == g.VIP {
+				r.Mappings, r.LastSync = st.fullCount, st.fullAt
+			}
+		} else if t := s.trk[g.VIP]; t != nil && t.gateway == g.Name {
+			r.Mappings, r.From, r.LastSync = t.inst.Len(), t.from, t.lastSync
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// publish replaces egress-conn-sync's rows with those of view.
+func (s *Syncer) publish(view View) {
+	if s.DB == nil || s.Table == nil {
+		return
+	}
+	wtxn := s.DB.WriteTxn(s.Table)
+	defer wtxn.Abort()
+	rows := s.Rows(view)
+	keep := map[string]bool{}
+	for _, r := range rows {
+		keep[r.Gateway] = true
+		_, _, _ = s.Table.Insert(wtxn, r)
+	}
+	for r := range s.Table.All(wtxn) {
+		if !keep[r.Gateway] {
+			_, _, _ = s.Table.Delete(wtxn, r)
+		}
+	}
+	wtxn.Commit()
 }

@@ -86,8 +86,9 @@ func (s *SNATMap) Close() error { return s.m.Close() }
 
 const batchSize = 4096
 
-// Scan calls fn for every forward (TUPLE_F_OUT) mapping whose translated
-// source address is in vips, with its VIP. It reads the map in batches
+// Scan calls fn for every forward (TUPLE_F_OUT) TCP or UDP mapping whose
+// translated source address is in vips, with its VIP (ICMP echo mappings
+// are not synced). It reads the map in batches
 // (one syscall per batchSize entries); an LRU map can change during the
 // walk, so a mapping made meanwhile may be missed until the next scan.
 func (s *SNATMap) Scan(vips map[[4]byte]bool, fn func(vip [4]byte, e Entry)) error {
@@ -100,7 +101,8 @@ func (s *SNATMap) Scan(vips map[[4]byte]bool, fn func(vip [4]byte, e Entry)) err
 		n, err := s.m.BatchLookup(&cursor, s.keys, s.vals, nil)
 		for i := range n {
 			k, v := &s.keys[i], &s.vals[i]
-			if k.Flags&tuple.TUPLE_F_IN != 0 || !vips[v.Addr] {
+			if k.Flags&tuple.TUPLE_F_IN != 0 || !vips[v.Addr] ||
+				(k.NextHeader != u8proto.TCP && k.NextHeader != u8proto.UDP) {
 				continue
 			}
 			fn(v.Addr, entryOf(k, v))

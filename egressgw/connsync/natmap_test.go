@@ -238,3 +238,20 @@ func benchmarkScan(b *testing.B, mappings int) {
 		}
 	}
 }
+
+// BenchmarkInstallUnchanged is a standby's cost per mapping of a full
+// report that changes nothing (two lookups, no write).
+func BenchmarkInstallUnchanged(b *testing.B) {
+	s, _ := newTestMap(b, 524288, 1)
+	e := entry(5, 100, 41000, 443, 50123, ProtoTCP)
+	if _, err := s.Install(Plan{Entry: e}, vip, 1); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := s.Install(Plan{Entry: e, Owned: true}, vip, 2)
+		if err != nil || res.WroteForward || res.WroteReverse {
+			b.Fatal(res, err)
+		}
+	}
+}

@@ -341,6 +341,11 @@ func TestPrivilegedAnnouncerRounds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An ICMP echo mapping (id as the port) is not synced.
+	icmp := entry(202, 100, 77, 0, 77, 1)
+	if _, err := snat.Install(Plan{Entry: icmp}, vip, 1); err != nil {
+		t.Fatal(err)
+	}
 	// A mapping to another address is not the VIP's: never sent.
 	if _, err := snat.Install(Plan{Entry: entry(200, 1, 1000, 80, 40000, ProtoUDP)}, [4]byte{198, 18, 0, 11}, 1); err != nil {
 		t.Fatal(err)

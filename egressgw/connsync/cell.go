@@ -145,7 +145,15 @@ func register(p params) error {
 			s.Key = &probe.Key{}
 			go probe.WatchKey(ctx, p.Log, p.Clientset, p.DaemonConfig.CiliumNamespaceName(), s.Key)
 		}
-		err := s.Run(ctx, func(msg string) { health.OK(msg) })
+		var running string
+		s.Degraded = func(err error) {
+			if err != nil {
+				health.Degraded("cannot open Cilium's SNAT map: VIP connections will not survive a failover", err)
+				return
+			}
+			health.OK(running)
+		}
+		err := s.Run(ctx, func(msg string) { running = msg; health.OK(msg) })
 		if err != nil {
 			health.Degraded("connection sync stopped", err)
 		}

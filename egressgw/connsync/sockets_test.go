@@ -383,3 +383,34 @@ func TestPrivilegedAnnouncerRounds(t *testing.T) {
 		t.Fatalf("sent %v entries, want %d", got, 150+2+151)
 	}
 }
+
+// TestPrivilegedNoSNATMap: without Cilium's pinned SNAT map (BPF masquerading off)
+// the syncer says so once, installs and sends nothing, and recovers when
+// the map appears.
+func TestPrivilegedNoSNATMap(t *testing.T) {
+	var reported []error
+	opens := 0
+	path := t.TempDir() + "/" + SNATMapName
+	s := &Syncer{
+		Log: slog.New(slog.DiscardHandler), Metrics: NewMetrics(), Key: &probe.Key{},
+		OpenMap: func() (*SNATMap, error) {
+			opens++
+			return OpenSNATMap(path, nil)
+		},
+		Degraded: func(err error) { reported = append(reported, err) },
+	}
+	s.init()
+	for range 3 {
+		if s.snatMap() != nil {
+			t.Fatal("opened a map that is not there")
+		}
+	}
+	if opens != 3 || len(reported) != 1 || !errors.Is(reported[0], ErrNoSNATMap) {
+		t.Fatalf("%d opens, reported %v; want a retry every time and one ErrNoSNATMap", opens, reported)
+	}
+	snat, _ := newTestMap(t, 16, 1)
+	s.OpenMap = func() (*SNATMap, error) { return snat, nil }
+	if s.snatMap() != snat || len(reported) != 2 || reported[1] != nil {
+		t.Fatalf("the map appeared: reported %v, want a recovery (nil)", reported)
+	}
+}

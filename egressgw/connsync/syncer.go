@@ -39,6 +39,9 @@ type Syncer struct {
 	OpenMap func() (*SNATMap, error)
 	// View is this node's VIP gateways now.
 	View func() View
+	// Degraded, when set, is told when Cilium's SNAT map cannot be opened
+	// (nil error: it can again).
+	Degraded func(error)
 	// DB and Table: egress-conn-sync, written every refresh period (nil:
 	// not written).
 	DB    *statedb.DB
@@ -174,11 +177,17 @@ func (s *Syncer) snatMap() *SNATMap {
 		if err.Error() != s.mapErr {
 			s.mapErr = err.Error()
 			s.Log.Error("Connection sync cannot open Cilium's SNAT map: VIP connections will not survive a failover", "error", err)
+			if s.Degraded != nil {
+				s.Degraded(err)
+			}
 		}
 		return nil
 	}
 	if s.mapErr != "" {
 		s.Log.Info("Connection sync opened Cilium's SNAT map")
+		if s.Degraded != nil {
+			s.Degraded(nil)
+		}
 	}
 	s.mapErr = ""
 	s.snat = m

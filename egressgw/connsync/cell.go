@@ -129,7 +129,7 @@ func register(p params) error {
 		Refresh:  p.Config.EgressGatewayHAConnSyncRefresh,
 		// NODEPORT_PORT_MIN_NAT..NODEPORT_PORT_MAX_NAT (config.go of
 		// Cilium's datapath: NodePortMax+1..65535).
-		Range: NATPortRange{Min: max + 1, Max: 65535},
+		Range: NATPortRange{Min: uint16(min(int(max)+1, 65535)), Max: 65535},
 		OpenMap: func() (*SNATMap, error) {
 			clock := timestamp.GetClockSourceFromOptions()
 			return OpenSNATMap(bpf.MapPath(p.Log, SNATMapName), func() (uint64, error) { return timestamp.GetCTCurTime(clock) })

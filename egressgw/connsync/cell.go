@@ -118,9 +118,9 @@ func register(p params) error {
 	if err := p.Config.Validate(); err != nil {
 		return fmt.Errorf("egressha connection sync: %w", err)
 	}
-	max := p.LBConfig.NodePortMax
-	if max == 0 {
-		max = loadbalancer.NodePortMaxDefault
+	nodePortMax := p.LBConfig.NodePortMax
+	if nodePortMax == 0 {
+		nodePortMax = loadbalancer.NodePortMaxDefault
 	}
 	s := &Syncer{
 		Log: p.Log, Metrics: p.Metrics,
@@ -129,7 +129,7 @@ func register(p params) error {
 		Refresh:  p.Config.EgressGatewayHAConnSyncRefresh,
 		// NODEPORT_PORT_MIN_NAT..NODEPORT_PORT_MAX_NAT (config.go of
 		// Cilium's datapath: NodePortMax+1..65535).
-		Range: NATPortRange{Min: uint16(min(int(max)+1, 65535)), Max: 65535},
+		Range: NATPortRange{Min: uint16(min(int(nodePortMax)+1, 65535)), Max: 65535},
 		OpenMap: func() (*SNATMap, error) {
 			clock := timestamp.GetClockSourceFromOptions()
 			return OpenSNATMap(bpf.MapPath(p.Log, SNATMapName), func() (uint64, error) { return timestamp.GetCTCurTime(clock) })

@@ -77,7 +77,7 @@ check-fresh: ## Fail if make runs go before a recipe could download modules (the
 # Fuzz targets (package:Target), each run for FUZZ_TIME in `make test`; their
 # seed corpora also run as plain tests in test-unit. A crasher go test finds
 # is written to the package's testdata/fuzz and then fails every run.
-FUZZ_TARGETS := vipd:FuzzReceive egressgw/heartbeat:FuzzDecodeReport egressgw/egresspolicy:FuzzPolicyConversion egressgw/cegp:FuzzPolicyConversion egressgw/cegp:FuzzDecode egressgw/probe:FuzzDecode egressgw/connterm:FuzzTracker
+FUZZ_TARGETS := vipd:FuzzReceive egressgw/heartbeat:FuzzDecodeReport egressgw/egresspolicy:FuzzPolicyConversion egressgw/cegp:FuzzPolicyConversion egressgw/cegp:FuzzDecode egressgw/probe:FuzzDecode egressgw/connterm:FuzzTracker egressgw/connsync:FuzzDecode egressgw/connsync:FuzzDecodeSigned
 FUZZ_TIME    ?= 5s
 fuzz: ## Run every fuzz target for FUZZ_TIME.
 	@for t in $(FUZZ_TARGETS); do \

@@ -15,6 +15,7 @@ import (
 
 	"github.com/egressha/egressha/egressgw/client"
 	"github.com/egressha/egressha/egressgw/config"
+	"github.com/egressha/egressha/egressgw/connsync"
 	"github.com/egressha/egressha/egressgw/connterm"
 	"github.com/egressha/egressha/egressgw/datapath"
 	"github.com/egressha/egressha/egressgw/entries"
@@ -35,6 +36,7 @@ var Agent = cell.Module(
 	datapath.TakeoverCell,
 	probe.AgentCell,
 	vip.Cell,
+	connsync.Cell,
 	entries.LocalCell,
 	// Destroys local pods' sockets when a basic-mode move changes their
 	// egress source; here, not in agentCells, as it touches the host's

@@ -74,6 +74,13 @@ func ensureKeySecret(ctx context.Context, cs kubernetes.Interface, ns string) er
 	return err
 }
 
+// WatchKey keeps k equal to the probe key Secret in Cilium's namespace ns
+// until ctx ends, without ever creating it: for an agent cell that
+// authenticates as the probes do while the probe responder is off.
+func WatchKey(ctx context.Context, log *slog.Logger, cs kubernetes.Interface, ns string, k *Key) {
+	watchKey(ctx, log, cs, ns, false, k)
+}
+
 // watchKey keeps k equal to the Secret's key until ctx ends. With create
 // (the operators) it creates the Secret when it is missing, retrying until
 // it can. A Secret without a usable key clears k and is logged: probing

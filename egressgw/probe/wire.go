@@ -180,3 +180,21 @@ func mac(key, b []byte) []byte {
 	h.Write(b)
 	return h.Sum(nil)[:macLen]
 }
+
+// MACLen is the length of the authentication code that MAC appends.
+const MACLen = macLen
+
+// MAC is the probes' authentication code of b under key (HMAC-SHA256,
+// truncated to MACLen bytes), for other datagrams authenticated as the
+// probes are (egressgw/connsync).
+func MAC(key, b []byte) []byte { return mac(key, b) }
+
+// CheckMAC reports whether b ends with the authentication code (MAC) of
+// the rest of b under key, comparing in constant time.
+func CheckMAC(b, key []byte) bool {
+	if len(b) < macLen {
+		return false
+	}
+	body, sum := b[:len(b)-macLen], b[len(b)-macLen:]
+	return hmac.Equal(sum, mac(key, body))
+}

@@ -242,27 +242,35 @@ func (r *report) connections() {
 	}
 	r.p("## Connections across a failover")
 	r.p("")
-	r.p("Long-lived connections from a pod on lab-worker to the echo server while the gateway moves: %s. %s. Stock Cilium's relabel of its CiliumEgressGatewayPolicy's node ran in the same run as the baseline.",
-		cs[0].Settings["connections"], cs[0].Settings["window"])
+	r.p("Long-lived connections while the gateway moves, %s. Each trial watches them %s. Stock Cilium's relabel of its CiliumEgressGatewayPolicy's node (a planned move; after a crash stock Cilium does not move at all) ran in the same run as the baseline. The disrupted node is restored as the standby after each trial, and the next trial moves the role back.",
+		cs[0].Settings["connections"], strings.TrimPrefix(cs[0].Settings["window"], "connections watched "))
 	r.p("")
 	r.p("- **survived**: the same TCP connection (UDP socket) was still answered after the traffic moved, with no error; **stall**: the longest time without an answer, over the connections that survived (idle: the round trip of its request after the move).")
 	r.p("- **ended ≤ 1 s**: the client saw the connection fail (reset or aborted) at most 1 s after the first request through the new node (%s); a connection that neither survived nor ended **hung**.", cs[0].Settings["moved"])
+	r.p("- **traffic moved**: from the disruption to that first reply through the new node, over the trials (the gap the stall is compared with).")
 	r.p("")
-	r.p("| system | mode | disruption | kind | connections | survived | stall p50 / p99 | ended ≤ 1 s | ended after the move p50 / max | hung |")
-	r.p("|---|---|---|---|---|---|---|---|---|---|")
+	r.p("| system | mode | disruption | traffic moved p50 / max | kind | connections | survived | stall p50 / p99 | ended ≤ 1 s | ended after the move p50 / max | hung |")
+	r.p("|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, c := range cs {
 		mode := "–"
 		if c.Mode != "stock" {
-			mode = strings.Fields(c.Settings["gateway"])[0]
+			mode = strings.TrimSuffix(strings.Fields(c.Settings["gateway"])[0], ",")
 		}
 		for _, scope := range scopesOf(c.Trials) {
+			moved := "–"
+			var trs []results.Trial
+			for _, tr := range c.Trials {
+				if tr.Scope == scope {
+					trs = append(trs, tr)
+				}
+			}
+			if g := results.Observed(results.Series(trs, func(tr results.Trial) float64 { return tr.GapMS })); len(g) > 0 {
+				moved = fmt.Sprintf("%s / %s", fmtMS(percentile(g, 50)), fmtMS(slices.Max(g)))
+			}
 			for _, kind := range []string{"request-response", "server-push", "idle-keepalive", "udp"} {
 				var n, survived, endedFast, hung int
 				var stall, ended []float64
-				for _, tr := range c.Trials {
-					if tr.Scope != scope {
-						continue
-					}
+				for _, tr := range trs {
 					for _, cn := range tr.Connections {
 						if cn.Kind != kind {
 							continue
@@ -292,7 +300,7 @@ func (r *report) connections() {
 				if len(ended) > 0 {
 					en = fmt.Sprintf("%s / %s", fmtSignedMS(percentile(ended, 50)), fmtSignedMS(slices.Max(ended)))
 				}
-				r.p("| %s | %s | %s | %s | %d | %s | %s | %s | %s | %d |", c.Mode, mode, scope, kind, n, pct(survived, n), st, pct(endedFast, n), en, hung)
+				r.p("| %s | %s | %s | %s | %s | %d | %s | %s | %s | %s | %d |", c.Mode, mode, scope, moved, kind, n, pct(survived, n), st, pct(endedFast, n), en, hung)
 			}
 		}
 	}

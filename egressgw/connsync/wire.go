@@ -92,13 +92,15 @@ const (
 // Errors of Decode; each rejected datagram matches one, the label of the
 // rejection metric (RejectReason).
 var (
-	ErrShort    = errors.New("datagram too short")
-	ErrMagic    = errors.New("not an egressha connection sync datagram (bad magic)")
-	ErrType     = errors.New("unknown datagram type")
-	ErrLength   = errors.New("datagram length does not match its entry count")
-	ErrName     = errors.New("bad sender name")
-	ErrAuth     = errors.New("authentication failed (wrong key or altered datagram)")
-	ErrShortKey = errors.New("probe key too short")
+	ErrShort  = errors.New("datagram too short")
+	ErrMagic  = errors.New("not an egressha connection sync datagram (bad magic)")
+	ErrType   = errors.New("unknown datagram type")
+	ErrLength = errors.New("datagram length does not match its entry count")
+	ErrName   = errors.New("bad sender name")
+	// The key and MAC are the probes' (probe.MAC), and so are their
+	// errors.
+	ErrAuth     = probe.ErrAuth
+	ErrShortKey = probe.ErrShortKey
 )
 
 // PerDatagram is how many entries fit in one datagram of a sender named

@@ -76,13 +76,13 @@ check-fresh: ## Fail if make runs go before a recipe could download modules (the
 
 # Fuzz targets (package:Target), each run for FUZZ_TIME in `make test`; their
 # seed corpora also run as plain tests in test-unit. A crasher go test finds
-# is written to the package's testdata/fuzz and then fails every run.
+# is written to the package's testdata/fuzz and then fails every run;
+# hack/fuzz-one retries once a run that only hit Go's -fuzztime deadline race.
 FUZZ_TARGETS := vipd:FuzzReceive egressgw/heartbeat:FuzzDecodeReport egressgw/egresspolicy:FuzzPolicyConversion egressgw/cegp:FuzzPolicyConversion egressgw/cegp:FuzzDecode egressgw/probe:FuzzDecode egressgw/connterm:FuzzTracker egressgw/connsync:FuzzDecode egressgw/connsync:FuzzDecodeSigned
 FUZZ_TIME    ?= 5s
 fuzz: ## Run every fuzz target for FUZZ_TIME.
 	@for t in $(FUZZ_TARGETS); do \
-		echo "==> fuzz $${t#*:} (./$${t%%:*}, $(FUZZ_TIME))"; \
-		$(GO) test -tags $(OPER_TAGS) -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) ./$${t%%:*}/ || exit 1; \
+		hack/fuzz-one $(GO) $(OPER_TAGS) $${t%%:*} $${t#*:} $(FUZZ_TIME) || exit 1; \
 	done
 
 test: check-fresh verify-generate lint build test-unit fuzz test-e2e ## Everything CI runs.

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -143,30 +144,34 @@ func TestCEGPFailover(t *testing.T) {
 	// (one entry), so wait for it before sampling.
 	kubectlApply(t, cfg, cegpSpread(a, b))
 	waitAnnotation(t, cfg, `{"index":1,"node":"lab-egress-b"`, time.Minute)
-	pods := []string{"nginx-0"}
+	// Pods are spread by upstream's hash of the endpoint's UID (random):
+	// six pods all land on one entry in 1 of 32 runs, so add pods (up to
+	// 12) until both entries carry one.
+	pods := []string{}
 	via := map[string]string{}
-	for i := 1; i < 12; i++ {
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := 0; i < 12; i++ {
 		name := fmt.Sprintf("nginx-%d", i)
-		if _, err := cluster.AddPod(ctx, cfg, worker.Name, "default", name, map[string]string{"app": "nginx"}); err != nil {
-			t.Fatal(err)
+		if i > 0 {
+			if _, err := cluster.AddPod(ctx, cfg, worker.Name, "default", name, map[string]string{"app": "nginx"}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		pods = append(pods, name)
-		if i >= 5 {
-			break
-		}
-	}
-	deadline := time.Now().Add(time.Minute)
-	for _, p := range pods {
 		for {
-			got, err := sourceSeen(ctx, cfg, "default", p)
+			got, err := sourceSeen(ctx, cfg, "default", name)
 			if err == nil && (got == a.PublicIP.String() || got == b.PublicIP.String()) {
-				via[p] = got
+				via[name] = got
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s never left through a gateway: %q %v", p, got, err)
+				t.Fatalf("%s never left through a gateway: %q %v", name, got, err)
 			}
 			time.Sleep(200 * time.Millisecond)
+		}
+		if len(pods) >= 6 && slices.Contains(slices.Collect(maps.Values(via)), a.PublicIP.String()) &&
+			slices.Contains(slices.Collect(maps.Values(via)), b.PublicIP.String()) {
+			break
 		}
 	}
 	onA := []string{}

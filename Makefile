@@ -154,7 +154,7 @@ BENCH_GO_CMD        = $(GO) test -tags $(OPER_TAGS) -run ^$$ -bench . -benchmem 
 BENCH_LAB_ENV       = EGRESSHA_BENCH=1 EGRESSHA_BENCH_TRIALS=$(BENCH_TRIALS) EGRESSHA_BENCH_STOCK_TRIALS=$(BENCH_STOCK_TRIALS) \
 	EGRESSHA_BENCH_STOCK_WAIT=$(BENCH_STOCK_WAIT) EGRESSHA_BENCH_NEW_PODS=$(BENCH_NEW_PODS) \
 	EGRESSHA_BENCH_MEMORY_ENDPOINTS=$(BENCH_MEMORY_ENDPOINTS) EGRESSHA_RESULTS_DIR=$(BENCH_RESULTS)
-BENCH_LAB_CMD       = $(GO) test -count=1 -timeout 150m -run ^TestBench -v ./e2e/
+BENCH_LAB_CMD       = $(GO) test -count=1 -timeout 180m -run ^TestBench -v ./e2e/
 
 bench: lab-deps build cilium-tools lab-bin kubectl ## Run every benchmark (Go, then the lab vs stock Cilium) and write BENCHMARKS.md (root).
 	@rm -rf $(BENCH_RESULTS) && mkdir -p $(BENCH_RESULTS)
@@ -162,7 +162,7 @@ bench: lab-deps build cilium-tools lab-bin kubectl ## Run every benchmark (Go, t
 	@echo "==> lab benchmarks (full log: $(BENCH_RESULTS)/lab-bench.log)"
 	@set -o pipefail; rc=0; \
 	(cd test && $(LAB_ENV) $(BENCH_LAB_ENV) $(BENCH_LAB_CMD)) 2>&1 | tee $(BENCH_RESULTS)/lab-bench.log \
-		| grep --line-buffered -E 'bench_test.go|^(--- |ok|FAIL|PASS)' || rc=$$?; \
+		| grep --line-buffered -E '(bench_test|conns_test|hitless_test).go|^(--- |ok|FAIL|PASS)' || rc=$$?; \
 	cd test && $(GO) run ./benchreport -results $(BENCH_RESULTS) -out $(abspath $(BENCH_REPORT)) -repo $(CURDIR) \
 		-gobench-cmd '$(BENCH_GO_CMD)' \
 		-lab-cmd 'cd test && $(BENCH_LAB_ENV) $(BENCH_LAB_CMD)' || rc=$$?; \

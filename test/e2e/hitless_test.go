@@ -161,9 +161,34 @@ func TestRollingRestartMovesNothing(t *testing.T) {
 			d := watchDisruption(t, gw, p, via, a.Name, 10*time.Second, func() { rollingRestart(t, cfg) })
 			t.Logf("rolling restart, %s mode: %s", m.name, d)
 			if d.failed > 0 || d.viaOther > 0 || d.changes > 0 || d.lastFailoverChanged {
-				t.Errorf("%s mode: a rolling restart of every cilium-agent disturbed the traffic or moved the gateway: %s", m.name, d)
+				t.Errorf("%s mode: a rolling restart of every cilium-agent disturbed the traffic or moved the gateway: %s; lastFailover %s",
+					m.name, d, lastFailover(t, gw))
+				logDecisions(t, cfg)
 			}
 		})
+	}
+}
+
+// operatorDecisions are the operator log messages that explain a move.
+var operatorDecisions = []string{"active node decided", "Liveness of a candidate node changed", "Agent restarting",
+	"Agent back after", "Agent not back", "Liveness: suspect", "EgressGateway status written"}
+
+// logDecisions logs the last decision lines of every operator replica's
+// log, so a failed run says why the gateway moved.
+func logDecisions(t *testing.T, cfg cluster.Config) {
+	t.Helper()
+	for i := 1; i <= 2; i++ {
+		data, err := os.ReadFile(cfg.OperatorLog(i))
+		if err != nil {
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if slices.ContainsFunc(operatorDecisions, func(m string) bool { return strings.Contains(l, m) }) {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("--- operator replica %d, last decisions:\n%s", i, strings.Join(lines[max(0, len(lines)-30):], "\n"))
 	}
 }
 
@@ -254,6 +279,7 @@ func TestBenchOperations(t *testing.T) {
 				c.Trials = append(c.Trials, operationTrial("link-flap", d))
 				if d.changes > flapMoves {
 					t.Errorf("%s mode: 30 flaps moved the gateway %d times, want at most %d", m.name, d.changes, flapMoves)
+					logDecisions(t, cfg)
 				}
 				gw.waitActive(t, a.Name, time.Minute)
 			}
@@ -361,6 +387,7 @@ func TestLinkFlapMovesAtMostTwice(t *testing.T) {
 			t.Logf("cluster link flap, %s mode: %s", m.name, d)
 			if d.changes > flapMoves {
 				t.Errorf("%s mode: 30 flaps of the active node's cluster link moved the gateway %d times, want at most %d", m.name, d.changes, flapMoves)
+				logDecisions(t, cfg)
 			}
 			gw.waitActive(t, a.Name, time.Minute)
 		})
